@@ -1,0 +1,307 @@
+"""The interactive prompt loop (prompt_toolkit), modelled on litecli.
+
+* input runs until a ';' outside strings and comments; Enter inside an unfinished
+  statement starts a new line, Alt+Enter (Esc Enter) runs the buffer as it is;
+* lines starting with '.' are dot-commands (see :mod:`zooql.repl.dotcommands`);
+* Ctrl-C clears the input, or cancels the running statement; Ctrl-D quits;
+* history is kept in a file (``$ZOOQL_HISTORY``, else
+  ``$XDG_STATE_HOME/zooql/history``, else ``~/.local/state/zooql/history``);
+* keywords and the hub's names complete with Tab; names are reloaded after every
+  statement.
+
+For tests, :func:`run_repl` takes prompt_toolkit ``input``/``output`` objects
+(``create_pipe_input()``, ``DummyOutput()``) and text streams for results and errors.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable, TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings
+
+from . import dotcommands
+from .completer import ZooQLCompleter
+from .formatting import MODES, format_elapsed, render_split
+from .lexer import ZooQLLexer, input_complete, make_style, split_statements
+from .progress import ProgressBar
+
+PROMPT = "zooql> "
+CONTINUATION = "    -> "
+
+
+def default_history_path() -> str:
+    env = os.environ.get("ZOOQL_HISTORY")
+    if env:
+        return os.path.expanduser(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "zooql", "history")
+
+
+def _make_history(path: str | None, err: TextIO) -> History:
+    if path is None:
+        path = default_history_path()
+    if path == "":
+        return InMemoryHistory()
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        # Fail now rather than on the first statement when the file is not writable.
+        with open(path, "a", encoding="utf-8"):
+            pass
+        return FileHistory(path)
+    except OSError as e:
+        print(f"Warning: history not saved ({path}: {e.strerror or e})", file=err)
+        return InMemoryHistory()
+
+
+def _zooql_errors():
+    try:
+        from zooql.errors import Cancelled, ZooQLError
+    except Exception:  # pragma: no cover - errors.py is part of the package
+        class ZooQLError(Exception):  # type: ignore[no-redef]
+            pass
+
+        class Cancelled(ZooQLError):  # type: ignore[no-redef]
+            pass
+    return ZooQLError, Cancelled
+
+
+class _Quit(Exception):
+    pass
+
+
+class Repl:
+    """One interactive session over a hub."""
+
+    def __init__(self, hub: Any = None, *, hub_path: str | None = None, trust_code: bool = False,
+                 connect: Callable[..., Any] | None = None, mode: str = "table", timer: bool = False,
+                 input: Any = None, output: Any = None, stdout: TextIO | None = None,
+                 stderr: TextIO | None = None, history_path: str | None = None,
+                 progress: bool | None = None, debug: bool = False, banner: bool = True):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.out = stdout if stdout is not None else sys.stdout
+        self.err = stderr if stderr is not None else sys.stderr
+        self.mode = mode
+        self.timer = timer
+        self.debug = debug
+        self.trust_code = trust_code
+        self.progress = progress  # None: draw when stderr is a terminal
+        self.banner = banner
+        self._connect = connect
+        self._owns_hub = hub is None
+        self.hub = hub if hub is not None else self._open(hub_path)
+        self.completer = ZooQLCompleter(self.hub, dot_commands=dotcommands.names())
+        self._running = False
+        self._pt_input = input
+        self._pt_output = output
+        self._history_path = history_path
+        self.session: PromptSession | None = None
+        self.ZooQLError, self.Cancelled = _zooql_errors()
+
+    # -- hub ------------------------------------------------------------------
+    def _open(self, path: str | None):
+        connect = self._connect
+        if connect is None:
+            import zooql
+
+            connect = zooql.connect
+        return connect(path, trust_code=self.trust_code)
+
+    def open_hub(self, path: str) -> None:
+        new = self._open(path)  # errors leave the current hub open
+        old, owned = self.hub, self._owns_hub
+        self.hub, self._owns_hub = new, True
+        if owned and old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        self.completer.refresh(self.hub)
+
+    def hub_path(self) -> str:
+        return str(getattr(self.hub, "path", "") or "")
+
+    def close(self) -> None:
+        if self._owns_hub and self.hub is not None:
+            try:
+                self.hub.close()
+            except Exception:
+                pass
+
+    # -- output ---------------------------------------------------------------
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def show_rows(self, columns: list[str], rows: list[tuple]) -> None:
+        """Print rows in the current output mode."""
+        from types import SimpleNamespace
+
+        data, _ = render_split(SimpleNamespace(columns=columns, rows=rows, message=None), self.mode)
+        self.print(data)
+
+    def error(self, text: str) -> None:
+        print(f"Error: {text}", file=self.err, flush=True)
+
+    def quit(self) -> None:
+        raise _Quit()
+
+    # -- running text ---------------------------------------------------------
+    def run_text(self, text: str, *, base_dir: str | None = None) -> bool:
+        """Run every statement in `text`, printing each result. Stops at the first
+        error. Returns True when all statements succeeded."""
+        if base_dir is None:
+            base_dir = os.getcwd()
+        ok = True
+        try:
+            for stmt in split_statements(text):
+                if not self._run_one(stmt.padded(text), base_dir):
+                    ok = False
+                    break
+        finally:
+            self.completer.refresh(self.hub)
+        return ok
+
+    def _run_one(self, text: str, base_dir: str) -> bool:
+        t0 = time.perf_counter()
+        bar = ProgressBar(self.err, enabled=self.progress)
+        try:
+            try:
+                res = self.hub.execute(text, progress=bar, base_dir=base_dir)
+            finally:
+                bar.close()
+            data, note = render_split(res, self.mode)
+        except KeyboardInterrupt:
+            print("cancelled", file=self.err, flush=True)
+            return False
+        except self.Cancelled as e:
+            msg = str(e) or "cancelled"
+            print(msg if "cancel" in msg.lower() else f"cancelled: {msg}", file=self.err, flush=True)
+            return False
+        except self.ZooQLError as e:
+            self.error(str(e))
+            return False
+        except Exception as e:  # noqa: BLE001 - an engine bug must not end the session
+            self.error(f"internal error: {type(e).__name__}: {e} (this is a bug"
+                       + ("" if self.debug else "; start with --debug for a traceback") + ")")
+            if self.debug:
+                traceback.print_exc(file=self.err)
+            return False
+        if data:
+            self.print(data)
+        if note:
+            if self.mode == "table" or not data:
+                self.print(note)
+            else:
+                print(note, file=self.err, flush=True)
+        if self.timer:
+            elapsed = getattr(res, "elapsed", None)
+            if elapsed is None:
+                elapsed = time.perf_counter() - t0
+            self.print(format_elapsed(elapsed))
+        return True
+
+    def handle_input(self, text: str) -> None:
+        """Handle what the user entered at the prompt (raises _Quit to leave)."""
+        stripped = text.strip()
+        if not stripped:
+            return
+        low = stripped.lower()
+        if low in ("exit", "quit", r"\q"):
+            self.quit()
+        if low == "help":
+            stripped = ".help"
+        if dotcommands.is_dot_command(stripped):
+            try:
+                dotcommands.run(self, stripped)
+            except dotcommands.DotCommandError as e:
+                self.error(str(e))
+            except KeyboardInterrupt:
+                print("cancelled", file=self.err, flush=True)
+            except self.ZooQLError as e:
+                self.error(str(e))
+            except _Quit:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self.error(f"internal error: {type(e).__name__}: {e} (this is a bug)")
+                if self.debug:
+                    traceback.print_exc(file=self.err)
+            return
+        self.run_text(text)
+
+    # -- the prompt -----------------------------------------------------------
+    def _make_session(self) -> PromptSession:
+        kb = KeyBindings()  # Ctrl-D / Ctrl-C / Alt+Enter: prompt_toolkit defaults
+
+        def multiline() -> bool:
+            try:
+                from prompt_toolkit.application.current import get_app
+
+                return not input_complete(get_app().current_buffer.text)
+            except Exception:
+                return True
+
+        def continuation(width: int, line_number: int, wrap_count: int):
+            return FormattedText([("class:continuation", CONTINUATION.rjust(width))])
+
+        kwargs: dict[str, Any] = {}
+        if self._pt_input is not None:
+            kwargs["input"] = self._pt_input
+        if self._pt_output is not None:
+            kwargs["output"] = self._pt_output
+        return PromptSession(
+            message=FormattedText([("class:prompt", PROMPT)]),
+            multiline=Condition(multiline),
+            lexer=ZooQLLexer(),
+            completer=self.completer,
+            complete_while_typing=True,
+            history=_make_history(self._history_path, self.err),
+            auto_suggest=AutoSuggestFromHistory(),
+            style=make_style(),
+            include_default_pygments_style=False,
+            prompt_continuation=continuation,
+            key_bindings=kb,
+            enable_history_search=False,
+            **kwargs,
+        )
+
+    def run(self) -> int:
+        """The loop. Returns the exit status (0)."""
+        self.session = self._make_session()
+        if self.banner:
+            try:
+                from zooql import __version__ as version  # type: ignore
+            except Exception:
+                version = ""
+            self.print(f"ZooQL {version}".rstrip() + f" - hub {self.hub_path()}\n"
+                       "Statements end with ';'. Type .help for help, Ctrl-D to quit.")
+        try:
+            while True:
+                try:
+                    text = self.session.prompt()
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C on input: drop it, new prompt
+                except EOFError:
+                    break
+                try:
+                    self.handle_input(text)
+                except _Quit:
+                    break
+                except KeyboardInterrupt:
+                    print("cancelled", file=self.err, flush=True)
+        finally:
+            self.close()
+        return 0
+
+
+def run_repl(hub: Any = None, **kwargs: Any) -> int:
+    """Run the REPL over `hub` (or over ``hub_path=...``); see :class:`Repl` for options."""
+    return Repl(hub, **kwargs).run()
