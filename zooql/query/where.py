@@ -102,9 +102,10 @@ class ExprCompiler:
             return f"({self._operand(node.left, numeric)} {node.op} {self._operand(node.right, numeric)})"
         if isinstance(node, A.InList):
             numeric = all(self._is_numeric(x) for x in node.items)
+            operand = self._operand(node.operand, numeric)  # parameters in textual order
             items = ", ".join(self._c(x) for x in node.items)
             neg = "NOT " if node.negated else ""
-            return f"({self._operand(node.operand, numeric)} {neg}IN ({items}))"
+            return f"({operand} {neg}IN ({items}))"
         if isinstance(node, A.Like):
             neg = "NOT " if node.negated else ""
             return f"({self._operand(node.operand, False)} {neg}LIKE {self._c(node.pattern)})"
