@@ -236,3 +236,97 @@ class SetOption(Statement):
     key: str
     value: Node
     span: Span | None = _span()
+
+
+# ---- statements of the method issues (DISCOVER, RECOMMEND, FIND) -------------------------
+
+@dataclass(frozen=True)
+class CreateTask(Statement):
+    name: Name
+    path: Node
+    images: bool = False
+    evaluator: Node | None = None
+    limit: Node | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Discover(Statement):
+    tree: Node
+    task: Node
+    budget: Node
+    per_model: bool = True
+    k: int = 1
+    strategy: Node | None = None
+    seed: Node | None = None
+    where: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Recommend(Statement):
+    dataset: Node
+    description: Node | None = None
+    metric: Node | None = None
+    given: tuple = ()            # tuple[Option] (model = score)
+    where: Node | None = None
+    top: Node | None = None
+    method: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class TrainRecommender(Statement):
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class CreateProbeSet(Statement):
+    name: Name
+    path: Node
+    limit: Node | None = None
+    seed: Node | None = None
+    captions: Node | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Probe(Statement):
+    probe_set: Node
+    where: Node | None = None
+    batch: Node | None = None
+    device: Node | None = None
+    sample: Node | None = None
+    seed: Node | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class LogitRef(Node):
+    model: Name
+    logit: Node  # Literal int index or str label
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Find(Statement):
+    target: str                  # 'logits' | 'models'
+    text: Node | None = None     # RECOGNIZING 'text'
+    like: Node | None = None     # LogitRef | Name/Literal (a model)
+    models: tuple | None = None  # IN (a, b, ...); None = whole hub
+    aligner: Node | None = None
+    probe_set: Node | None = None
+    where: Node | None = None
+    top: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class RefreshDescriptors(Statement):
+    probe_set: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()

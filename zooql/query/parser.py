@@ -234,6 +234,159 @@ class _ToAst(Transformer):
         return A.SetOption(".".join(items[0].parts).lower(), items[-1], span=_span(meta))
 
 
+    # ---- method statements -------------------------------------------------------------
+    def images_kw(self, meta, items):
+        return ("images", True)
+
+    def evaluator_clause(self, meta, items):
+        return ("evaluator", items[0])
+
+    def create_task(self, meta, items):
+        kw = dict(x for x in items[1:] if isinstance(x, tuple))
+        path = [x for x in items[1:] if not isinstance(x, tuple)][0]
+        return A.CreateTask(items[0], path, kw.get("images", False), kw.get("evaluator"),
+                            kw.get("limit"), span=_span(meta))
+
+    def count(self, meta, items):
+        return ("k", int(str(items[0])))
+
+    def per_model(self, meta, items):
+        return True
+
+    def total(self, meta, items):
+        return False
+
+    def budget_clause(self, meta, items):
+        return ("budget", (items[0], items[1] if len(items) > 1 else True))
+
+    def using_clause(self, meta, items):
+        return ("using", items[0])
+
+    def seed_clause(self, meta, items):
+        return ("seed", items[0])
+
+    def options_clause(self, meta, items):
+        return ("options", tuple(items))
+
+    def discover_stmt(self, meta, items):
+        k = 1
+        if isinstance(items[0], tuple) and items[0][0] == "k":
+            k = items[0][1]
+            items = items[1:]
+        kw = _clauses(items[2:])
+        budget, per_model = kw["budget"]
+        return A.Discover(items[0], items[1], budget, per_model, k, kw.get("using"), kw.get("seed"),
+                          kw.get("where"), kw.get("options", ()), span=_span(meta))
+
+    def described_clause(self, meta, items):
+        return ("described", items[0])
+
+    def metric_clause(self, meta, items):
+        return ("metric", items[0])
+
+    def given_item(self, meta, items):
+        return A.Option(items[0].value, items[-1], span=_span(meta))
+
+    def given_clause(self, meta, items):
+        return ("given", tuple(items))
+
+    def top_clause(self, meta, items):
+        return ("top", items[0])
+
+    def recommend_stmt(self, meta, items):
+        kw = _clauses(items[1:])
+        return A.Recommend(items[0], kw.get("described"), kw.get("metric"), kw.get("given", ()),
+                           kw.get("where"), kw.get("top"), kw.get("using"), kw.get("options", ()),
+                           span=_span(meta))
+
+    def train_recommender(self, meta, items):
+        return A.TrainRecommender(items[0][1] if items else (), span=_span(meta))
+
+    def captions_clause(self, meta, items):
+        return ("captions", items[0])
+
+    def create_probe_set(self, meta, items):
+        kw = _clauses(items[2:])
+        return A.CreateProbeSet(items[0], items[1], kw.get("limit"), kw.get("seed"), kw.get("captions"),
+                                span=_span(meta))
+
+    def probe_models(self, meta, items):
+        return ("models", items[0][1] if items else None)
+
+    def batch_clause(self, meta, items):
+        return ("batch", items[0])
+
+    def device_clause(self, meta, items):
+        return ("device", items[0])
+
+    def sample_clause(self, meta, items):
+        return ("sample", items[0])
+
+    def probe_stmt(self, meta, items):
+        where = None
+        if isinstance(items[0], tuple) and items[0][0] == "models":
+            where = items[0][1]
+            items = items[1:]
+        kw = _clauses(items[1:])
+        return A.Probe(items[0], where, kw.get("batch"), kw.get("device"), kw.get("sample"), kw.get("seed"),
+                       span=_span(meta))
+
+    def target_logits(self, meta, items):
+        return "logits"
+
+    def target_models(self, meta, items):
+        return "models"
+
+    def recognizing(self, meta, items):
+        return ("text", items[0])
+
+    def like_logit(self, meta, items):
+        if items[1].value.lower() != "logit":
+            raise ParseError(f"expected <model>.logit[...] in FIND ... LIKE, got .{items[1].value}",
+                             line=meta.line, column=meta.column)
+        return ("like", A.LogitRef(items[0], items[2], span=_span(meta)))
+
+    def like_model(self, meta, items):
+        return ("like", items[0])
+
+    def in_models(self, meta, items):
+        return ("in", tuple(items))
+
+    def in_hub(self, meta, items):
+        if items[0].value.lower() != "hub":
+            raise ParseError(f"FIND ... IN expects 'hub' or a list (a, b, ...), got {items[0].value!r}",
+                             line=meta.line, column=meta.column)
+        return ("in", None)
+
+    def aligner_clause(self, meta, items):
+        return ("aligner", items[0])
+
+    def probes_clause(self, meta, items):
+        return ("probes", items[0])
+
+    def find_stmt(self, meta, items):
+        target, query = items[0], items[1]
+        kw = _clauses(items[2:])
+        return A.Find(target, query[1] if query[0] == "text" else None,
+                      query[1] if query[0] == "like" else None, kw.get("in"), kw.get("aligner"),
+                      kw.get("probes"), kw.get("where"), kw.get("top"), kw.get("options", ()),
+                      span=_span(meta))
+
+    def refresh_stmt(self, meta, items):
+        kw = _clauses(items)
+        return A.RefreshDescriptors(kw.get("probes"), kw.get("options", ()), span=_span(meta))
+
+
+def _clauses(items) -> dict:
+    """Collect ('key', value) clause pairs; a clause given twice is an error."""
+    out: dict = {}
+    for key, value in items:
+        if key in out:
+            raise ParseError(f"clause {key.upper()} given twice")
+        out[key] = value
+    return out
+
+
 # ---- extension hooks: later issues register transformer methods ------------------------
 
 def register(rule: str):
