@@ -17,6 +17,7 @@ import duckdb
 from zooql.engine import plan as P
 from zooql.errors import ExecutionError, ZooQLError
 from zooql.query import ast as A
+from zooql.query import extensions  # noqa: F401  (registers the method statements)
 from zooql.query import parser
 from zooql.query.binder import BindContext, BoundExplain, bind
 from zooql.query.planner import plan as make_plan

@@ -328,5 +328,5 @@ def bind(stmt: A.Statement, bc: BindContext):
         return BoundExplain(bind(stmt.statement, bc), stmt.analyze)
     fn = BINDERS.get(type(stmt))
     if fn is None:  # pragma: no cover - every grammar statement has a binder
-        raise BindError(f"statement {type(stmt).__name__} is not supported")
+        raise BindError(f"statement {type(stmt).__name__.upper()} is not available in this build")
     return fn(stmt, bc)

@@ -93,7 +93,11 @@ class HubStore:
 
     @staticmethod
     def schema_sql() -> str:
-        return resources.files("zooql.storage").joinpath("schema.sql").read_text()
+        """schema.sql plus every schema_<feature>.sql that a method module ships."""
+        pkg = resources.files("zooql.storage")
+        names = sorted(p.name for p in pkg.iterdir() if p.name.startswith("schema") and p.name.endswith(".sql"))
+        names.remove("schema.sql")
+        return "\n".join(pkg.joinpath(n).read_text() for n in ["schema.sql"] + names)
 
     # ---- locking -------------------------------------------------------------------------
     @contextlib.contextmanager

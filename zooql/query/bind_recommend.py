@@ -1,0 +1,1 @@
+"""Binder and planner registration for the recommend statements (filled in by its issue)."""

@@ -1,0 +1,3 @@
+"""Imports the binder/planner modules of each method so that their statements register
+themselves (``binders.binds`` / ``planner.plans``). Each is a separate module per paper."""
+from zooql.query import bind_discover, bind_find, bind_recommend  # noqa: F401
