@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 
 import pytest
@@ -73,6 +72,8 @@ class FakeHub:
             for i in range(3):
                 if progress:
                     progress("slow work", i + 1, 3)
+                if i == 0:
+                    time.sleep(0.6)  # past the bar's 0.5 s delay
             return FakeResult(message="slow done")
         raise ParseError("unexpected input", line=1, column=1, context=text.strip() + "\n^")
 
@@ -194,8 +195,9 @@ def test_internal_error_is_one_line_and_loop_continues():
 def test_progress_bar_shown_when_enabled():
     rc, out, err, hub = drive("SLOW;\r\x04", progress=True)
     assert "slow done" in out
-    # ProgressBar waits 0.5 s before drawing; the fake finishes at once, so nothing.
-    assert "slow work" not in err
+    assert "\rslow work" in err and "3/3" in err and "100%" in err and err.endswith("\n")
+    rc, out, err, hub = drive("SLOW;\r\x04")  # stderr is not a terminal: no bar
+    assert err == ""
 
 
 def test_statement_line_and_column_kept_for_errors():

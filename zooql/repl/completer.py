@@ -33,7 +33,7 @@ _META = {"models": "model", "datasets": "dataset", "trees": "tree", "probesets":
 def quote_name(name: str) -> str:
     """A name as it must be written in a query: bare when it is a valid identifier
     that is not a keyword, "double quoted" otherwise."""
-    if lx.IDENT_RE.match(name) and name.upper() not in set(lx.keywords()):
+    if lx.IDENT_RE.match(name) and name.upper() not in lx.keyword_set():
         return name
     return '"' + name.replace('"', '""') + '"'
 

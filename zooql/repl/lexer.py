@@ -64,6 +64,11 @@ def keywords() -> list[str]:
 
 
 @lru_cache(maxsize=1)
+def keyword_set() -> frozenset[str]:
+    return frozenset(_keywords())
+
+
+@lru_cache(maxsize=1)
 def _keywords() -> tuple[str, ...]:
     try:
         from zooql.query.keywords import KEYWORDS  # type: ignore
@@ -232,7 +237,7 @@ STYLE_RULES = {
 
 def style_fragments(text: str) -> list[list[tuple[str, str]]]:
     """Style fragments for each line of `text` (tokens spanning lines are split)."""
-    kw = set(_keywords())
+    kw = keyword_set()
     lines: list[list[tuple[str, str]]] = [[]]
     if text.lstrip().startswith("."):
         # Dot-command: highlight the command word, leave the arguments plain.

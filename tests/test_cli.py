@@ -1,0 +1,255 @@
+"""The ``zooql`` command: end to end through ``python -m zooql`` (subprocess), and
+in-process for the paths that need a misbehaving engine (internal errors, Ctrl-C)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import zooql
+from zooql.errors import Cancelled, ParseError
+from zooql.repl import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EVALS = "model,dataset,metric,score\nresnet18,cifar10,top1,0.93\nvit-b-16,cifar10,top1,0.9812345\n"
+
+
+def zooql_cmd(*args, cwd=None, stdin=None, timeout=60):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["ZOOQL_HISTORY"] = os.devnull
+    return subprocess.run([sys.executable, "-m", "zooql", *args], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A folder with a script that uses a path relative to itself."""
+    sub = tmp_path / "scripts"
+    sub.mkdir()
+    (sub / "evals.csv").write_text(EVALS)
+    (sub / "load.zql").write_text(
+        "-- import evaluations kept next to this script\n"
+        "IMPORT EVALUATIONS FROM 'evals.csv';\n"
+        "SHOW DATASETS;\n")
+    return tmp_path
+
+
+def test_c_success(tmp_path):
+    r = zooql_cmd("--hub", str(tmp_path / "hub"), "-c", "SHOW DATASETS;")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split(" | ")[0].strip() == "dataset"
+    assert lines[-1] == "(0 rows)"
+    assert r.stderr == ""
+
+
+def test_c_errors_exit_1_with_message_on_stderr(tmp_path):
+    hub = str(tmp_path / "hub")
+    r = zooql_cmd("--hub", hub, "-c", "SHOW MODELZ")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: ") and "MODELZ" in r.stderr and "^" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    r = zooql_cmd("--hub", hub, "-c", "DESCRIBE MODEL nope;")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: ") and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_file_resolves_paths_against_its_folder(project):
+    hub = str(project / "hub")
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    r = zooql_cmd("--hub", hub, "run", str(project / "scripts" / "load.zql"), "--timer", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert "imported 2 evaluations from evals.csv" in r.stdout
+    assert "cifar10" in r.stdout and r.stdout.rstrip().endswith("(1 row)")
+    assert r.stderr.count("Time: ") == 2
+    # relative to the current folder, a file that is not there
+    r = zooql_cmd("--hub", hub, "-c", "IMPORT EVALUATIONS FROM 'evals.csv'", cwd=elsewhere)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "evals.csv" in r.stderr
+
+
+def test_run_stops_at_first_error(project):
+    hub = str(project / "hub")
+    script = project / "scripts" / "bad.zql"
+    script.write_text("IMPORT EVALUATIONS FROM 'evals.csv';\n\nSHOW MODELZ;\n"
+                      "IMPORT EVALUATIONS FROM 'evals.csv';\n")
+    r = zooql_cmd("--hub", hub, "run", str(script))
+    assert r.returncode == 1
+    assert "line 3" in r.stderr  # line numbers are those of the file
+    r = zooql_cmd("--hub", hub, "--format", "csv", "-c", "SHOW DATASETS")
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert rows[0]["evaluations"] == "2"
+
+
+def test_format_csv_and_json(project):
+    hub = str(project / "hub")
+    r = zooql_cmd("--hub", hub, "run", str(project / "scripts" / "load.zql"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    # one JSON array per statement with columns; messages go to stderr
+    docs = [json.loads(part) for part in r.stdout.replace("]\n[", "]\x00[").split("\x00")]
+    assert docs[0] == [{"imported": 2}]
+    assert docs[1][0]["dataset"] == "cifar10" and docs[1][0]["description"] is None
+    assert "imported 2 evaluations" in r.stderr
+    r = zooql_cmd("--hub", hub, "-f", "csv", "-c", "SHOW DATASETS")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert rows == [{"dataset": "cifar10", "evaluations": "2", "models": "2", "metrics": "top1",
+                     "outcomes": "0", "description": ""}]
+
+
+def test_statements_from_stdin_when_not_a_tty(project):
+    hub = str(project / "hub")
+    r = zooql_cmd("--hub", hub, "--format", "csv", stdin="SHOW DATASETS;\nSHOW TREES;\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("dataset,")
+    r = zooql_cmd("--hub", hub, stdin="SHOW DATASETS;\nbogus;\n")
+    assert r.returncode == 1 and "Error: " in r.stderr and "line 2" in r.stderr
+
+
+def test_run_missing_file_and_usage_errors(tmp_path):
+    r = zooql_cmd("--hub", str(tmp_path / "hub"), "run", str(tmp_path / "nope.zql"))
+    assert r.returncode == 1 and r.stderr.startswith("Error: cannot read")
+    r = zooql_cmd("--format", "xml", "-c", "SHOW MODELS")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# In process, with stand-in hubs
+# ---------------------------------------------------------------------------
+
+class StubResult:
+    def __init__(self, columns=(), rows=(), message=None):
+        self.columns, self.rows, self.message, self.elapsed, self.kind = list(columns), list(rows), message, 0.5, "x"
+
+
+class StubHub:
+    path = "/tmp/stub"
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.calls = []
+        self.closed = False
+
+    def execute(self, text, params=None, *, progress=None, base_dir=None):
+        self.calls.append((text.strip(), params, base_dir))
+        return self.behaviour(text)
+
+    def completions(self):
+        return {"models": [], "datasets": [], "trees": [], "probesets": []}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    holder = {}
+
+    def install(behaviour):
+        def connect(path=None, *, trust_code=False, **kw):
+            hub = StubHub(behaviour)
+            hub.opened_with = (path, trust_code)
+            holder["hub"] = hub
+            return hub
+
+        monkeypatch.setattr(zooql, "connect", connect)
+        return holder
+
+    return install
+
+
+def _raise(exc):
+    def behaviour(text):
+        raise exc
+
+    return behaviour
+
+
+def test_internal_error_is_one_line_exit_2(stub, capsys):
+    stub(_raise(ZeroDivisionError("oops")))
+    assert cli.main(["-c", "SHOW MODELS"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: internal error: ZeroDivisionError: oops (this is a bug")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["--debug", "-c", "SHOW MODELS"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_interrupt_exits_130(stub, capsys):
+    stub(_raise(KeyboardInterrupt()))
+    assert cli.main(["-c", "SHOW MODELS"]) == 130
+    assert "cancelled" in capsys.readouterr().err
+    stub(_raise(Cancelled("cancelled after 2 models")))
+    assert cli.main(["-c", "SHOW MODELS"]) == 130
+    assert "cancelled after 2 models" in capsys.readouterr().err
+
+
+def test_zooql_error_exit_1_and_hub_closed(stub, capsys):
+    h = stub(_raise(ParseError("syntax error at line 1", context="  1 | x\n    | ^")))
+    assert cli.main(["--hub", "/tmp/somewhere", "--trust", "-c", "x"]) == 1
+    assert capsys.readouterr().err == "Error: syntax error at line 1\n  1 | x\n    | ^\n"
+    assert h["hub"].opened_with == ("/tmp/somewhere", True) and h["hub"].closed
+
+
+def test_params_and_timer(stub, capsys, tmp_path):
+    h = stub(lambda text: StubResult(["v"], [(1.23456,)], message="ok"))
+    rc = cli.main(["-c", "SHOW MODELS WHERE top1 > :t; SHOW MODELS", "-p", "t=0.5", "--param", "n=x",
+                   "--timer"])
+    assert rc == 0
+    calls = h["hub"].calls
+    assert calls[0][1] == {"t": 0.5, "n": "x"} and calls[1][1] is None  # only where used
+    assert calls[0][2] == os.getcwd()
+    out, err = capsys.readouterr()
+    assert "1.2346" in out and "(1 row)" in out and "ok" in out
+    assert err.count("Time: 500.0 ms") == 2
+
+
+def test_options_after_the_command(stub, capsys, tmp_path):
+    f = tmp_path / "a.zql"
+    f.write_text("SHOW MODELS;")
+    h = stub(lambda text: StubResult(["v"], [(1,)]))
+    assert cli.main(["--hub", "/tmp/h1", "run", str(f), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "v\n1\n"
+    assert h["hub"].opened_with == ("/tmp/h1", False)
+    assert h["hub"].calls[0][2] == str(tmp_path)
+
+
+def test_demo_dispatch(monkeypatch):
+    seen = []
+    fake = types.ModuleType("zooql.demo")
+    fake.main = lambda hub_path: seen.append(hub_path) or 0
+    monkeypatch.setitem(sys.modules, "zooql.demo", fake)
+    monkeypatch.setattr(zooql, "demo", fake, raising=False)
+    assert cli.main(["demo", "--hub", "/tmp/demo-hub"]) == 0
+    assert seen == ["/tmp/demo-hub"]
+
+
+def test_repl_dispatch(monkeypatch):
+    made = {}
+
+    class FakeRepl:
+        def __init__(self, **kw):
+            made.update(kw)
+
+        def run(self):
+            return 0
+
+    import zooql.repl.repl as repl_mod
+
+    monkeypatch.setattr(repl_mod, "Repl", FakeRepl)
+    assert cli.main(["--hub", "/tmp/h", "--trust", "repl", "--format", "json", "--timer"]) == 0
+    assert made["hub_path"] == "/tmp/h" and made["trust_code"] is True
+    assert made["mode"] == "json" and made["timer"] is True
+    # no command, stdin a terminal: the REPL
+    made.clear()
+    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    assert cli.main([]) == 0 and made["hub_path"] is None
