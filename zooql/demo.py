@@ -19,17 +19,11 @@ from zooql.errors import ZooQLError
 
 
 def _show(hub, query: str, params=None) -> None:
-    from zooql.repl.formatting import format_table
+    from zooql.repl.formatting import render
 
-    print(f"\nzooql> {query}")
+    print(f"\nzooql> {query};")
     t0 = time.perf_counter()
-    res = hub.execute(query, params)
-    if res.columns and res.rows:
-        print(format_table(res.columns, res.rows))
-    elif res.message:
-        print(res.message)
-    elif res.columns:
-        print("(0 rows)")
+    print(render(hub.execute(query, params)))
     print(f"-- {time.perf_counter() - t0:.2f}s")
 
 

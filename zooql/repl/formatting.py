@@ -260,6 +260,8 @@ def render(result: Any, mode: str = "table") -> str:
         return format_csv(columns, rows)
     if mode == "json":
         return format_json(columns, rows)
+    if columns == ["plan"]:  # EXPLAIN output: one operator per line, never truncated
+        return "\n".join(str(r[0]) for r in rows)
     text = format_table(columns, rows)
     if message:
         text += "\n" + message
@@ -278,6 +280,8 @@ def render_split(result: Any, mode: str = "table") -> tuple[str, str]:
         return format_csv(columns, rows), message or ""
     if mode == "json":
         return format_json(columns, rows), message or ""
+    if columns == ["plan"]:  # EXPLAIN output: one operator per line, never truncated
+        return "\n".join(str(r[0]) for r in rows), message or ""
     return format_table(columns, rows), message or ""
 
 
