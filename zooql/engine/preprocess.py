@@ -101,24 +101,25 @@ class Preprocess:
         for key in PREPROCESS_OPTION_KEYS:
             if options.get(key) is not None:
                 d[key] = options[key]
-        if "channels" in options and options["channels"] is not None:
+        if options.get("channels") is not None:
+            try:
+                channels = int(options["channels"])
+            except (TypeError, ValueError):
+                raise ExecutionError(f"preprocessing: channels must be 1 or 3, got {options['channels']!r}") from None
             for key in ("mean", "std"):
                 if options.get(key) is None:
-                    d[key] = _adapt_stats(d[key], int(options["channels"]))
+                    d[key] = _adapt_stats(d[key], channels)
         return Preprocess.from_dict(d)
 
     # -- the pipeline ------------------------------------------------------------------
     def __call__(self, images: Any) -> torch.Tensor:
         """Preprocess a batch; returns float32 ``[N, channels, input_size, input_size]``."""
+        images = as_batch(images)
         if isinstance(images, (np.ndarray, torch.Tensor)):
             batch = _batch_tensor(images)
             if batch.shape[0] == 0:
                 return torch.zeros((0, self.channels, self.input_size, self.input_size))
             return self._finish(self._channels(batch))
-        if isinstance(images, (str, os.PathLike)) or _is_pil(images):
-            images = [images]
-        if not isinstance(images, Iterable):
-            raise ExecutionError(f"cannot preprocess images of type {type(images).__name__}")
         out = [self._finish(self._channels(_decode_one(im))) for im in images]
         if not out:
             return torch.zeros((0, self.channels, self.input_size, self.input_size))
@@ -171,6 +172,25 @@ class Preprocess:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+def as_batch(images: Any) -> Any:
+    """The caller's images as something indexable per image (an array batch or a list).
+
+    A single image is wrapped: a path, a PIL image, a 2-d array, or a 3-d numpy array
+    that is one colour image ``[H, W, 3|4]`` (H, W > 4); any other 3-d array is a batch
+    of grey images ``[N, H, W]``."""
+    if isinstance(images, (str, os.PathLike)) or _is_pil(images):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        single = images.ndim == 2 or (isinstance(images, np.ndarray) and images.ndim == 3
+                                      and images.shape[-1] in (3, 4) and min(images.shape[:2]) > 4)
+        return images[None] if single else images
+    if hasattr(images, "__len__") and hasattr(images, "__getitem__"):
+        return images
+    if isinstance(images, Iterable):
+        return list(images)
+    raise ExecutionError(f"cannot preprocess images of type {type(images).__name__}")
+
 
 def _fit_stats(name: str, values: Any, channels: int) -> tuple:
     if isinstance(values, (int, float)):
@@ -229,13 +249,11 @@ def _to_float_tensor(a: Any) -> torch.Tensor:
         raise ExecutionError(f"unsupported image tensor dtype {t.dtype}")
     a = np.asarray(a)
     if a.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0)
+        return torch.from_numpy(a.astype(np.float32)).div_(255.0)
     if a.dtype == np.uint16:
-        return torch.from_numpy(a.astype(np.float32) / 65535.0)
-    if a.dtype == np.bool_:
-        return torch.from_numpy(a.astype(np.float32))
-    if np.issubdtype(a.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return torch.from_numpy(a.astype(np.float32)).div_(65535.0)
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.floating):
+        return torch.from_numpy(a.astype(np.float32))  # (a copy: callers' arrays stay untouched)
     raise ExecutionError(f"unsupported image dtype {a.dtype}: use uint8 (0..255) or float in [0, 1]")
 
 
