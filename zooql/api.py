@@ -88,17 +88,27 @@ class Hub:
         if device:
             self.session["device"] = device
         self._runtime = None
+        self._runtime_key = None
         self._closed = False
 
     # ---- runtime -------------------------------------------------------------------------
-    def runtime(self):
-        if self._runtime is None:
-            from zooql.engine.runtime import ModelRuntime  # torch is imported here, lazily
+    def runtime(self, ctx: P.ExecContext | None = None):
+        """The model runtime (LRU cache of loaded models), shared across statements.
 
+        Settings are read through the running statement's connection when there is one
+        (a second, read-only connection cannot be opened beside a write)."""
+        from zooql.engine.runtime import ModelRuntime  # torch is imported here, lazily
+
+        if ctx is not None:
+            trust, device = ctx.setting("trust_code", False), ctx.setting("device", "cpu")
+        else:
             with self.store.read() as con:
                 trust = self.session.get("trust_code", C.get_setting(con, "trust_code", False))
                 device = self.session.get("device", C.get_setting(con, "device", "cpu"))
-            self._runtime = ModelRuntime(device=device or "cpu", trust_code=bool(trust))
+        key = (bool(trust), device or "cpu")
+        if self._runtime is None or self._runtime_key != key:
+            self._runtime = ModelRuntime(device=key[1], trust_code=key[0])
+            self._runtime_key = key
         return self._runtime
 
     # ---- statements ----------------------------------------------------------------------
@@ -152,8 +162,6 @@ class Hub:
                     out = P.execute(op, ctx)
         except duckdb.Error as exc:
             raise ExecutionError(f"catalog error: {exc}") from None
-        if self._runtime is not None and isinstance(stmt, A.SetOption):
-            self._runtime = None  # settings such as trust_code/device apply to a fresh runtime
         elapsed = time.perf_counter() - t0
         if isinstance(bound, BoundExplain):
             lines = P.explain(op, ctx.stats)
@@ -165,10 +173,11 @@ class Hub:
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
                    "trees": C.tree_names(con)}
-            try:
-                out["probesets"] = [r[0] for r in con.execute("SELECT name FROM probe_sets ORDER BY 1").fetchall()]
-            except duckdb.Error:
-                out["probesets"] = []
+            for key, table in (("probesets", "probe_sets"), ("tasks", "tasks")):
+                try:
+                    out[key] = [r[0] for r in con.execute(f"SELECT name FROM {table} ORDER BY 1").fetchall()]
+                except duckdb.Error:  # a hub written before that feature existed
+                    out[key] = []
         return out
 
     def _check_open(self):

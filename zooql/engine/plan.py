@@ -121,16 +121,17 @@ class ExecContext:
 
     @property
     def runtime(self):
-        return self._runtime_factory()
+        """The hub's model runtime, configured from this statement's settings."""
+        return self._runtime_factory(self)
 
     def setting(self, key: str, default: Any = None) -> Any:
         if key in self.session:
             return self.session[key]
-        row = self.con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
-        if row is None:
+        rows = self.con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchall()
+        if not rows:
             return default
         import json
-        return json.loads(row[0])
+        return json.loads(rows[0][0])
 
     def report(self, task: str, done: int, total: int) -> None:
         if self.progress is not None:
