@@ -12,10 +12,8 @@ import json
 import os
 import sys
 import time
-from importlib import resources
 
 import zooql
-from zooql.errors import ZooQLError
 
 
 def _show(hub, query: str, params=None) -> None:
@@ -55,14 +53,6 @@ def build(hub) -> None:
                        "test_accuracy": round(float(r["test_accuracy"]), 4)}
                 f.write(json.dumps(row) + "\n")
         hub.execute("ADD MODELS FROM :p", {"p": path}, progress=_progress)
-    datasets = set(hub.completions()["datasets"])
-    if "cifar10-demo" not in datasets:
-        try:
-            table = resources.files("zooql").joinpath("data", "demo_evaluations.csv")
-            if table.is_file():
-                hub.execute("IMPORT EVALUATIONS FROM :p AS SOURCE demo", {"p": str(table)})
-        except ZooQLError as exc:  # the demo table is optional
-            print(f"(skipping demo evaluations: {exc})")
 
 
 def classify_photos(hub) -> None:
