@@ -19,7 +19,7 @@ from zooql.storage import catalog as C
 BINDERS: dict[type, Callable] = {}
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
-SETTINGS = {"trust_code": bool, "aligner": str, "device": str, "probe_set": str}
+SETTINGS = {"trust_code": bool, "aligner": str, "device": str, "probe_set": str, "descriptor_dtype": str}
 
 
 def binds(ast_type: type):

@@ -1,0 +1,44 @@
+-- ProbeLog (FIND): probe sets, per-model probe runs and the descriptor column map.
+-- The descriptors themselves live beside the catalog in <hub>/<probe_sets.dir>/ (see docs/find.md).
+CREATE SEQUENCE IF NOT EXISTS probe_set_ids START 1;
+CREATE TABLE IF NOT EXISTS probe_sets (
+    id INTEGER PRIMARY KEY DEFAULT nextval('probe_set_ids'),
+    name VARCHAR NOT NULL UNIQUE,
+    source VARCHAR NOT NULL,          -- 'folder:<path>', 'npy:<path>', 'parquet:<path>' or 'builtin:v<version>'
+    n_probes INTEGER NOT NULL,
+    shape VARCHAR NOT NULL,           -- shape of one probe image, e.g. '[8, 8]' or '[224, 224, 3]'
+    dtype VARCHAR NOT NULL,           -- probe image dtype (uint8 or float32)
+    dir VARCHAR NOT NULL,             -- folder of probes.npy, descriptors/, raw/, hnsw/ (relative to the hub)
+    content_hash VARCHAR NOT NULL,    -- sha256 over the ordered per-probe hashes
+    probe_limit INTEGER,
+    seed BIGINT,
+    captions VARCHAR,                 -- captions file the set was created with (NULL: none)
+    descriptor_dtype VARCHAR NOT NULL DEFAULT 'float16',
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS probes (
+    probe_set_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,             -- probe order (row of the descriptor matrix)
+    name VARCHAR,                     -- file (relative path), row number or builtin id
+    sha256 VARCHAR NOT NULL,
+    caption VARCHAR,
+    PRIMARY KEY (probe_set_id, idx)
+);
+CREATE TABLE IF NOT EXISTS probe_runs (
+    probe_set_id INTEGER NOT NULL,
+    model_id INTEGER NOT NULL,
+    first_col BIGINT NOT NULL,        -- descriptor column of logit 0; logit i is first_col + i
+    n_cols INTEGER NOT NULL,
+    raw_file VARCHAR,                 -- raw logits [n_probes, n_cols] float32 (relative to the hub)
+    device VARCHAR,
+    seconds DOUBLE,
+    probed_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (probe_set_id, model_id)
+);
+CREATE TABLE IF NOT EXISTS descriptor_columns (
+    probe_set_id INTEGER NOT NULL,
+    col BIGINT NOT NULL,
+    model_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (probe_set_id, col)
+);
