@@ -63,9 +63,9 @@ def recommend_demo(hub, show) -> None:
 
 def find_demo(hub, show) -> None:
     print("\n== FIND: search logits by what they recognise (ProbeLog) ==")
-    from zooql.demo_find import QUERIES
+    from zooql.demo_find import prepare
 
-    for q in QUERIES:
+    for q in prepare(hub):
         show(hub, q)
 
 

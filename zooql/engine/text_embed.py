@@ -39,6 +39,12 @@ def _load():
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path = str(model_path())
+        try:  # no "Loading weights" bars on the user's terminal
+            from transformers.utils import logging as hf_logging  # type: ignore
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         try:
             from sentence_transformers import SentenceTransformer  # type: ignore
 
