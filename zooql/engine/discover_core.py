@@ -176,9 +176,11 @@ class Search:
         qq = self.perm[(self._stride[mm] * pos + self._offset[mm]) % self.Q]
         return mm, qq
 
-    def ask_stream(self, models: np.ndarray, t) -> None:
+    def ask_stream(self, models: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
+        """Each of ``models`` answers its next ``t`` own-stream queries; returns
+        ``(model of each evaluation, score)``."""
         mm, qq = self.stream_queries(models, t)
-        self.ask(mm, qq)
+        return mm, self.ask(mm, qq)
 
     # -- estimates --------------------------------------------------------
     def means(self) -> np.ndarray:

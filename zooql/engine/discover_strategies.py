@@ -77,35 +77,49 @@ def halving_plan(M: int, B: int, Q: int, k: int = 1) -> tuple[list[int], list[in
     return sizes, q
 
 
-def _run_rounds(S: Search, sizes: list[int], q: list[int], k: int, correlated: bool) -> None:
+def _run_rounds(S: Search, sizes: list[int], q: list[int], k: int, correlated: bool,
+                cumulative: bool = True) -> None:
+    """Execute a fixed round plan. ``cumulative``: rank by the running mean over every
+    query a model answered (default); ``False``: by this round's answers only, as in the
+    textbook Sequential Halving of Karnin et al. (a round without queries falls back to
+    the running mean)."""
     alive = np.arange(S.M)
     for r, (n_r, q_r) in enumerate(zip(sizes, q)):
         assert alive.size == n_r, (alive.size, n_r)
         before = S.spent
+        round_mean = None
         if q_r > 0:
             if correlated:
-                S.ask_shared(alive, q_r)
+                sc = S.ask_shared(alive, q_r)
+                if sc.shape[1]:
+                    round_mean = sc.mean(axis=1)
             else:
-                S.ask_stream(alive, q_r)
+                mm, sc = S.ask_stream(alive, q_r)
+                if sc.size:
+                    tot = np.bincount(mm, weights=sc, minlength=S.M)[alive]
+                    cnt = np.bincount(mm, minlength=S.M)[alive]
+                    round_mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
         cost = S.spent - before
         S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
         keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
-        new = S.top(alive, keep)
+        new = S.top(alive, keep, scores=None if (cumulative or round_mean is None) else round_mean)
         gone = np.setdiff1d(alive, new)
         S.eliminated_round[gone] = r
         alive = np.sort(new)
 
 
-def run_gems(S: Search, k: int, correlated: bool = True, schedule: str = "aggressive", **opts) -> None:
+def run_gems(S: Search, k: int, correlated: bool = True, schedule: str = "aggressive",
+             cumulative: bool = True, **opts) -> None:
     if schedule == "aggressive":
         sizes, q = aggressive_plan(S.M, S.B, S.Q, k, **_pick(opts, "keep", "first_frac", "final", "paper_table4"))
     else:
         sizes, q = halving_plan(S.M, S.B, S.Q, k)
-    _run_rounds(S, sizes, q, k, correlated)
+    _run_rounds(S, sizes, q, k, correlated, cumulative)
 
 
 def run_sequential_halving(S: Search, k: int, **opts) -> None:
-    run_gems(S, k, correlated=bool(opts.get("correlated", False)), schedule="halving")
+    run_gems(S, k, correlated=bool(opts.get("correlated", False)), schedule="halving",
+             cumulative=bool(opts.get("cumulative", True)))
 
 
 def run_uniform(S: Search, k: int, correlated: bool = True, **opts) -> None:
@@ -187,15 +201,24 @@ def _waterfill(mu: np.ndarray, w: np.ndarray, T: np.ndarray, cap: np.ndarray, b:
     if room.sum() <= b:
         return room
 
+    width = int(min(b, room.max()))
+    if T.size * width <= 200_000:   # small case: exact greedy via the top-b candidate indices
+        j = np.arange(width)
+        cand = mu[:, None] + w[:, None] / np.sqrt(np.maximum(T[:, None] + j[None, :], 1))
+        cand = np.where(j[None, :] < room[:, None], cand, -np.inf)
+        flat = np.argpartition(-cand.ravel(), b - 1)[:b]
+        flat = flat[np.isfinite(cand.ravel()[flat])]
+        return np.bincount(flat // width, minlength=T.size).astype(np.int64)
+
     def pulls(tau):
         gap = tau - mu
-        with np.errstate(divide="ignore", invalid="ignore"):
-            target = np.where(gap > 0, np.ceil((w / np.where(gap > 0, gap, 1.0)) ** 2), np.inf)
+        pos = gap > 0
+        target = np.where(pos, np.ceil((w / np.where(pos, gap, 1.0)) ** 2), np.inf)
         return np.minimum(np.maximum(target - T, 0), room)
 
     idx = mu + w / np.sqrt(np.maximum(T, 1))
     lo, hi = float(np.min(mu)), float(np.max(idx)) + 1e-9   # pulls(hi) == 0
-    for _ in range(40):
+    for _ in range(24):
         mid = 0.5 * (lo + hi)
         if pulls(mid).sum() > b:
             lo = mid

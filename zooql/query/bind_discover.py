@@ -23,11 +23,11 @@ DEFAULT_STRATEGY = "gems"
 
 #: OPTIONS each strategy understands (passed to :func:`zooql.engine.discover.discover`)
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "gems": ("keep", "first_frac", "final", "paper_table4"),
-    "gems_independent": ("keep", "first_frac", "final", "paper_table4"),
+    "gems": ("keep", "first_frac", "final", "paper_table4", "cumulative"),
+    "gems_independent": ("keep", "first_frac", "final", "paper_table4", "cumulative"),
     "gems_sh_schedule": (),
-    "gems_adaptive": ("z", "eta", "min_q", "halve", "gamma"),
-    "sequential_halving": ("correlated",),
+    "gems_adaptive": ("z", "eta", "qmin_auto"),
+    "sequential_halving": ("correlated", "cumulative"),
     "uniform": ("correlated",),
     "successive_rejects": (),
     "ucb": ("n_steps", "c"),
@@ -37,8 +37,8 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: OPTIONS of the statement itself (not the strategy)
 STATEMENT_OPTIONS = ("show_all", "batch_size", "strict")
-_INT_OPTIONS = {"keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "min_q": 0, "batch_size": 1}
-_BOOL_OPTIONS = ("paper_table4", "correlated", "halve", "show_all", "strict")
+_INT_OPTIONS = {"keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
+_BOOL_OPTIONS = ("paper_table4", "correlated", "cumulative", "show_all", "strict")
 _FRACTION_OPTIONS = ("first_frac", "beta")
 _SCHEDULE_OPTIONS = ("keep", "first_frac", "final", "paper_table4")
 _MODEL_COLUMNS = "id, name, source, checkpoint, loadable, downloads, preprocess"
