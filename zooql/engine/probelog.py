@@ -48,6 +48,8 @@ __all__ = [
     "reference_search",
     "HAVE_NUMBA",
     "DEFAULT_K_PROBES",
+    "probe_logits",
+    "probe_and_store",
 ]
 
 #: Default number of query probes for the asymmetric discrepancy (chosen from
@@ -186,10 +188,10 @@ if HAVE_NUMBA:  # pragma: no branch
                 for c in range(m):
                     acc[c] = 0.0
                 for j in range(k):
-                    row = X[probes[j]]
+                    r = X[probes[j], b0:b0 + m]  # slice: lets LLVM vectorise
                     qj = q[j]
                     for c in range(m):
-                        d = _to_f32(row[b0 + c]) - qj
+                        d = _to_f32(r[c]) - qj
                         acc[c] += d * d
                 thr = hd[0]
                 for c in range(m):
@@ -216,11 +218,12 @@ if HAVE_NUMBA:  # pragma: no branch
                 m = min(blk, c1 - b0)
                 for c in range(m):
                     acc[c] = 0.0
+                cc = cols[b0:b0 + m]
                 for j in range(k):
                     row = X[probes[j]]
                     qj = q[j]
                     for c in range(m):
-                        d = _to_f32(row[cols[b0 + c]]) - qj
+                        d = _to_f32(row[cc[c]]) - qj
                         acc[c] += d * d
                 thr = hd[0]
                 for c in range(m):
@@ -240,14 +243,15 @@ if HAVE_NUMBA:  # pragma: no branch
             b0 = c0
             while b0 < c1:
                 m = min(blk, c1 - b0)
+                o = out[b0:b0 + m]
                 for c in range(m):
-                    out[b0 + c] = 0.0
+                    o[c] = 0.0
                 for j in range(k):
-                    row = X[probes[j]]
+                    r = X[probes[j], b0:b0 + m]
                     qj = q[j]
                     for c in range(m):
-                        d = _to_f32(row[b0 + c]) - qj
-                        out[b0 + c] += d * d
+                        d = _to_f32(r[c]) - qj
+                        o[c] += d * d
                 b0 += blk
         return out
 
@@ -413,6 +417,8 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
     cand = None
     if candidates is not None:
         cand = np.unique(np.asarray(candidates, dtype=np.int64).ravel())
+    if hasattr(store, "prefetch"):
+        store.prefetch(probes)
     all_i, all_d = [], []
     for X, ids, live in _segments(store):
         L = X.shape[1]
@@ -564,3 +570,64 @@ def model_search(query: np.ndarray, store, column_model_ids, top: int = 10, *,
     scores = total / Q.shape[1]
     order = np.lexsort((model_keys, scores))[:int(top)]
     return model_keys[order], scores[order]
+
+
+# --------------------------------------------------------------------------------------
+# probing (torch, imported lazily)
+# --------------------------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def probe_logits(model, probes: np.ndarray, *, batch_size: int = 64,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, channels_first: bool = True,
+                 device: str = "cpu") -> np.ndarray:
+    """Run uint8 probe images through ``model`` and return raw logits ``[n, L]`` float32.
+
+    ``probes``: uint8 ``[n, H, W, C]`` (or ``[n, H, W]`` grayscale).  Each batch is
+    converted on the fly: ``(x / 255 - mean) / std`` per channel, NHWC -> NCHW (if
+    ``channels_first``), as one fused multiply-add on a float32 tensor.  ``model`` is any
+    callable torch module returning ``[batch, L]`` logits (or a tuple whose first item is).
+    """
+    import torch
+
+    imgs = np.asarray(probes)
+    if imgs.dtype != np.uint8:
+        raise ValueError("probes must be uint8 images")
+    if imgs.ndim == 3:
+        imgs = imgs[..., None]
+    n, _, _, C = imgs.shape
+    m = np.broadcast_to(np.asarray(mean, np.float32), (C,))
+    s = np.broadcast_to(np.asarray(std, np.float32), (C,))
+    scale = torch.from_numpy((1.0 / (255.0 * s)).astype(np.float32))
+    shift = torch.from_numpy((-m / s).astype(np.float32))
+    if channels_first:
+        scale, shift = scale.view(1, C, 1, 1), shift.view(1, C, 1, 1)
+    out = None
+    with torch.inference_mode():
+        for b0 in range(0, n, batch_size):
+            xb = torch.from_numpy(imgs[b0:b0 + batch_size])
+            if channels_first:
+                xb = xb.permute(0, 3, 1, 2)
+            x = torch.addcmul(shift, xb.to(torch.float32), scale).contiguous()
+            if device != "cpu":
+                x = x.to(device, non_blocking=True)
+            y = model(x)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            y = y.reshape(y.shape[0], -1).float().cpu().numpy()
+            if out is None:
+                out = np.empty((n, y.shape[1]), np.float32)
+            out[b0:b0 + y.shape[0]] = y
+    if out is None:
+        return np.empty((0, 0), np.float32)
+    return out
+
+
+def probe_and_store(model, probes: np.ndarray, store, **kw) -> tuple[int, int]:
+    """Probe ``model`` and append its logit descriptors to a DescriptorMatrix.
+
+    Returns the new column ids ``(start, end)`` (logit ``j`` is column ``start + j``).
+    """
+    return store.append_columns(zscore_columns(probe_logits(model, probes, **kw)))
+

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import re
 import tempfile
@@ -102,14 +103,46 @@ def _atomic_write_json(path: str, obj) -> None:
         raise
 
 
+def _open_npy_mmap(path: str):
+    """Memory-map a ``.npy`` file read-only: ``(array, mmap)``.
+
+    We own the mapping (rather than ``np.load(mmap_mode='r')``) so that we can
+    ``madvise`` it: MADV_RANDOM disables read-around (the kernel would otherwise read
+    megabytes of neighbouring probe rows on every fault) and :meth:`DescriptorMatrix.
+    prefetch` issues MADV_WILLNEED for exactly the rows a query needs.
+    """
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise StorageError(f"{path} is not a C-order numeric array")
+        size = int(np.prod(shape)) * dtype.itemsize
+        if size == 0:
+            return np.zeros(shape, dtype), None
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if len(mm) < offset + size:
+        raise StorageError(f"{path} is truncated")
+    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError):
+            mm.madvise(mmap.MADV_RANDOM)
+    arr = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
+    return arr, mm
+
+
 @dataclass
 class _Segment:
     name: str            # "seg-00000007"
     n_cols: int
     first: int
     last: int
-    data: np.ndarray | None = None  # memmap [n_probes, n_cols]
+    data: np.ndarray | None = None  # memory-mapped [n_probes, n_cols]
     ids: np.ndarray | None = None   # int64 [n_cols]
+    mm: object = None               # the mmap.mmap behind ``data``
+    offset: int = 0                 # byte offset of ``data`` in ``mm``
 
     def to_json(self):
         return {"name": self.name, "n_cols": self.n_cols, "first": self.first, "last": self.last}
@@ -189,8 +222,9 @@ class DescriptorMatrix:
         segs = []
         for s in m["segments"]:
             seg = _Segment(s["name"], int(s["n_cols"]), int(s["first"]), int(s["last"]))
-            seg.data = np.load(os.path.join(self.path, seg.name + ".npy"), mmap_mode="r",
-                               allow_pickle=False)
+            seg.data, seg.mm = _open_npy_mmap(os.path.join(self.path, seg.name + ".npy"))
+            if seg.mm is not None:
+                seg.offset = seg.data.ctypes.data - np.frombuffer(seg.mm, np.uint8, 1).ctypes.data
             seg.ids = np.load(os.path.join(self.path, seg.name + ".ids.npy"), allow_pickle=False)
             if seg.data.shape != (self.n_probes, seg.n_cols) or seg.ids.shape != (seg.n_cols,):
                 raise StorageError(f"descriptor segment {seg.name} has the wrong shape")
@@ -258,6 +292,27 @@ class DescriptorMatrix:
         """Yield ``(data [n_probes, L] memmap, ids int64[L], live mask or None)``."""
         for seg in self._segs:
             yield seg.data, seg.ids, self._live(seg)
+
+    def prefetch(self, probe_idx) -> None:
+        """Ask the OS to read the given probe rows of every segment (MADV_WILLNEED).
+
+        With the mapping in MADV_RANDOM mode this makes a cold query read exactly its
+        ``k`` rows, in large sequential I/Os; on a warm page cache it costs a few
+        microseconds per row.
+        """
+        if not hasattr(mmap, "MADV_WILLNEED"):
+            return
+        page = mmap.PAGESIZE
+        p = np.atleast_1d(np.asarray(probe_idx, dtype=np.int64))
+        for seg in self._segs:
+            if seg.mm is None or not hasattr(seg.mm, "madvise"):
+                continue
+            row = seg.n_cols * self.dtype.itemsize
+            for r in np.unique(p).tolist():
+                a = seg.offset + r * row
+                start = a - a % page
+                with contextlib.suppress(OSError, ValueError):
+                    seg.mm.madvise(mmap.MADV_WILLNEED, start, a + row - start)
 
     def column_ids(self) -> np.ndarray:
         """Live column ids, ascending (the column order of :meth:`rows`)."""
@@ -348,6 +403,58 @@ class DescriptorMatrix:
             return start, end
         self._commit_append(b, start)
         return start, end
+
+    def append_columns_streaming(self, blocks, n_cols: int) -> tuple[int, int]:
+        """Append ``n_cols`` columns given as an iterable of ``[n_probes, b]`` blocks.
+
+        The new segment is written in column slabs through a writable memory map, so a
+        gallery far larger than memory can be ingested; it becomes visible atomically
+        when the whole segment is written.  Returns the ids ``(start, end)``.
+        """
+        self._check_writable()
+        if self._batch is not None:
+            raise StorageError("cannot stream inside a batch")
+        n_cols = int(n_cols)
+        start = self._next_col
+        if n_cols <= 0:
+            return start, start
+        m = self._read_manifest(self.path)
+        if int(m["generation"]) != self._gen:
+            self._load(m)
+            start = self._next_col
+        gen = self._gen + 1
+        name = self._new_name("seg", gen)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.path)
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype,
+                                            shape=(self.n_probes, n_cols))
+            pos = 0
+            for b in blocks:
+                b = np.asarray(b)
+                if b.ndim != 2 or b.shape[0] != self.n_probes or pos + b.shape[1] > n_cols:
+                    raise StorageError("streamed descriptor blocks do not match n_probes / n_cols")
+                if not np.isfinite(b).all():
+                    raise StorageError("descriptor block contains NaN or infinity")
+                out[:, pos:pos + b.shape[1]] = b
+                pos += b.shape[1]
+            if pos != n_cols:
+                raise StorageError(f"streamed {pos} columns, expected {n_cols}")
+            out.flush()
+            del out
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            ids = np.arange(start, start + n_cols, dtype=np.int64)
+            _atomic_write_npy(os.path.join(self.path, name + ".ids.npy"), ids)
+            os.replace(tmp, os.path.join(self.path, name + ".npy"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        segs = [s.to_json() for s in self._segs]
+        segs.append(_Segment(name, n_cols, start, start + n_cols - 1).to_json())
+        self._publish(gen + 1, segs, self._tomb, next_col=start + n_cols)
+        return start, start + n_cols
 
     def _new_name(self, kind: str, gen: int) -> str:
         return f"{kind}-{gen:08d}"
@@ -448,6 +555,11 @@ class DescriptorMatrix:
 
     def _publish(self, gen: int, segs: list[dict], tomb: np.ndarray, next_col: int) -> None:
         tomb_name = None
+        if tomb.size:
+            # tombstones only for ids still physically present (merges drop the rest)
+            present = [np.load(os.path.join(self.path, sj["name"] + ".ids.npy"), mmap_mode="r")
+                       for sj in segs if not (sj["last"] < tomb[0] or sj["first"] > tomb[-1])]
+            tomb = tomb[np.isin(tomb, np.concatenate(present))] if present else tomb[:0]
         if tomb.size:
             tomb_name = self._new_name("tomb", gen)
             _atomic_write_npy(os.path.join(self.path, tomb_name + ".npy"), tomb.astype(np.int64))
