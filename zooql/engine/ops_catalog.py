@@ -417,12 +417,13 @@ class ImportTable(Operator):
         finally:
             ctx.con.unregister("_zooql_import")
         for hook in IMPORT_HOOKS:
-            hook(ctx, self.kind)
+            hook(ctx, self.kind, table)  # the whole file, side columns included
         return Rows(["imported"], [(data.num_rows,)],
                     message=f"imported {data.num_rows} {self.kind} from {os.path.basename(self.path)}")
 
 
-IMPORT_HOOKS: list[Callable[[ExecContext, str], None]] = []
+# Called after an import inside its transaction with (ctx, kind, the pyarrow table read).
+IMPORT_HOOKS: list[Callable[[ExecContext, str, Any], None]] = []
 
 
 @dataclass(frozen=True)

@@ -581,9 +581,18 @@ def _load_index(files: ProbeSetFiles):
 
 
 def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, device: str | None,
-                 label: str = "probe") -> tuple[list[tuple], list[str]]:
+                 label: str = "probe", sample_pct: float | None = None, sample_seed: int | None = None,
+                 reg: float | None = None) -> tuple[list[tuple], list[str]]:
     """Probe ``model_names`` (skipping those already probed) with a probe set, committing
-    after every model. Returns (result rows, notes)."""
+    after every model. Returns (result rows, notes).
+
+    ``sample_pct``: collaborative probing -- each model runs on its own random subset of
+    the probes (:func:`zooql.engine.completion.sample_mask`); its raw logits are stored
+    with NaN at the unobserved probes, its mask in ``probe_masks``, and its descriptors
+    are completed against the stored probe factors (fold-in) or, when there are none
+    yet, provisional (missing responses at the row mean) until CompleteDescriptors fits
+    the factors."""
+    from zooql.engine import completion as CP
     from zooql.engine.probelog import zscore_columns
     from zooql.storage import catalog as C
 
@@ -613,12 +622,19 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     index = _load_index(files) if files.has_index() else None
     index_dirty = False
     failures = []
+    factors = CP.load_factors(files) if sample_pct is not None else None
+    passes = 0
     try:
         for i, m in enumerate(todo):
             t0 = time.perf_counter()
+            mask = None
+            run_images = images
+            if sample_pct is not None:
+                mask = CP.sample_mask(n, sample_pct, sample_seed or 0, m["id"])
+                run_images = np.asarray(images[np.flatnonzero(mask)])
             try:
                 loaded = load_model(runtime, m)
-                logits = runtime.run(loaded, images, batch_size=batch,
+                logits = runtime.run(loaded, run_images, batch_size=batch,
                                      progress=lambda d, t, _m=m["name"]: ctx.report(f"probing {_m}", d, t))
             except ExecutionError as exc:
                 failures.append(m["name"])
@@ -626,10 +642,11 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
                 ctx.report(label, i + 1, len(todo))
                 continue
             logits = np.asarray(logits, dtype=np.float32)
-            if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != m["num_logits"]:
+            n_run = int(run_images.shape[0])
+            if logits.ndim != 2 or logits.shape[0] != n_run or logits.shape[1] != m["num_logits"]:
                 failures.append(m["name"])
                 rows.append((m["name"], m["num_logits"], f"failed: output shape {tuple(logits.shape)} is not "
-                             f"[{n} probes, {m['num_logits']} logits]", None))
+                             f"[{n_run} probes, {m['num_logits']} logits]", None))
                 ctx.report(label, i + 1, len(todo))
                 continue
             if not np.isfinite(logits).all():
@@ -637,7 +654,23 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
                 rows.append((m["name"], m["num_logits"], "failed: logits contain NaN or infinity", None))
                 ctx.report(label, i + 1, len(todo))
                 continue
-            desc = zscore_columns(logits)
+            passes += n_run
+            status, completion = "probed", None
+            if mask is None:
+                desc = zscore_columns(logits)
+            else:
+                full = np.full((n, logits.shape[1]), np.nan, np.float32)
+                full[mask] = logits
+                logits = full
+                M = np.broadcast_to(mask, (full.shape[1], n))
+                if factors is not None and factors[0].shape[0] == n:
+                    lam = reg if reg is not None else factors[1].get("reg", CP.DEFAULT_REG)
+                    Zc = CP.fold_in(full.T, M, factors[0], lam)
+                    completion = "fold-in"
+                else:
+                    Zc, _, _ = CP.standardize_rows(full.T, M)
+                    completion, status = "provisional", "probed (provisional)"
+                desc = zscore_columns(Zc.T)
             raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
             save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
             start, end = dm.append_columns(desc)
@@ -648,22 +681,30 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
                              seconds])
             ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
                             [ps["id"], start, m["id"], end - start])
+            if mask is not None:
+                mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
+                save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
+                ctx.con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                                "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [ps["id"], m["id"], float(sample_pct), int(sample_seed or 0), int(mask.sum()),
+                                 mask_rel, completion])
             # per-model commit: an interrupt keeps the finished models
             ctx.con.execute("COMMIT")
             ctx.con.execute("BEGIN TRANSACTION")
             if index is not None:
                 index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
                 index_dirty = True
-            rows.append((m["name"], m["num_logits"], "probed", round(seconds, 3)))
+            rows.append((m["name"], m["num_logits"], status, round(seconds, 3)))
             ctx.report(label, i + 1, len(todo))
     finally:
         if index_dirty:
             from zooql.engine import ops_find
 
             ops_find.save_index(ctx, files, index)
-    done = sum(1 for r in rows if r[2] == "probed")
+    done = sum(1 for r in rows if str(r[2]).startswith("probed"))
     if done:
-        notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({done * n} forward passes)")
+        notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({passes} forward passes"
+                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "") + ")")
     if failures:
         notes.append(f"{len(failures)} failed: {', '.join(failures[:5])}{'...' if len(failures) > 5 else ''}")
     return rows, notes
@@ -681,19 +722,27 @@ class ProbeModels(Operator):
     batch: int = DEFAULT_BATCH
     device: str | None = None
     on_demand: bool = False
+    sample_pct: float | None = None   # SAMPLE p PERCENT: collaborative probing
+    sample_seed: int | None = None
+    reg: float | None = None          # ridge penalty of the fold-in (None: the stored factors')
     child: Operator | None = None
     writes: ClassVar[bool] = True
 
     def explain_params(self):
+        per = self.n_probes
+        if per and self.sample_pct is not None:
+            per = max(2, min(per, int(round(per * self.sample_pct / 100.0))))
         return {"probe_set": self.probe_set, "models": len(self.models),
-                "forward_passes": len(self.models) * self.n_probes if self.n_probes else None,
+                "forward_passes": len(self.models) * per if per else None,
+                "sample_pct": self.sample_pct, "seed": self.sample_seed if self.sample_pct is not None else None,
                 "already_probed": len(self.already_probed) or None, "batch": self.batch, "device": self.device,
                 "on_demand": self.on_demand or None}
 
     def run(self, ctx, inputs):
         rows, notes = probe_models(ctx, self.probe_set, self.already_probed + self.models, batch=self.batch,
                                    device=self.device,
-                                   label="on-demand probe" if self.on_demand else "probe")
+                                   label="on-demand probe" if self.on_demand else "probe",
+                                   sample_pct=self.sample_pct, sample_seed=self.sample_seed, reg=self.reg)
         msg = "; ".join(notes) if notes else f"nothing to probe: all selected models are probed with {self.probe_set}"
         if inputs and inputs[0].message and not self.on_demand:
             msg = inputs[0].message + "; " + msg
@@ -711,6 +760,7 @@ def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
     if not runs:
         return
     ctx.con.execute("DELETE FROM descriptor_columns WHERE model_id = ?", [model_id])
+    ctx.con.execute("DELETE FROM probe_masks WHERE model_id = ?", [model_id])
     ctx.con.execute("DELETE FROM probe_runs WHERE model_id = ?", [model_id])
     store = ctx.store
 
@@ -741,10 +791,17 @@ def _describe_hook(ctx: ExecContext, m: dict) -> list[tuple[str, Any]]:
     if not tables_exist(ctx.con):
         return []
     rows = ctx.con.execute(
-        "SELECT p.name, p.n_probes, r.probed_at FROM probe_runs r JOIN probe_sets p ON p.id = r.probe_set_id "
+        "SELECT p.name, p.n_probes, r.probed_at, k.n_observed, k.completion FROM probe_runs r "
+        "JOIN probe_sets p ON p.id = r.probe_set_id "
+        "LEFT JOIN probe_masks k ON k.probe_set_id = r.probe_set_id AND k.model_id = r.model_id "
         "WHERE r.model_id = ? ORDER BY p.name", [m["id"]]).fetchall()
-    text = ", ".join(f"{name} ({n} probes, {str(at)[:19]})" for name, n, at in rows)
-    return [("probed_with", text or None)]
+    text = ", ".join(f"{name} ({n} probes, {str(at)[:19]})" for name, n, at, _, _ in rows)
+    out = [("probed_with", text or None)]
+    sampled = [(name, n, k, c) for name, n, _, k, c in rows if k is not None]
+    if sampled:
+        out.append(("observed_fraction", ", ".join(
+            f"{name}: {k / n:.2f} ({k}/{n} probes observed, rest completed: {c})" for name, n, k, c in sampled)))
+    return out
 
 
 ops_catalog.DROP_MODEL_HOOKS.append(_drop_hook)

@@ -57,6 +57,15 @@ class BoundProbe:
     already: tuple
     batch: int
     device: str | None
+    sample_pct: float | None = None
+    seed: int | None = None
+    completion: dict | None = None   # rank / reg / iters / mode of the completion step
+
+
+@dataclass(frozen=True)
+class BoundRefresh:
+    ps: ProbeSetRef
+    params: dict
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class BoundFind:
     to_probe: tuple = ()
     pool: int | None = None
     ef: int | None = None
+    sampled: bool = False           # the probe set has sampled (completed) runs: add `observed`
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -178,10 +188,15 @@ def _builtin_op(ps: ProbeSetRef) -> Operator | None:
 
 @binds(A.Probe)
 def _bind_probe(stmt: A.Probe, bc: BindContext):
-    if stmt.sample is not None:
-        raise BindError("PROBE ... SAMPLE p PERCENT (collaborative probing) is not available in this build")
-    if stmt.seed is not None:
+    if stmt.seed is not None and stmt.sample is None:
         raise BindError("SEED in PROBE only applies to SAMPLE p PERCENT")
+    sample = None
+    if stmt.sample is not None:
+        sample = value_of(stmt.sample)
+        if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 100:
+            raise BindError(f"SAMPLE p PERCENT needs 0 < p <= 100, got {sample!r}")
+        sample = float(sample)
+    seed = _int(stmt.seed, "SEED", 0)
     ps = _probe_set_ref(bc, str(value_of(stmt.probe_set)))
     where, _ = bind_model_filter(stmt.where, bc)
     sql = "SELECT id, name, loadable, num_logits FROM models"
@@ -199,13 +214,63 @@ def _bind_probe(stmt: A.Probe, bc: BindContext):
         device = string_of(stmt.device, "DEVICE").lower()
         if not (device in ("cpu", "cuda", "auto") or device.startswith("cuda:")):
             raise BindError(f"DEVICE must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    return BoundProbe(ps, todo, already, batch, device)
+    completion = None
+    if sample is not None:
+        from zooql.engine import completion as CP
+
+        fac = CP.factors_row(bc.con, ps.id)
+        completion = CP.completion_params(None, fac)
+        completion["mode"] = "fold-in" if fac is not None else "fit"
+    return BoundProbe(ps, todo, already, batch, device, sample, seed if sample is not None else None, completion)
 
 
 @plans(BoundProbe)
 def _plan_probe(b: BoundProbe) -> Operator:
-    return P.ProbeModels(probe_set=b.ps.name, models=b.models, n_probes=b.ps.n_probes,
-                         already_probed=b.already, batch=b.batch, device=b.device, child=_builtin_op(b.ps))
+    node = P.ProbeModels(probe_set=b.ps.name, models=b.models, n_probes=b.ps.n_probes,
+                         already_probed=b.already, batch=b.batch, device=b.device, child=_builtin_op(b.ps),
+                         sample_pct=b.sample_pct, sample_seed=b.seed)
+    if b.sample_pct is None:
+        return node
+    from zooql.engine import completion as CP
+
+    c = b.completion
+    return CP.CompleteDescriptors(probe_set=b.ps.name, rank=c["rank"], iters=c["iters"], reg=c["reg"],
+                                  mode=c["mode"], child=node)
+
+
+# ---- REFRESH DESCRIPTORS ------------------------------------------------------------------------------
+
+@binds(A.RefreshDescriptors)
+def _bind_refresh(stmt: A.RefreshDescriptors, bc: BindContext):
+    from zooql.engine import completion as CP
+
+    ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
+          else _default_probe_set(bc))
+    if ps.id is None:
+        raise BindError(f"probe set {ps.name!r} has no probed models yet")
+    opts = options_dict(stmt.options)
+    for k, v in opts.items():
+        if k not in CP.OPTIONS:
+            raise BindError(f"unknown REFRESH DESCRIPTORS option {k!r}{suggest(k, CP.OPTIONS)} "
+                            f"(options: {', '.join(CP.OPTIONS)})")
+        if k in ("rank", "iters") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise BindError(f"option {k} must be a positive integer, got {v!r}")
+        if k == "reg" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise BindError(f"option reg must be a number >= 0, got {v!r}")
+    if not CP.has_sampled(bc.con, ps.id):
+        raise BindError(f"probe set {ps.name!r} has no sampled runs (PROBE ... SAMPLE p PERCENT): "
+                        f"its descriptors are complete, nothing to refresh")
+    params = CP.completion_params({k: (float(v) if k == "reg" else int(v)) for k, v in opts.items()},
+                                  CP.factors_row(bc.con, ps.id))
+    return BoundRefresh(ps, params)
+
+
+@plans(BoundRefresh)
+def _plan_refresh(b: BoundRefresh) -> Operator:
+    from zooql.engine import completion as CP
+
+    p = b.params
+    return CP.CompleteDescriptors(probe_set=b.ps.name, rank=p["rank"], iters=p["iters"], reg=p["reg"], mode="refit")
 
 
 # ---- FIND ----------------------------------------------------------------------------------------------------
@@ -346,7 +411,13 @@ def _bind_find(stmt: A.Find, bc: BindContext):
                      aligner.kind if aligner else None, aligner.model if aligner else None,
                      aligner.why if aligner else None, method, topk, index, reason, top,
                      gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
-                     tuple(to_probe), opts["pool"], opts["ef"])
+                     tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps))
+
+
+def _sampled(bc: BindContext, ps: ProbeSetRef) -> bool:
+    from zooql.engine import completion as CP
+
+    return CP.has_sampled(bc.con, ps.id)
 
 
 def _choose_index(target: str, requested: str, total: int, gallery: int) -> tuple[str, str]:
@@ -383,7 +454,12 @@ def _plan_find(b: BoundFind) -> Operator:
     else:
         q = F.TextQuery(probe_set=b.ps.name, text=b.text, aligner=b.aligner, aligner_model=b.aligner_model,
                         why=b.aligner_why, child=node)
-    return F.Search(method=b.method, topk_probes=b.topk_probes, index=b.index, reason=b.reason, target=b.target,
-                    top=b.top, probe_set=b.ps.name, gallery_sql=b.gallery_sql, gallery_params=b.gallery_params,
-                    filter=b.filter, gallery_models=b.gallery_models, gallery_logits=b.gallery_logits,
-                    pool=b.pool, ef=b.ef, child=q)
+    search = F.Search(method=b.method, topk_probes=b.topk_probes, index=b.index, reason=b.reason,
+                      target=b.target, top=b.top, probe_set=b.ps.name, gallery_sql=b.gallery_sql,
+                      gallery_params=b.gallery_params, filter=b.filter, gallery_models=b.gallery_models,
+                      gallery_logits=b.gallery_logits, pool=b.pool, ef=b.ef, child=q)
+    if not b.sampled:
+        return search
+    from zooql.engine import completion as CP
+
+    return CP.MarkObserved(probe_set=b.ps.name, child=search)

@@ -42,3 +42,25 @@ CREATE TABLE IF NOT EXISTS descriptor_columns (
     idx INTEGER NOT NULL,
     PRIMARY KEY (probe_set_id, col)
 );
+-- Collaborative probing (PROBE ... SAMPLE p PERCENT): which probes a model really ran on.
+-- Its raw logits hold NaN at the unobserved probes; its descriptors are completed (docs/find.md).
+CREATE TABLE IF NOT EXISTS probe_masks (
+    probe_set_id INTEGER NOT NULL,
+    model_id INTEGER NOT NULL,
+    sample_pct DOUBLE NOT NULL,
+    seed BIGINT NOT NULL,
+    n_observed INTEGER NOT NULL,      -- probes observed (the rest are completed)
+    mask_file VARCHAR NOT NULL,       -- bool [n_probes] (relative to the hub)
+    completion VARCHAR,               -- provisional | fold-in | refit
+    PRIMARY KEY (probe_set_id, model_id)
+);
+-- The probe factors of the last completion fit (file in <dir>/completion/, see zooql/engine/completion.py).
+CREATE TABLE IF NOT EXISTS probe_factors (
+    probe_set_id INTEGER PRIMARY KEY,
+    method VARCHAR NOT NULL,
+    rank INTEGER NOT NULL,
+    reg DOUBLE NOT NULL,
+    iters INTEGER NOT NULL,
+    n_rows BIGINT NOT NULL,           -- logits the factors were fitted on
+    fitted_at TIMESTAMP DEFAULT current_timestamp
+);
