@@ -52,7 +52,7 @@ def recommend_demo(hub, show) -> None:
     if not table.is_file():
         print("(demo evaluations table missing; skipped)")
         return
-    if not any(d for d in hub.completions()["datasets"] if d):
+    if "demo-histology" not in hub.completions()["datasets"]:
         hub.execute("IMPORT EVALUATIONS FROM :p AS SOURCE demo", {"p": str(table)})
     show(hub, "SHOW DATASETS")
     from zooql.demo_recommend import QUERIES
