@@ -9,27 +9,41 @@ per-(dataset, metric) z-normalised score of model ``m`` on list ``(d, k)`` is::
 
 * ``u_m = u_id[m] + f(x_m)``  and  ``b_m = b_id[m] + f_b(x_m)`` -- an ID embedding
   plus a small MLP over model features (family / size / pretraining data tokens);
-* ``v_d = v_id[d] + g(e_d)`` -- an ID embedding plus a *text tower*: an attention
-  mixture of the other datasets' ID vectors, weighted by MiniLM similarity of
-  the descriptions, plus a linear map of the description embedding;
+* ``v_d = v_id[d]`` for a dataset with records; for a *cold* dataset (unseen,
+  or ID dropped in training) ``v_d = g(e_d) = sum_j a_j(e_d) v_id[j]``: an attention
+  mixture of the training datasets' vectors, with logits ``cos(e_d, e_j) / tau +
+  prior_j`` over MiniLM embeddings of the descriptions (learned ``tau`` and prior
+  logits; optional linear map of ``e_d`` with ``text_linear=True``);
 * ``w_k`` -- a per-metric gain vector.
 
 Training (torch, CPU, full batch, Adam) minimises a ranking loss within every
 (dataset, metric) list -- listwise ListNet/Plackett-Luce top-one (``loss='listnet'``)
 or pairwise BPR (``loss='bpr'``) -- plus a regression term on the z-scores and an
-L2 penalty.  DropoutNet-style, each model's and each dataset's ID embedding is
-dropped with probability ``id_dropout`` at every step so that the feature towers
-alone must carry the prediction: this is what makes *cold start* work for unseen
-datasets (description only), unseen models (features only) or both.
+L2 penalty.  DropoutNet-style, model and dataset ID embeddings are dropped with
+probability ``id_dropout`` (``dataset_dropout`` for datasets) so that the feature
+towers alone must carry the prediction.  The default ``dropout_mode='expected'``
+trains the four cases (warm, cold model, cold dataset, both cold) every step,
+weighted by their dropout probabilities -- the expectation of random masks without
+their gradient noise; ``'sample'`` draws random masks.  On cold-dataset lists only
+the attention is trained (model vectors, biases, dataset vectors frozen), so the
+mixture cannot co-adapt to the dataset it stands in for.  At prediction time a cold
+dataset also receives the attention-weighted residuals (observed minus warm
+reconstruction) of its neighbours (``neighbour_residual=True``), i.e. it mixes the
+neighbours' *observed* scores where they exist and latent imputations elsewhere.
 
-``predict(..., given={model: score})`` fits an unseen (or known) dataset's vector
-from a few observed scores by ridge regression in the latent space, shrunk
-towards the description prior, and maps back to the original score scale.
+``predict(..., given={model: score})`` uses a few observed scores on the target:
+for an unseen dataset, Bayesian averaging over training datasets (description
+attention as prior, Gaussian likelihood of the seeds under each dataset's list
+after an affine fit) gives the posterior mixture and the score scale; from
+``given_ridge_min`` seeds on (default 25; and always for a known dataset) the
+dataset vector is then refined by ridge regression in the latent space, shrunk to
+that prior (``given_reg``).
 
 The returned triples are ``(model, predicted_score, uncertainty)`` where the
 score is in the dataset's original scale (estimated from similar datasets when the
 dataset is unseen) and ``uncertainty`` is a residual standard deviation in the same
-units, calibrated on the training records for the matching cold/warm case.
+units, calibrated on the training records for the matching cold/warm case
+(in-sample: optimistic for a known model on a known dataset).
 
 Ranking metrics follow LOVM/SWAB (see :func:`kendall_tau_at_k`).
 """
