@@ -132,7 +132,7 @@ class StubResult:
 
 
 class StubHub:
-    path = "/tmp/stub"
+    path = "stub-hub"
 
     def __init__(self, behaviour):
         self.behaviour = behaviour
@@ -195,9 +195,9 @@ def test_interrupt_exits_130(stub, capsys):
 
 def test_zooql_error_exit_1_and_hub_closed(stub, capsys):
     h = stub(_raise(ParseError("syntax error at line 1", context="  1 | x\n    | ^")))
-    assert cli.main(["--hub", "/tmp/somewhere", "--trust", "-c", "x"]) == 1
+    assert cli.main(["--hub", "somewhere-hub", "--trust", "-c", "x"]) == 1
     assert capsys.readouterr().err == "Error: syntax error at line 1\n  1 | x\n    | ^\n"
-    assert h["hub"].opened_with == ("/tmp/somewhere", True) and h["hub"].closed
+    assert h["hub"].opened_with == ("somewhere-hub", True) and h["hub"].closed
 
 
 def test_params_and_timer(stub, capsys, tmp_path):
@@ -217,9 +217,9 @@ def test_options_after_the_command(stub, capsys, tmp_path):
     f = tmp_path / "a.zql"
     f.write_text("SHOW MODELS;")
     h = stub(lambda text: StubResult(["v"], [(1,)]))
-    assert cli.main(["--hub", "/tmp/h1", "run", str(f), "--format", "csv"]) == 0
+    assert cli.main(["--hub", "hub-one", "run", str(f), "--format", "csv"]) == 0
     assert capsys.readouterr().out == "v\n1\n"
-    assert h["hub"].opened_with == ("/tmp/h1", False)
+    assert h["hub"].opened_with == ("hub-one", False)
     assert h["hub"].calls[0][2] == str(tmp_path)
 
 
@@ -229,8 +229,8 @@ def test_demo_dispatch(monkeypatch):
     fake.main = lambda hub_path: seen.append(hub_path) or 0
     monkeypatch.setitem(sys.modules, "zooql.demo", fake)
     monkeypatch.setattr(zooql, "demo", fake, raising=False)
-    assert cli.main(["demo", "--hub", "/tmp/demo-hub"]) == 0
-    assert seen == ["/tmp/demo-hub"]
+    assert cli.main(["demo", "--hub", "demo-hub-dir"]) == 0
+    assert seen == ["demo-hub-dir"]
 
 
 def test_repl_dispatch(monkeypatch):
@@ -246,8 +246,8 @@ def test_repl_dispatch(monkeypatch):
     import zooql.repl.repl as repl_mod
 
     monkeypatch.setattr(repl_mod, "Repl", FakeRepl)
-    assert cli.main(["--hub", "/tmp/h", "--trust", "repl", "--format", "json", "--timer"]) == 0
-    assert made["hub_path"] == "/tmp/h" and made["trust_code"] is True
+    assert cli.main(["--hub", "hub-h", "--trust", "repl", "--format", "json", "--timer"]) == 0
+    assert made["hub_path"] == "hub-h" and made["trust_code"] is True
     assert made["mode"] == "json" and made["timer"] is True
     # no command, stdin a terminal: the REPL
     made.clear()

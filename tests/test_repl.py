@@ -45,7 +45,7 @@ class FakeResult:
 
 
 class FakeHub:
-    def __init__(self, path="/tmp/fake-hub"):
+    def __init__(self, path="fake-hub"):
         self.path = path
         self.calls = []
         self.models = ["resnet18", "vit-b-16"]
