@@ -416,15 +416,20 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
     qk = q_full[probes]
     cand = None
     if candidates is not None:
-        cand = np.unique(np.asarray(candidates, dtype=np.int64).ravel())
-    if hasattr(store, "prefetch"):
-        store.prefetch(probes)
+        cand = np.asarray(candidates, dtype=np.int64).ravel()
+        if cand.size > 1 and not (cand[1:] > cand[:-1]).all():  # skip the sort when sorted
+            cand = np.unique(cand)
+    elif hasattr(store, "prefetch"):
+        store.prefetch(probes)  # dense scans read whole rows: ask for them up front
     all_i, all_d = [], []
     for X, ids, live in _segments(store):
         L = X.shape[1]
         if cand is not None:
             if ids is None:
                 pos = cand[(cand >= 0) & (cand < L)]
+            elif L and ids[-1] - ids[0] + 1 == L:  # contiguous ids: positions by offset
+                lo, hi = np.searchsorted(cand, [ids[0], ids[-1] + 1])
+                pos = cand[lo:hi] - ids[0]
             else:
                 p = np.searchsorted(ids, cand)
                 inside = p < L
@@ -606,10 +611,11 @@ def probe_logits(model, probes: np.ndarray, *, batch_size: int = 64,
     out = None
     with torch.inference_mode():
         for b0 in range(0, n, batch_size):
-            xb = torch.from_numpy(imgs[b0:b0 + batch_size])
-            if channels_first:
-                xb = xb.permute(0, 3, 1, 2)
-            x = torch.addcmul(shift, xb.to(torch.float32), scale).contiguous()
+            xb = imgs[b0:b0 + batch_size]
+            if channels_first:  # uint8 NHWC -> NCHW copy (cheap: 1 byte per value)
+                xb = np.ascontiguousarray(xb.transpose(0, 3, 1, 2))
+            x = torch.from_numpy(xb).to(torch.float32)
+            x.mul_(scale).add_(shift)
             if device != "cpu":
                 x = x.to(device, non_blocking=True)
             y = model(x)
