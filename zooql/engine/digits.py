@@ -148,8 +148,11 @@ def _subset(x: np.ndarray, y: np.ndarray, order: list[int]) -> tuple[torch.Tenso
     return xs, ys
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+         opt: torch.optim.Optimizer | None = None) -> None:
+    """Full-batch training for ``steps`` steps (Adam unless an optimizer is given)."""
+    if opt is None:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
     model.train()
     for _ in range(steps):
         opt.zero_grad()

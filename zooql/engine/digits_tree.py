@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zooql.engine.digits import DIGITS_OPTIONS, _accuracy, _make, _single_thread, _subset, digit_images
+from zooql.engine.digits import DIGITS_OPTIONS, _accuracy, _fit, _make, _single_thread, _subset, digit_images
 
 LABELS = [str(c) for c in range(10)]
 
@@ -29,13 +29,7 @@ def _finetune(model: nn.Module, x, y, *, steps: int, lr: float, rng: np.random.G
     xs, ys = x[keep], y[keep].clone()
     flip = rng.random(len(ys)) < noise
     ys[torch.from_numpy(flip)] = torch.from_numpy(rng.integers(0, 10, int(flip.sum()))).long()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xs), ys).backward()
-        opt.step()
-    model.eval()
+    _fit(model, xs, ys, steps, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
 
 
 def _save(model: nn.Module, path: str) -> None:
