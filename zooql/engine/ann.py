@@ -228,6 +228,11 @@ class HnswIndex:
     def __len__(self) -> int:
         return int(self._ids.shape[0] - self._deleted.shape[0])
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Sorted labels ever added (deleted ones included; see :meth:`mark_deleted`)."""
+        return self._ids
+
     # ------------------------------------------------------------------ querying
     def query(self, vec: np.ndarray, k: int, filter_ids=None, ef: int | None = None, *,
               k_probes: int | None = None, max_ef: int = 4096) -> np.ndarray:

@@ -299,8 +299,7 @@ class Search(Operator):
             notes.append(f"HNSW unavailable ({exc}); exact scan")
             return None
         allowed = P.run_columns(first, ncols)
-        indexed = getattr(index, "ids", None)
-        indexed = np.asarray(indexed if indexed is not None else index._ids, dtype=np.int64)
+        indexed = np.asarray(index.ids, dtype=np.int64)
         unindexed = np.setdiff1d(allowed, indexed)
         pool = int(self.pool or max(10 * want, 200))
         hc = index.query(q, pool, filter_ids=cand, ef=self.ef or pool, k_probes=kp)

@@ -1,0 +1,145 @@
+"""Ranking metrics for RECOMMEND (LOVM / SWAB conventions): NDCG@k, Kendall tau@k, recall@k,
+top-1 regret and Spearman, over true and predicted score vectors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------
+# ranking metrics (LOVM / SWAB conventions)
+# ----------------------------------------------------------------------------
+
+def _clean(true_scores, pred_scores):
+    t = np.asarray(true_scores, dtype=np.float64)
+    p = np.asarray(pred_scores, dtype=np.float64)
+    if t.shape != p.shape:
+        raise ValueError("true_scores and pred_scores must align")
+    ok = np.isfinite(t)
+    p = np.where(np.isfinite(p), p, -np.inf)
+    return t[ok], p[ok]
+
+
+def _order(x: np.ndarray) -> np.ndarray:
+    """Indices sorting ``x`` descending; ties broken by position (stable)."""
+    return np.argsort(-x, kind="stable")
+
+
+def ndcg_at_k(true_scores, pred_scores, k: int = 5, gain: str = "rank") -> float:
+    """NDCG@k of the predicted ranking against true scores.
+
+    ``gain='rank'`` (default, graded top-k relevance): the true best model has
+    relevance ``k``, the second ``k-1``, ..., the k-th ``1``, every other model 0.
+    This rewards getting the truly best models to the top and is the harsh
+    variant used for the model-selection tables (a random ranking of ~100 models
+    scores ~0.05).  ``gain='score'``: relevance is the true score min-max scaled
+    to [0, 1] within the list (a lenient variant, ~0.9 for any sensible ranking).
+    Discount is ``1/log2(rank+1)``.  NaN true scores are ignored.
+    """
+    t, p = _clean(true_scores, pred_scores)
+    n = len(t)
+    if n == 0:
+        return float("nan")
+    k = min(k, n)
+    if gain == "rank":
+        rel = np.zeros(n)
+        top = _order(t)[:k]
+        rel[top] = np.arange(k, 0, -1, dtype=np.float64)
+    elif gain == "score":
+        lo, hi = t.min(), t.max()
+        rel = (t - lo) / (hi - lo) if hi > lo else np.ones(n)
+    else:
+        raise ValueError(f"unknown gain {gain!r}")
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float(np.sum(rel[_order(p)[:k]] * disc))
+    idcg = float(np.sum(np.sort(rel)[::-1][:k] * disc))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    n = len(x)
+    conc = disc = tx = ty = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = np.sign(x[i] - x[j])
+            dy = np.sign(y[i] - y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif dx == dy:
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
+    return (conc - disc) / denom if denom > 0 else 0.0
+
+
+def kendall_tau_at_k(true_scores, pred_scores, k: int = 5) -> float:
+    """Kendall's tau over the intersection of the predicted and the true top-k.
+
+    LOVM / SWAB definition: take the models in both the predicted top-k and the
+    true top-k, and compute Kendall's tau(-b) between their true and predicted
+    scores.  As in the LOVM reference code, the value is 0 when the intersection
+    has fewer than 3 models (a tau over 2 items is only +-1 noise).
+    """
+    t, p = _clean(true_scores, pred_scores)
+    if len(t) == 0:
+        return float("nan")
+    tt = set(_order(t)[:k].tolist())
+    pp = _order(p)[:k].tolist()
+    inter = [i for i in pp if i in tt]
+    if len(inter) < 3:
+        return 0.0
+    idx = np.array(inter)
+    return float(_kendall_tau_b(t[idx], p[idx]))
+
+
+def recall_at_k(true_scores, pred_scores, k: int = 5) -> float:
+    """|predicted top-k  intersect  true top-k| / k  (LOVM's top-k 'acc')."""
+    t, p = _clean(true_scores, pred_scores)
+    if len(t) == 0:
+        return float("nan")
+    k = min(k, len(t))
+    return len(set(_order(t)[:k].tolist()) & set(_order(p)[:k].tolist())) / k
+
+
+def top1_regret(true_scores, pred_scores) -> float:
+    """True score of the best model minus true score of the predicted best (>= 0)."""
+    t, p = _clean(true_scores, pred_scores)
+    if len(t) == 0:
+        return float("nan")
+    return float(t.max() - t[_order(p)[0]])
+
+
+def _rankdata(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    # average ties
+    xs = x[order]
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[i]:
+            j += 1
+        if j > i:
+            ranks[order[i:j + 1]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(true_scores, pred_scores) -> float:
+    """Spearman rank correlation over all models (ties averaged)."""
+    t, p = _clean(true_scores, pred_scores)
+    if len(t) < 2:
+        return float("nan")
+    p = np.where(np.isfinite(p), p, np.nanmin(np.where(np.isfinite(p), p, np.nan)) - 1)
+    a, b = _rankdata(t), _rankdata(p)
+    a -= a.mean()
+    b -= b.mean()
+    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
