@@ -9,6 +9,10 @@ $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	@# WordNet for CREATE SEMANTIC GRAPH (MLL): Debian's wordnet-base, optional (tests that need it skip)
+	@test -d /usr/share/wordnet || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null 2>&1; } || \
+	  echo "note: WordNet (Debian package wordnet-base) is not installed; tests that need it will skip"
 	@touch $(STAMP)
 
 install: $(STAMP)

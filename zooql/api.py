@@ -173,7 +173,7 @@ class Hub:
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
                    "trees": C.tree_names(con)}
-            for key, table in (("probesets", "probe_sets"), ("tasks", "tasks")):
+            for key, table in (("probesets", "probe_sets"), ("tasks", "tasks"), ("graphs", "mll_graphs")):
                 try:
                     out[key] = [r[0] for r in con.execute(f"SELECT name FROM {table} ORDER BY 1").fetchall()]
                 except duckdb.Error:  # a hub written before that feature existed

@@ -61,6 +61,8 @@ class CreateTask(Operator):
         msg = f"{what} task {t.name}: {len(t.queries)} queries, evaluator {self.evaluator}"
         if t.kind == "images":
             msg = f"{what} task {t.name}: {len(t.queries)} labelled images, evaluator exact_match (argmax = label)"
+            if t.info.get("labelled") is False:
+                msg = f"{what} task {t.name}: {len(t.queries)} unlabelled images (for RANK MODELS ... USING CONDUCTANCE)"
         if dropped:
             msg += f" (definition changed: {dropped} cached evaluations dropped)"
         return Rows(["task", "kind", "queries", "evaluator"],

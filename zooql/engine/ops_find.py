@@ -129,7 +129,7 @@ class LogitQuery(Operator):
         ps, files, dm = _probe_set(ctx, self.probe_set)
         m, first, n = _run_of(ctx, ps, self.model)
         q = np.asarray(dm.columns([first + self.logit]), dtype=np.float32)[:, 0]
-        what = f"{self.model}.logit[{self.logit}]" + (f" ({self.label!r})" if self.label else "")
+        what = f"{self.model}.logit[{self.logit}]" + (f" (label {self.label!r})" if self.label else "")
         if not np.any(q):
             raise ExecutionError(f"{what} is constant over the probes of {ps['name']}: it has no descriptor "
                                  f"to compare (try a larger or more varied probe set)")

@@ -160,8 +160,17 @@ def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_folder(name: str, path: str, limit: int | None) -> TaskDef:
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    flat = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(path, f)))
+    if not classes and flat:  # unlabelled images (RANK MODELS ... USING CONDUCTANCE needs no labels)
+        flat = flat[:limit] if limit is not None else flat
+        stamp = "\n".join(f"{f}:{os.stat(os.path.join(path, f)).st_size}:"
+                          f"{os.stat(os.path.join(path, f)).st_mtime_ns}" for f in flat)
+        return TaskDef(name, "images", path, "exact_match", [(f, {"image": os.path.join(path, f)}) for f in flat],
+                       _sha(b"flat", stamp.encode()), {"images": True, "labelled": False})
     if not classes:
-        raise ExecutionError(f"image folder {path} has no class sub-folders (expected <folder>/<class>/<image>)")
+        raise ExecutionError(f"image folder {path} has no class sub-folders (expected <folder>/<class>/<image>) "
+                             f"and no images")
     numeric = all(c.isdigit() for c in classes)
     queries, stamp = [], []
     for c in classes:

@@ -330,3 +330,66 @@ class RefreshDescriptors(Statement):
     probe_set: Node | None = None
     options: tuple = ()
     span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class RankModels(Statement):
+    """RANK MODELS FOR TASK t USING CONDUCTANCE [SOURCES (...)] [WHERE] [TOP k] [OPTIONS] (DCD)."""
+
+    task: Node
+    method: Node | None = None
+    sources: tuple | None = None   # tuple of Name/Literal; None = every task with evaluations
+    where: Node | None = None
+    top: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+# ---- MLL (Model Label Learning, docs/vlm_selection.md) ------------------------------------
+
+@dataclass(frozen=True)
+class CreateSemanticGraph(Statement):
+    name: Name
+    path: Node
+    replace: bool = False
+    root: Node | None = None
+    max_images: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class LabelModels(Statement):
+    graph: Node
+    where: Node | None = None
+    batch: Node | None = None
+    device: Node | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class SelectModelsForTask(Statement):
+    task: Node
+    classes: tuple | None = None      # CLASSES ('a', 'b', ...)
+    classes_file: Node | None = None  # CLASSES FROM 'file'
+    domain: Node | None = None
+    using_labels: bool = False
+    graph: Node | None = None
+    top: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Classify(Statement):
+    path: Node
+    task: Node
+    classes: tuple | None = None
+    classes_file: Node | None = None
+    domain: Node | None = None
+    ensemble: Node | None = None      # USING LABELS ENSEMBLE k
+    graph: Node | None = None
+    limit: Node | None = None
+    batch: Node | None = None
+    options: tuple = ()
+    span: Span | None = _span()

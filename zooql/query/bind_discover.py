@@ -201,6 +201,9 @@ def _bind_discover(stmt: A.Discover, bc: BindContext):
         Q = len(shared)
     else:
         Q = int(task_row["n_queries"])
+        if source == "live" and task_row["info"].get("labelled") is False:
+            raise BindError(f"task {task!r} holds unlabelled images (a folder without class sub-folders); "
+                            f"DISCOVER scores answers against labels: use <folder>/<class>/<image>")
         if source == "live":
             responders = set(task_row["info"].get("responses") or ())
             images = bool(task_row["info"].get("images"))

@@ -376,6 +376,65 @@ class _ToAst(Transformer):
         kw = _clauses(items)
         return A.RefreshDescriptors(kw.get("probes"), kw.get("options", ()), span=_span(meta))
 
+    def sources_clause(self, meta, items):
+        return ("sources", tuple(items))
+
+    def rank_stmt(self, meta, items):
+        kw = _clauses(items[1:])
+        return A.RankModels(items[0], kw.get("using"), kw.get("sources"), kw.get("where"), kw.get("top"),
+                            kw.get("options", ()), span=_span(meta))
+
+    # ---- MLL ---------------------------------------------------------------------------
+    def or_replace(self, meta, items):
+        return ("replace", True)
+
+    def root_clause(self, meta, items):
+        return ("root", items[0])
+
+    def max_images_clause(self, meta, items):
+        return ("max_images", items[0])
+
+    def on_graph(self, meta, items):
+        return ("graph", items[0])
+
+    def classes_list(self, meta, items):
+        return ("classes", tuple(items))
+
+    def classes_file(self, meta, items):
+        return ("classes_file", items[0])
+
+    def domain_clause(self, meta, items):
+        return ("domain", items[0])
+
+    def using_labels(self, meta, items):
+        return ("using_labels", True)
+
+    def using_ensemble(self, meta, items):
+        return ("ensemble", items[0])
+
+    def create_semantic_graph(self, meta, items):
+        replace = bool(items and items[0] == ("replace", True))
+        items = items[1:] if replace else items
+        kw = _clauses(items[2:])
+        return A.CreateSemanticGraph(items[0], items[1], replace, kw.get("root"), kw.get("max_images"),
+                                     kw.get("options", ()), span=_span(meta))
+
+    def label_models(self, meta, items):
+        kw = _clauses(items)
+        return A.LabelModels(kw["graph"], kw.get("where"), kw.get("batch"), kw.get("device"), span=_span(meta))
+
+    def select_models_task(self, meta, items):
+        kw = _clauses(items[1:])
+        return A.SelectModelsForTask(items[0], kw.get("classes"), kw.get("classes_file"), kw.get("domain"),
+                                     kw.get("using_labels", False), kw.get("graph"), kw.get("top"),
+                                     kw.get("options", ()), span=_span(meta))
+
+    def classify_stmt(self, meta, items):
+        kw = _clauses(items[2:])
+        return A.Classify(items[0], items[1], kw.get("classes"), kw.get("classes_file"), kw.get("domain"),
+                          kw.get("ensemble"), kw.get("graph"), kw.get("limit"), kw.get("batch"),
+                          kw.get("options", ()), span=_span(meta))
+
 
 def _clauses(items) -> dict:
     """Collect ('key', value) clause pairs; a clause given twice is an error."""

@@ -25,9 +25,13 @@ _CONTEXT = {
     "PROBESET": "probesets",
     "PROBESETS": "probesets",
     "PROBES": "probesets",
+    "TASK": "tasks",
+    "SOURCES": "tasks",
+    "GRAPH": "graphs",
 }
 
-_META = {"models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set"}
+_META = {"models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task",
+         "graphs": "semantic graph"}
 
 
 def quote_name(name: str) -> str:
