@@ -353,3 +353,16 @@ def test_builtin_probe_set_created_on_first_use(hub, zoo, monkeypatch):
     assert "CreateProbeSet: name=builtin source=builtin limit=10 auto=true" in text
     assert hub.execute("FIND LOGITS LIKE a.logit['w'] TOP 1").rows[0][1:4] == ("b", 1, "w")
     assert "CreateProbeSet" not in plan(hub, "PROBE WITH builtin")
+
+
+def test_default_topk_probes_grows_with_the_probe_set(abc, tmp_path):
+    from zooql.engine.probelog import default_k_probes
+
+    assert [default_k_probes(n) for n in (5, 40, 256, 1000, 4000)] == [5, 20, 25, 100, 400]
+    hub = abc
+    np.save(tmp_path / "big.npy", np.random.default_rng(1).integers(0, 256, (300, 8, 8), dtype=np.uint8))
+    hub.execute(f"CREATE PROBE SET big FROM '{tmp_path}/big.npy'")
+    text = plan(hub, "FIND LOGITS LIKE a.logit['z'] WITH PROBES big TOP 2")
+    assert text.splitlines()[0].startswith("Search: method=asymmetric topk_probes=30 ")
+    text = plan(hub, "FIND LOGITS LIKE a.logit['z'] WITH PROBES big TOP 2 OPTIONS (topk_probes = 7)")
+    assert text.splitlines()[0].startswith("Search: method=asymmetric topk_probes=7 ")

@@ -401,9 +401,9 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     # search method and index
     topk = None
     if method == "asymmetric":
-        from zooql.engine.probelog import DEFAULT_K_PROBES
+        from zooql.engine.probelog import default_k_probes
 
-        topk = min(opts["topk_probes"] or DEFAULT_K_PROBES, ps.n_probes)
+        topk = min(opts["topk_probes"] or default_k_probes(ps.n_probes), ps.n_probes)
     elif opts["topk_probes"] is not None:
         raise BindError(f"topk_probes applies to method 'asymmetric', not {method!r}")
     index, reason = _choose_index(stmt.target, opts["index"], total, g_logits)
