@@ -42,6 +42,30 @@ def test_fold_in_matches_full_refit():
     assert np.linalg.norm((folded - truth)[~M[1000:]]) / np.linalg.norm(truth[~M[1000:]]) < 0.08
 
 
+def test_ridge_penalty_is_constant_per_factor():
+    # one factor, two probes observed: u = (z . f) / (f . f + reg), whatever the number observed
+    F = np.array([[1.0], [0.0], [2.0]])
+    Z = np.array([[1.0, 0.0, 0.0], [1.0, 5.0, 0.0]])
+    Mask = np.array([[True, True, False], [True, False, False]])
+    u = CP._ridge_solve(Mask, Z, F, 1.0)
+    np.testing.assert_allclose(u[:, 0], [0.5, 0.5], rtol=1e-6)       # 1 / (1 + 1) for both rows
+    assert CP._ridge_solve(np.zeros((1, 3), bool), np.zeros((1, 3)), F, 1.0)[0, 0] == 0.0
+
+
+def test_select_params_uses_only_observed_entries():
+    rng = np.random.default_rng(4)
+    X = _lowrank(400, 120, 4, seed=4) + 0.05 * rng.normal(size=(400, 120))
+    M = rng.random(X.shape) < 0.4
+    kw = dict(ranks=(2, 4, 8), regs=(0.1, 1.0), iters=10)
+    best, table = CP.select_params(np.where(M, X, np.nan), M, **kw)
+    best2, table2 = CP.select_params(np.where(M, X, 1e6), M, **kw)   # unobserved entries changed
+    assert table == table2 and best == best2
+    assert len(table) == 6 and best["rmse"] == min(t[2] for t in table)
+    rmse = {(r, g): e for r, g, e in table}
+    assert best["rank"] >= 4                      # rank 2 cannot fit a rank-4 matrix
+    assert rmse[(2, 1.0)] > 2 * rmse[(4, 1.0)]
+
+
 def test_sample_mask_reproducible_and_per_model():
     a = CP.sample_mask(200, 25, 7, 1)
     assert a.sum() == 50

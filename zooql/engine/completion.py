@@ -9,13 +9,25 @@ standard deviation of its observed entries.  Fully probed models are rows too: t
 anchor the factors.
 
 * :func:`fit_als` -- alternating ridge regressions (ALS): ``U`` given ``V`` row by row
-  over each row's observed probes, then ``V`` given ``U`` probe by probe; ``reg`` is
-  the ridge penalty scaled by the number of observed entries (ALS-WR), so one value
-  works for any sampling rate.
+  over each row's observed probes, then ``V`` given ``U`` probe by probe, with a
+  constant ridge penalty ``reg`` on every factor vector (the MAP / softImpute-ALS form,
+  Hastie et al. 2015).  Rows are unit-variance, so one value works for any sampling
+  rate: on the benchmark hubs (240 and 960 models) the penalty chosen on held-out
+  *observed* entries (:func:`select_params`) was 2.5 at every p from 5 to 50 %, while the
+  former count-scaled penalty (ALS-WR, ``reg x n_observed``) needed a different value per
+  rate (0.05 at 5 %, 0.02 at 10 %).
+* :func:`select_params` -- rank / penalty chosen by the error on a random share of the
+  observed entries held out from the fit (never on unobserved ground truth).
 * :func:`fold_in` -- a model added later is completed against the stored probe factors
   ``V`` without refitting: each of its rows solves one ridge regression.
 * :func:`complete_rows` -- observed entries are kept, missing ones predicted; the
   descriptors are then z-normalised as usual (:func:`zooql.engine.probelog.zscore_columns`).
+
+Defaults (``DEFAULT_*``) come from ``benchmarks/collab_probing.py`` (see the dated
+"Collaborative probing" sections of ``benchmarks/RESULTS.md``, 2026-12-01): penalty 2.5
+(constant), 30 iterations (instead of 15: +0.01-0.02 top-1 at 5-10 % sampled), rank 16
+(validation picked 16 at 5 %, 32-48 at >= 10 % on the 960-model hub; 16 is kept as the
+safe default for small hubs -- pass ``OPTIONS (rank = 32)`` on large ones).
 
 The probe factors live beside the catalog in ``<probe set dir>/completion/``
 (``factors.npy`` + ``factors.json``, each written atomically).
@@ -33,10 +45,12 @@ import numpy as np
 from zooql.engine.plan import Operator, Rows
 from zooql.errors import ExecutionError
 
-#: Defaults chosen by benchmarks/collab_probing.py (see benchmarks/RESULTS.md).
+#: Defaults chosen by benchmarks/collab_probing.py (see benchmarks/RESULTS.md, 2026-12-01).
 DEFAULT_RANK = 16
-DEFAULT_ITERS = 15
-DEFAULT_REG = 0.01
+DEFAULT_ITERS = 30
+DEFAULT_REG = 2.5
+#: meaning of ``reg`` in stored factors written by this version (older ones: "per-observation")
+PENALTY = "constant"
 METHOD = "als"
 OPTIONS = ("rank", "iters", "reg")
 
@@ -58,21 +72,21 @@ def standardize_rows(X: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _ridge_solve(Mask: np.ndarray, Z: np.ndarray, F: np.ndarray, reg: float) -> np.ndarray:
-    """For every row i: argmin_u sum_{j observed} (Z_ij - u.F_j)^2 + reg * n_i * |u|^2.
+    """For every row i: argmin_u sum_{j observed} (Z_ij - u.F_j)^2 + reg * |u|^2.
 
-    ``Mask`` [n, p] bool, ``Z`` [n, p] zero at missing, ``F`` [p, r]. Batched over rows."""
+    ``Mask`` [n, p] bool, ``Z`` [n, p] zero at missing, ``F`` [p, r]. Batched over rows.
+    A row without observations gets u = 0."""
     n, _ = Mask.shape
     r = F.shape[1]
     out = np.empty((n, r), np.float64)
     FF = (F[:, :, None] * F[:, None, :]).reshape(F.shape[0], r * r).astype(np.float32)
-    eye = np.eye(r)
+    lam = max(float(reg), 1e-6) * np.eye(r)
+    F32 = F.astype(np.float32)
     step = max(1, min(n, 20000))
     for s in range(0, n, step):
         m = Mask[s:s + step].astype(np.float32)
-        G = (m @ FF).reshape(-1, r, r).astype(np.float64)
-        cnt = m.sum(1).astype(np.float64)
-        G += (reg * np.maximum(cnt, 1.0))[:, None, None] * eye
-        b = (Z[s:s + step].astype(np.float32) @ F.astype(np.float32)).astype(np.float64)
+        G = (m @ FF).reshape(-1, r, r).astype(np.float64) + lam
+        b = (Z[s:s + step].astype(np.float32) @ F32).astype(np.float64)
         out[s:s + step] = np.linalg.solve(G, b[:, :, None])[:, :, 0]
     return out
 
@@ -81,7 +95,8 @@ def fit_als(X: np.ndarray, M: np.ndarray, rank: int = DEFAULT_RANK, iters: int =
             reg: float = DEFAULT_REG, seed: int = 0, standardized: bool = False):
     """Fit ``Z ~ U V^T`` on the observed entries of ``X`` (rows = logits, columns = probes).
 
-    Returns (U [n, r], V [p, r], mean [n], std [n]) with rows standardised first (unless
+    ``reg`` is the constant ridge penalty on every row of ``U`` and ``V``.  Returns
+    (U [n, r], V [p, r], mean [n], std [n]) with rows standardised first (unless
     ``standardized``: X is already standardised and zero-filled)."""
     M = np.asarray(M, dtype=bool)
     if standardized:
@@ -100,6 +115,33 @@ def fit_als(X: np.ndarray, M: np.ndarray, rank: int = DEFAULT_RANK, iters: int =
         V = _ridge_solve(MT, ZT, U, reg)
     U = _ridge_solve(M, Z, V, reg)
     return U, V, mean, std
+
+
+def select_params(X: np.ndarray, M: np.ndarray, ranks=(8, 16, 32), regs=(1.0, 2.5, 5.0),
+                  iters: int = 15, holdout: float = 0.1, seed: int = 0):
+    """Choose (rank, reg) by validation on held-out *observed* entries.
+
+    A random ``holdout`` share of the observed entries of every row with at least 4 of
+    them is hidden, the factors are fitted on the rest (rows standardised over the rest)
+    and each (rank, reg) of the grid is scored by the RMSE on the hidden entries.  Only
+    observed responses are used: nothing here looks at unobserved ground truth.
+    Returns ``({"rank", "reg", "rmse"}, [(rank, reg, rmse), ...])``."""
+    M = np.asarray(M, dtype=bool)
+    rng = np.random.default_rng([int(seed), 0x5E1])
+    hold = M & (rng.random(M.shape) < holdout) & (M.sum(1, keepdims=True) >= 4)
+    Mt = M & ~hold
+    Z, mean, std = standardize_rows(X, Mt)
+    Xh = np.where(hold, np.asarray(X, np.float64), 0.0)
+    target = ((Xh - mean[:, None]) / std[:, None])[hold]
+    table = []
+    for rank in ranks:
+        for reg in regs:
+            U, V, _, _ = fit_als(Z, Mt, rank, iters, reg, seed, standardized=True)
+            rows, cols = np.nonzero(hold)
+            pred = np.einsum("ij,ij->i", U[rows], V[cols])
+            table.append((int(rank), float(reg), float(np.sqrt(np.mean((pred - target) ** 2)))))
+    best = min(table, key=lambda t: t[2])
+    return {"rank": best[0], "reg": best[1], "rmse": best[2]}, table
 
 
 def fold_in(X: np.ndarray, M: np.ndarray, V: np.ndarray, reg: float = DEFAULT_REG) -> np.ndarray:
@@ -149,6 +191,8 @@ def load_factors(files) -> tuple[np.ndarray, dict] | None:
         V = np.load(os.path.join(d, meta["file"]), allow_pickle=False)
     except (OSError, ValueError, KeyError):
         return None
+    if meta.get("penalty") != PENALTY:   # factors of an older version: reg meant reg x n_observed
+        meta = dict(meta, reg=DEFAULT_REG, penalty=PENALTY, legacy_reg=meta.get("reg"))
     return V, meta
 
 
@@ -259,7 +303,8 @@ def refit(ctx, ps_name: str, params: dict, seed: int = 0) -> tuple[int, int, flo
     Z, _, _ = standardize_rows(X, M)
     C = complete_rows(Z, M, U, V)
     save_factors(files, V, {"method": METHOD, "rank": int(V.shape[1]), "iters": int(params["iters"]),
-                            "reg": float(params["reg"]), "rows": int(X.shape[0]), "n_probes": int(ps["n_probes"]),
+                            "reg": float(params["reg"]), "penalty": PENALTY, "rows": int(X.shape[0]),
+                            "n_probes": int(ps["n_probes"]),
                             "observed": float(M.mean()), "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     ctx.con.execute("DELETE FROM probe_factors WHERE probe_set_id = ?", [ps["id"]])
     ctx.con.execute("INSERT INTO probe_factors (probe_set_id, method, rank, reg, iters, n_rows) "
