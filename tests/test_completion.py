@@ -188,6 +188,14 @@ def test_probe_sample_mask_completion_find_refresh(hub, copies):
     assert n_cols == 4 * 13
     correct = sum(_top1_correct(hub, perm, n) for n in sampled + ["late"])
     assert correct >= 0.9 * 4 * (len(sampled) + 1), correct
+    # a later REFRESH reuses the stored parameters ...
+    assert "rank=8" in hub.explain("REFRESH DESCRIPTORS WITH PROBES ps") and \
+        "reg=0.02" in hub.explain("REFRESH DESCRIPTORS WITH PROBES ps")
+    # ... except the penalty of factors fitted before it was constant (reg then meant reg x n_observed)
+    with hub.store.write() as con:
+        con.execute("UPDATE probe_factors SET penalty = NULL")
+    plan = hub.explain("REFRESH DESCRIPTORS WITH PROBES ps")
+    assert "rank=8" in plan and f"reg={CP.DEFAULT_REG:g}" in plan
     # dropping a sampled model removes its mask
     hub.execute("DROP MODEL late")
     with hub.store.read() as con:

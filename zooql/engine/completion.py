@@ -238,12 +238,21 @@ def factors_row(con, ps_id: int | None) -> dict | None:
     """The catalog's record of the stored probe factors (None: never fitted)."""
     if ps_id is None:
         return None
+    cols = ("method", "rank", "reg", "iters", "n_rows", "penalty")
     try:
-        r = con.execute("SELECT method, rank, reg, iters, n_rows FROM probe_factors WHERE probe_set_id = ?",
-                        [ps_id]).fetchone()
-    except Exception:  # noqa: BLE001
+        r = con.execute(f"SELECT {', '.join(cols)} FROM probe_factors WHERE probe_set_id = ?", [ps_id]).fetchone()
+    except Exception:  # noqa: BLE001 -- no table, or a hub not yet written by this version (no penalty column)
+        try:
+            r = con.execute(f"SELECT {', '.join(cols[:-1])}, NULL FROM probe_factors WHERE probe_set_id = ?",
+                            [ps_id]).fetchone()
+        except Exception:  # noqa: BLE001
+            return None
+    if r is None:
         return None
-    return None if r is None else dict(zip(("method", "rank", "reg", "iters", "rows"), r))
+    out = dict(zip(("method", "rank", "reg", "iters", "rows", "penalty"), r))
+    if out["penalty"] != PENALTY:  # fitted by an older version: its reg meant reg x n_observed
+        out.update(reg=DEFAULT_REG, penalty=PENALTY)
+    return out
 
 
 def has_sampled(con, ps_id: int | None) -> bool:
@@ -307,9 +316,9 @@ def refit(ctx, ps_name: str, params: dict, seed: int = 0) -> tuple[int, int, flo
                             "n_probes": int(ps["n_probes"]),
                             "observed": float(M.mean()), "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     ctx.con.execute("DELETE FROM probe_factors WHERE probe_set_id = ?", [ps["id"]])
-    ctx.con.execute("INSERT INTO probe_factors (probe_set_id, method, rank, reg, iters, n_rows) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", [ps["id"], METHOD, int(V.shape[1]), float(params["reg"]),
-                                                  int(params["iters"]), int(X.shape[0])])
+    ctx.con.execute("INSERT INTO probe_factors (probe_set_id, method, rank, reg, iters, n_rows, penalty) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [ps["id"], METHOD, int(V.shape[1]), float(params["reg"]),
+                                                     int(params["iters"]), int(X.shape[0]), PENALTY])
     dm = P.open_matrix(files)
     index = P._load_index(files) if files.has_index() else None
     old_cols, done, r0 = [], 0, 0

@@ -62,5 +62,7 @@ CREATE TABLE IF NOT EXISTS probe_factors (
     reg DOUBLE NOT NULL,
     iters INTEGER NOT NULL,
     n_rows BIGINT NOT NULL,           -- logits the factors were fitted on
-    fitted_at TIMESTAMP DEFAULT current_timestamp
+    fitted_at TIMESTAMP DEFAULT current_timestamp,
+    penalty VARCHAR                   -- meaning of reg: 'constant'; NULL = written before that (reg x n_observed)
 );
+ALTER TABLE probe_factors ADD COLUMN IF NOT EXISTS penalty VARCHAR;
