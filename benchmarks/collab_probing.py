@@ -5,6 +5,9 @@ each trained on 3-8 random classes, logits shuffled; trained and cached on first
 ``--n-models`` of them (default 960: model i is the same model in every hub size, so the
 960 hub is the 240 hub plus 720 more; completion is limited by the rows per probe).
 Training 960 models takes ~25 min on a busy 2-core CPU the first time.
+``--dataset fmnist+digits``: a 20-concept hub instead (probelog_quality.py's hub layout over
+Fashion-MNIST classes 0-9 plus sklearn digits upscaled to 28x28 as classes 10-19, so models
+mix both; cached separately; the plot goes to ``collab_probing_20concepts.png``).
 Probes: ``--n-probes`` (default 1000) built-in natural images as 28x28 grey (``--probes natural``,
 out of distribution as in the paper; the default) or Fashion-MNIST test images
 (``--probes test-split``: in distribution, where even 2 % uniform probing saturates).
@@ -181,6 +184,7 @@ def plot(path, pcts, coll, unif_pcts, unif, title):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "fmnist+digits"])
     ap.add_argument("--n-models", type=int, default=960)
     ap.add_argument("--n-probes", type=int, default=1000)
     ap.add_argument("--probes", default="natural", choices=["natural", "test-split"])
@@ -198,14 +202,25 @@ def main(argv=None):
     import probelog_quality as Q
 
     class HubArgs:
-        dataset, n_models, epochs, n_train, seed = "fashion-mnist", a.n_models, 2, 4000, 0
+        dataset, n_models, epochs, n_train, seed = a.dataset, a.n_models, 2, 4000, 0
 
-    tx, ty, vx, vy, _ = Q.load_dataset("fashion-mnist")
+    class TeacherArgs(HubArgs):   # the text queries name Fashion-MNIST classes: its 10-class teacher
+        dataset = "fashion-mnist"
+
+    mixed = a.dataset == "fmnist+digits"
+    tx, ty, vx, vy, _ = Q.load_dataset(a.dataset)
     hub = Q.build_hub(HubArgs, tx, ty, vx, vy)
     concepts = np.concatenate([h["concepts"] for h in hub])
     owner = np.concatenate([np.full(len(h["concepts"]), i) for i, h in enumerate(hub)])
     if a.probes == "natural":   # built-in natural-image probes (out of distribution, as in the paper)
         probes = Q.natural_probes(a.n_probes, tx.shape[1])
+    elif mixed:   # half digits test images (all 540 at most), the rest Fashion-MNIST test images
+        prng = np.random.default_rng(1234)
+        dig = np.nonzero(vy >= 10)[0]
+        nd = min(len(dig), a.n_probes // 2)
+        pick = np.concatenate([prng.choice(np.nonzero(vy < 10)[0], a.n_probes - nd, replace=False),
+                               prng.choice(dig, nd, replace=False)])
+        probes = vx[np.sort(pick)]
     else:
         probes = vx[np.random.default_rng(1234).choice(len(vx), a.n_probes, replace=False)]
     L = np.concatenate([Q.probe_logits(h["model"], probes) for h in hub], axis=1).astype(np.float32)
@@ -213,7 +228,7 @@ def main(argv=None):
           flush=True)
     T = None
     if not a.no_text:   # teacher on all 10 classes (cached by probelog_quality.py), fully probed
-        T = Q.probe_logits(Q.train_teacher(HubArgs, tx, ty, vx, vy), probes).astype(np.float32)
+        T = Q.probe_logits(Q.train_teacher(TeacherArgs, tx, ty, vx, vy), probes).astype(np.float32)
 
     ranks = [int(x) for x in a.ranks.split(",")]
     regs = [float(x) for x in a.regs.split(",")]
@@ -287,9 +302,11 @@ def main(argv=None):
               f"ALS rank {CP.DEFAULT_RANK}, reg {CP.DEFAULT_REG:g}, {CP.DEFAULT_ITERS} iterations (the engine "
               f"defaults), 1 thread: **{t_fit:.1f} s** (relative error on missing entries {t_err:.3f}).")
     print(timing)
+    png = "collab_probing_20concepts.png" if mixed else "collab_probing.png"
     if not a.no_append:   # a smoke run (--no-append) leaves the recorded plot alone
-        plot(os.path.join(HERE, "collab_probing.png"), pcts, res_c, upcts, res_u,
-             f"{len(hub)} Fashion-MNIST models, {L.shape[1]} logits, {a.n_probes} {a.probes} probes")
+        plot(os.path.join(HERE, png), pcts, res_c, upcts, res_u,
+             f"{len(hub)} {'Fashion-MNIST + digits (20 concepts)' if mixed else 'Fashion-MNIST'} models, "
+             f"{L.shape[1]} logits, {a.n_probes} {a.probes} probes")
     verdict = ("reached" if best_saving >= 3 else "NOT reached")
     summary = (f"Best saving {best_saving:.1f}x: the paper's >= 3x saving is **{verdict}** on this hub "
                f"(collaborative top-1 vs the uniform budget reaching the same top-1, interpolated).")
@@ -299,13 +316,21 @@ def main(argv=None):
     if not a.no_append:
         cmd = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/collab_probing.py"]
                        + list(sys.argv[1:] if argv is None else argv))
-        pdesc = "built-in natural images, 28x28 grey" if a.probes == "natural" else "Fashion-MNIST test split"
+        pdesc = "built-in natural images, 28x28 grey" if a.probes == "natural" else (
+            "half digits test split, half Fashion-MNIST test split, none used for training" if mixed
+            else "Fashion-MNIST test split")
+        title = ("20-concept hub (Fashion-MNIST + digits)" if mixed else "validated completion, larger hub")
+        hdesc = (f"{len(hub)} classifiers over a 20-concept label space (probelog_quality.py "
+                 f"`--dataset fmnist+digits`: Fashion-MNIST classes 0-9 + sklearn digits upscaled to 28x28 grey "
+                 f"as classes 10-19; 3-8 classes each drawn from the 20, so most models mix both; same "
+                 f"architectures, logits shuffled)" if mixed else
+                 f"{len(hub)} Fashion-MNIST classifiers (probelog_quality.py's hub layout, 3-8 classes "
+                 f"each, logits shuffled; models 0-239 are the previous section's hub)")
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(f"\n\n## Collaborative probing: validated completion, larger hub ({time.strftime('%Y-%m-%d')})"
+            f.write(f"\n\n## Collaborative probing: {title} ({time.strftime('%Y-%m-%d')})"
                     f"\n\nMachine: 2-core x86_64 CPU, no GPU (shared with other jobs), OMP_NUM_THREADS=1. "
                     f"Command: `{cmd}` ({total:.0f} s).\n\n"
-                    f"Hub: {len(hub)} Fashion-MNIST classifiers (probelog_quality.py's hub layout, 3-8 classes "
-                    f"each, logits shuffled; models 0-239 are the previous section's hub), {L.shape[1]} logits; "
+                    f"Hub: {hdesc}, {L.shape[1]} logits; "
                     f"{a.n_probes} {a.probes} probes "
                     f"({pdesc}). "
                     f"Collaborative = each model runs on its own random p% of the probes, the [logits x probes] "
@@ -320,7 +345,7 @@ def main(argv=None):
                     f"search over all logits; under uniform the teacher sees the same probe subset). "
                     f"'completion rel. error' = |completed - hidden "
                     f"truth| / |hidden truth| over the unobserved entries (diagnosis only).\n\n{table}\n\n"
-                    f"{summary}\n\n{timing}\n\nPlot: `benchmarks/collab_probing.png` (top-1 and top-5).\n")
+                    f"{summary}\n\n{timing}\n\nPlot: `benchmarks/{png}` (top-1 and top-5).\n")
     return res_u, res_c
 
 

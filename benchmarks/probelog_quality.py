@@ -3,7 +3,8 @@
 Hub: ``--n-models`` (default 240) small classifiers -- MLPs and small CNNs of several
 widths -- each trained for a few epochs on a random subset of 3-8 Fashion-MNIST classes
 (Debian package dataset-fashion-mnist; ``--dataset digits`` uses sklearn's 8x8 digits
-instead), with its output units in a random order.  The true concept of every logit
+instead, ``--dataset fmnist+digits`` both as one 20-class label space), with its
+output units in a random order.  The true concept of every logit
 is recorded.  Trained hubs are cached in ``$ZOOQL_CACHE`` (or ``~/.cache/zooql/bench``).
 
 Probes: images from the Fashion-MNIST *test* split (disjoint from all training data)
@@ -80,6 +81,8 @@ def load_dataset(name):
         vx = _read_idx(f"{FMNIST_DIR}/t10k-images-idx3-ubyte.gz")
         vy = _read_idx(f"{FMNIST_DIR}/t10k-labels-idx1-ubyte.gz").astype(np.int64)
         return tx, ty, vx, vy, FMNIST_CLASSES
+    if name == "fmnist+digits":
+        return _load_fmnist_digits()
     from sklearn.datasets import load_digits
     d = load_digits()
     x = (d.images * (255.0 / 16.0)).astype(np.uint8)
@@ -88,6 +91,26 @@ def load_dataset(name):
     p = rng.permutation(len(y))
     cut = int(0.7 * len(y))
     return x[p[:cut]], y[p[:cut]], x[p[cut:]], y[p[cut:]], [str(i) for i in range(10)]
+
+
+def _load_fmnist_digits():
+    """20-concept label space: Fashion-MNIST (classes 0-9) + sklearn digits (classes 10-19,
+    8x8 upscaled bilinearly to 28x28 grey, 0..16 scaled to 0..255, same 70/30 split as
+    ``--dataset digits``).  The ~125 digit training images per class are tiled so that a digit
+    class is about as frequent as a Fashion-MNIST class (6,000) when a model's training set
+    is drawn from the union of its classes."""
+    from PIL import Image
+    tx, ty, vx, vy, names = load_dataset("fashion-mnist")
+    dx, dy, dvx, dvy, dnames = load_dataset("digits")
+
+    def up(a):
+        return np.stack([np.asarray(Image.fromarray(im).resize((tx.shape[2], tx.shape[1]), Image.BILINEAR))
+                         for im in a])
+    dx, dvx = up(dx), up(dvx)
+    reps = max(1, int(round(6000 / (len(dy) / 10))))
+    dx, dy = np.tile(dx, (reps, 1, 1)), np.tile(dy, reps)
+    return (np.concatenate([tx, dx]), np.concatenate([ty, dy + 10]), np.concatenate([vx, dvx]),
+            np.concatenate([vy, dvy + 10]), list(names) + [f"digit {n}" for n in dnames])
 
 
 # ------------------------------------------------------------------------------ models
@@ -132,7 +155,7 @@ def train_one(rng, arch, classes, tx, ty, epochs, n_train):
     idx = rng.choice(idx, size=min(n_train, idx.shape[0]), replace=False)
     perm = rng.permutation(len(classes))  # logit j <- class classes[perm[j]]: random order
     concept_of_logit = np.asarray(classes)[perm]
-    lut = np.full(10, -1, np.int64)
+    lut = np.full(max(10, int(ty.max()) + 1), -1, np.int64)
     lut[concept_of_logit] = np.arange(len(classes))
     x = to_tensor(tx[idx])
     y = torch.from_numpy(lut[ty[idx]])
@@ -161,13 +184,14 @@ def build_hub(args, tx, ty, vx, vy):
     meta_path = os.path.join(path, "hub.json")
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"models": []}
     rng = np.random.default_rng(args.seed)
+    n_concepts = max(10, int(ty.max()) + 1)   # 10, or 20 for fmnist+digits
     hub = []
     t0 = time.time()
     for m in range(args.n_models):
         mrng = np.random.default_rng([args.seed, m])
         arch = ARCHS[int(mrng.integers(len(ARCHS)))]
         n_cls = int(mrng.integers(3, 9))
-        classes = np.sort(mrng.choice(10, n_cls, replace=False))
+        classes = np.sort(mrng.choice(n_concepts, n_cls, replace=False))
         f = os.path.join(path, f"model-{m:04d}.pt")
         if m < len(meta["models"]) and os.path.exists(f):
             info = meta["models"][m]
@@ -335,7 +359,7 @@ def text_eval(teacher_desc, D, concepts, k, top=(1, 5)):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits", "fmnist+digits"])
     ap.add_argument("--n-models", type=int, default=240)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--n-train", type=int, default=4000)
