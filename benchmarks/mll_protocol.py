@@ -62,7 +62,7 @@ def run_mll_protocol(checkpoints: Sequence[tuple[str, str, str | None]], dataset
 
     import zooql
     from zooql.engine import mll
-    from zooql.engine.ops_mll import list_images
+    from zooql.engine.probe_inputs import list_image_files as list_images
     from zooql.engine.runtime import ModelRuntime
 
     evaluations = evaluations or {}

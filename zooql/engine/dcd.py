@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from zooql.engine.recommend_metrics import rankdata
+
 EPS = 1e-8
 DEFAULT_ETA = 2.0
 DEFAULT_GAMMA = 5.0
@@ -98,19 +100,9 @@ def true_ranks(scores: Any) -> np.ndarray:
     """Rank 1 = highest score; tied scores share their mean rank; NaN (no score) stays NaN."""
     s = np.asarray(scores, dtype=np.float64)
     out = np.full(s.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(s))
-    if ok.size:
-        vals = s[ok]
-        order = np.argsort(-vals, kind="stable")
-        ranks = np.empty(ok.size)
-        i = 0
-        while i < ok.size:
-            j = i
-            while j + 1 < ok.size and vals[order[j + 1]] == vals[order[i]]:
-                j += 1
-            ranks[order[i:j + 1]] = (i + j) / 2 + 1
-            i = j + 1
-        out[ok] = ranks
+    ok = np.isfinite(s)
+    if ok.any():
+        out[ok] = rankdata(-s[ok]) + 1
     return out
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from zooql.engine import ops_catalog
 from zooql.engine.plan import ExecContext, Operator, Rows
-from zooql.engine.semantic_graph import IMAGE_EXTS
+from zooql.engine.probe_inputs import IMAGE_EXTS
 from zooql.errors import ExecutionError
 
 VLM_PREFIX = "open_clip:"
@@ -104,16 +104,6 @@ def label_status(con, gid: int, nodes: list[dict]) -> tuple[list[dict], list[dic
 def uncached_sentence_nodes(con, gid: int) -> int:
     return int(con.execute("SELECT count(*) FROM mll_nodes WHERE graph_id = ? AND sentence_emb IS NULL",
                            [gid]).fetchone()[0])
-
-
-def list_images(folder: str) -> list[str]:
-    """Image files under ``folder`` (recursive), relative paths in sorted order."""
-    out = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        out += [os.path.relpath(os.path.join(root, n), folder) for n in names
-                if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".")]
-    return sorted(p.replace(os.sep, "/") for p in out)
 
 
 def _blob(a: np.ndarray) -> bytes:

@@ -80,16 +80,21 @@ class ProbeImages:
     note: str | None = None
 
 
+def list_image_files(folder: str) -> list[str]:
+    """Image files under ``folder`` (any depth, hidden files skipped): relative paths with
+    ``/`` separators, in sorted order."""
+    out = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        out += [os.path.relpath(os.path.join(root, n), folder) for n in names
+                if n.lower().endswith(IMAGE_EXTS) and not n.startswith(".")]
+    return sorted(p.replace(os.sep, "/") for p in out)
+
+
 def read_folder(path: str, limit, seed) -> ProbeImages:
     from PIL import Image, UnidentifiedImageError
 
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for n in names:
-            if n.lower().endswith(IMAGE_EXTS) and not n.startswith("."):
-                files.append(os.path.relpath(os.path.join(root, n), path))
-    files.sort()
+    files = list_image_files(path)
     if not files:
         raise ExecutionError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
     idx = select_indices(len(files), limit, seed)

@@ -115,7 +115,8 @@ def top1_regret(true_scores, pred_scores) -> float:
     return float(t.max() - t[_order(p)[0]])
 
 
-def _rankdata(x: np.ndarray) -> np.ndarray:
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """0-based ascending ranks of ``x``; tied values share their mean rank."""
     order = np.argsort(x, kind="stable")
     ranks = np.empty(len(x), dtype=np.float64)
     ranks[order] = np.arange(len(x), dtype=np.float64)
@@ -138,7 +139,7 @@ def spearman(true_scores, pred_scores) -> float:
     if len(t) < 2:
         return float("nan")
     p = np.where(np.isfinite(p), p, np.nanmin(np.where(np.isfinite(p), p, np.nan)) - 1)
-    a, b = _rankdata(t), _rankdata(p)
+    a, b = rankdata(t), rankdata(p)
     a -= a.mean()
     b -= b.mean()
     den = math.sqrt(float((a * a).sum() * (b * b).sum()))

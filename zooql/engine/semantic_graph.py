@@ -27,11 +27,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from zooql.engine.probe_inputs import IMAGE_EXTS
 from zooql.errors import ExecutionError
 
 DEFAULT_WORDNET = "/usr/share/wordnet"
 DEFAULT_MAX_IMAGES = 75
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 GRAPH_FILES = ("graph.json", "graph.csv")
 _WNID = re.compile(r"^n\d{8}$")
 _SYNSET = re.compile(r"^(.+)\.n\.(\d+)$")

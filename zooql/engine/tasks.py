@@ -42,11 +42,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from zooql.engine.probe_inputs import IMAGE_EXTS
 from zooql.errors import ExecutionError, SecurityError
 
 EVALUATORS = ("exact_match",)
 TRUST_HINT = "SET trust_code = true or --trust"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _ID_KEYS = ("id", "query_id")
 _ANSWER_KEYS = ("answer", "label", "target")
 _IMAGE_KEYS = ("image", "image_path")
@@ -160,7 +160,7 @@ def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_folder(name: str, path: str, limit: int | None) -> TaskDef:
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-    flat = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
+    flat = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTS)
                   and os.path.isfile(os.path.join(path, f)))
     if not classes and flat:  # unlabelled images (RANK MODELS ... USING CONDUCTANCE needs no labels)
         flat = flat[:limit] if limit is not None else flat
@@ -175,14 +175,14 @@ def _read_folder(name: str, path: str, limit: int | None) -> TaskDef:
     queries, stamp = [], []
     for c in classes:
         for f in sorted(os.listdir(os.path.join(path, c))):
-            if f.lower().endswith(IMAGE_EXTENSIONS):
+            if f.lower().endswith(IMAGE_EXTS):
                 full = os.path.join(path, c, f)
                 st = os.stat(full)
                 rel = f"{c}/{f}"
                 queries.append((rel, {"image": full, "answer": int(c) if numeric else c}))
                 stamp.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
     if not queries:
-        raise ExecutionError(f"image folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ExecutionError(f"image folder {path} holds no images ({', '.join(IMAGE_EXTS)})")
     if limit is not None:
         queries = queries[:limit]
     fp = _sha(b"folder", "\n".join(stamp[:len(queries)]).encode())

@@ -16,7 +16,7 @@ from zooql.engine import ops_dcd as OD
 from zooql.engine import tasks as T
 from zooql.errors import BindError
 from zooql.query import ast as A
-from zooql.query.binder import BindContext, bind_model_filter, binds, options_dict, value_of
+from zooql.query.binder import BindContext, bind_model_filter, binds, int_of, options_dict, value_of
 from zooql.query.planner import plans
 from zooql.query.where import suggest
 
@@ -48,12 +48,7 @@ def _number(opts: dict, key: str, default: float, minimum: float) -> float:
 
 
 def _integer(opts: dict, key: str, default: int, minimum: int) -> int:
-    v = opts.get(key, default)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise BindError(f"option {key} must be an integer >= {minimum}, got {v!r}")
-    return v
+    return int_of(opts.get(key, default), f"option {key}", minimum, integral_float=True)
 
 
 def _image_task(name: str, tasks: dict, what: str) -> dict:
@@ -92,11 +87,7 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
     metric = opts.get("metric")
     if metric is not None and not isinstance(metric, str):
         raise BindError(f"option metric must be a 'string', got {metric!r}")
-    top = None
-    if stmt.top is not None:
-        top = value_of(stmt.top)
-        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-            raise BindError(f"TOP must be an integer >= 1, got {top!r}")
+    top = int_of(value_of(stmt.top), "TOP") if stmt.top is not None else None
 
     tasks = T.task_rows(bc.con)
     name = str(value_of(stmt.task))

@@ -14,7 +14,7 @@ from zooql.engine import ops_discover as OD
 from zooql.engine import tasks as T
 from zooql.errors import BindError
 from zooql.query import ast as A
-from zooql.query.binder import BindContext, bind_model_filter, binds, options_dict, string_of, value_of
+from zooql.query.binder import BindContext, bind_model_filter, binds, int_of, options_dict, string_of, value_of
 from zooql.query.planner import plans
 from zooql.query.where import suggest
 from zooql.storage import catalog as C
@@ -76,12 +76,7 @@ class BoundDiscover:
 
 
 def _int_value(node, what: str, minimum: int) -> int:
-    v = value_of(node)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise BindError(f"{what} must be an integer >= {minimum}, got {v!r}")
-    return v
+    return int_of(value_of(node), what, minimum, integral_float=True)
 
 
 @binds(A.CreateTask)

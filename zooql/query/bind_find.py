@@ -15,7 +15,7 @@ from zooql.engine import ops_probe as P
 from zooql.engine.plan import Operator
 from zooql.errors import BindError
 from zooql.query import ast as A
-from zooql.query.binder import (BindContext, bind_model_filter, binds, options_dict, string_of,
+from zooql.query.binder import (BindContext, bind_model_filter, binds, int_of, options_dict, string_of,
                                 value_of)
 from zooql.query.planner import plans
 from zooql.query.where import suggest
@@ -99,12 +99,7 @@ class BoundFind:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 def _int(node, what: str, minimum: int = 0) -> int | None:
-    if node is None:
-        return None
-    v = value_of(node)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise BindError(f"{what} must be an integer >= {minimum}, got {v!r}")
-    return v
+    return None if node is None else int_of(value_of(node), what, minimum)
 
 
 def _probe_set_ref(bc: BindContext, name: str) -> ProbeSetRef:

@@ -13,16 +13,15 @@ import os
 from dataclasses import dataclass
 
 from zooql.engine import ops_mll as M
+from zooql.engine.mll import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT
+from zooql.engine.probe_inputs import list_image_files
+from zooql.engine.semantic_graph import DEFAULT_MAX_IMAGES
 from zooql.engine.plan import Operator
 from zooql.errors import BindError
 from zooql.query import ast as A
-from zooql.query.binder import BindContext, bind_model_filter, binds, options_dict, string_of, value_of
+from zooql.query.binder import BindContext, bind_model_filter, binds, int_of, options_dict, string_of, value_of
 from zooql.query.planner import plans
 from zooql.query.where import suggest
-
-DEFAULT_MAX_IMAGES = 75
-DEFAULT_ALPHA = 0.7
-DEFAULT_NODES_PER_CLASS = 3
 
 
 @dataclass(frozen=True)
@@ -69,12 +68,7 @@ class BoundClassify:
 
 
 def _positive_int(node, what: str, default: int) -> int:
-    if node is None:
-        return default
-    v = value_of(node)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise BindError(f"{what} must be a positive integer, got {v!r}")
-    return v
+    return default if node is None else int_of(value_of(node), what)
 
 
 def _graph_name(node, bc: BindContext, fallback: str | None = None) -> str:
@@ -194,11 +188,7 @@ def _bind_task(stmt, bc: BindContext, *, top_node, what: str, task_fallback: boo
     alpha = opts.get("alpha", DEFAULT_ALPHA)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise BindError(f"option alpha must be a number in [0, 1], got {alpha!r}")
-    k = opts.get("nodes_per_class", DEFAULT_NODES_PER_CLASS)
-    if isinstance(k, float) and k.is_integer():
-        k = int(k)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise BindError(f"option nodes_per_class must be a positive integer, got {k!r}")
+    k = int_of(opts.get("nodes_per_class", DEFAULT_NODES_PER_CLASS), "option nodes_per_class", integral_float=True)
     g = M.graph_row(bc.con, graph)
     nodes = M.graph_nodes(bc.con, g["id"])
     fresh, stale = M.label_status(bc.con, g["id"], nodes)
@@ -224,13 +214,13 @@ def _bind_classify(stmt: A.Classify, bc: BindContext):
     folder = bc.path(string_of(stmt.path, "CLASSIFY folder"))
     if not os.path.isdir(folder):
         raise BindError(f"image folder not found: {folder}")
-    images = M.list_images(folder)
+    images = list_image_files(folder)
     if stmt.limit is not None:
         images = images[:_positive_int(stmt.limit, "LIMIT", 1)]
     if not images:
         raise BindError(f"no images (.png, .jpg, ...) in folder {folder}")
     sel = _bind_task(stmt, bc, top_node=stmt.ensemble, what="CLASSIFY", task_fallback=True)
-    prompt = options_dict(stmt.options).get("prompt", "a photo of a {}.")
+    prompt = options_dict(stmt.options).get("prompt", DEFAULT_PROMPT)
     if not isinstance(prompt, str) or "{}" not in prompt:
         raise BindError(f"option prompt must be a 'string' with a {{}} for the class name, got {prompt!r}")
     return BoundClassify(sel, folder, tuple(images), prompt, _positive_int(stmt.batch, "BATCH", 64))

@@ -96,6 +96,16 @@ def value_of(node: A.Node | None) -> Any:
     raise BindError(f"expected a value, got {type(node).__name__}")
 
 
+def int_of(v: Any, what: str, minimum: int = 1, *, integral_float: bool = False) -> int:
+    """``v`` (an already evaluated value) as an integer ``>= minimum``, else a BindError
+    "<what> must be an integer >= <minimum>". ``integral_float`` also admits ``2.0``."""
+    if integral_float and isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise BindError(f"{what} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
 def string_of(node: A.Node, what: str) -> str:
     v = value_of(node)
     if not isinstance(v, str):
