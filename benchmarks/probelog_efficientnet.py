@@ -39,11 +39,13 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import zooql  # noqa: E402
 from zooql.engine import builtin  # noqa: E402
 from zooql.engine import probelog as P  # noqa: E402
 from zooql.engine.ops_probe import ProbeSetFiles, open_matrix, probe_set_row  # noqa: E402
+from probelog_quality import cache_dir  # noqa: E402  (the benchmarks' shared cache folder)
 
 VARIANTS = ("lite0", "lite1", "lite2")
 NAMES = tuple(f"efficientnet_{v}" for v in VARIANTS)
@@ -78,12 +80,6 @@ PARAPHRASES = {
     "an orange and black butterfly": "monarch", "a pink wading bird": "flamingo",
     "a fast expensive car": "sports car", "a camera that prints its photos instantly": "Polaroid camera",
 }
-
-
-def cache_dir() -> str:
-    d = os.environ.get("ZOOQL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zooql", "bench")
-    os.makedirs(d, exist_ok=True)
-    return d
 
 
 def _progress(task, done, total, _last={}):
