@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from zooql.engine import ops_catalog
+from zooql.engine.mll import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT
 from zooql.engine.plan import ExecContext, Operator, Rows
 from zooql.engine.probe_inputs import IMAGE_EXTS
 from zooql.errors import ExecutionError
@@ -382,8 +383,8 @@ class SelectModelsByLabels(Operator):
     captions: tuple | None = None
     domain: str | None = None
     top: int = 1
-    alpha: float = 0.7
-    nodes_per_class: int = 3
+    alpha: float = DEFAULT_ALPHA
+    nodes_per_class: int = DEFAULT_NODES_PER_CLASS
     models: int = 0
     sentence_texts: int = 0
 
@@ -424,9 +425,9 @@ class ClassifyByLabels(Operator):
     captions: tuple | None = None
     domain: str | None = None
     ensemble: int = 1
-    alpha: float = 0.7
-    nodes_per_class: int = 3
-    prompt: str = "a photo of a {}."
+    alpha: float = DEFAULT_ALPHA
+    nodes_per_class: int = DEFAULT_NODES_PER_CLASS
+    prompt: str = DEFAULT_PROMPT
     images: tuple = ()
     models: int = 0
     batch: int = 64
