@@ -15,8 +15,8 @@ out of distribution as in the paper; the default) or Fashion-MNIST test images
 For a budget of p % of the probes per model (= p % of the forward passes of full probing):
 
 * **collaborative**: every model runs on its own random p % of the probes
-  (``zooql.engine.completion.sample_mask``); the [logits x probes] matrix is completed
-  with ALS (``zooql.engine.completion``), then z-normalised descriptors over all probes.
+  (``zooql.methods.probelog.completion.sample_mask``); the [logits x probes] matrix is completed
+  with ALS (``zooql.methods.probelog.completion``), then z-normalised descriptors over all probes.
   Rank and penalty are chosen per p by ``completion.select_params``: validation on 10 %
   of the *observed* entries held out from the fit (never on hidden responses or on the
   retrieval ground truth). The relative error of the completed entries against the
@@ -50,8 +50,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from zooql.engine import completion as CP  # noqa: E402
-from zooql.engine import probelog as PL  # noqa: E402
+from zooql.methods.probelog import completion as CP  # noqa: E402
+from zooql.methods.probelog import kernels as PL  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,4 +1,4 @@
-"""Benchmark of DISCOVER strategies (zooql.engine.discover): one command, prints tables
+"""Benchmark of DISCOVER strategies (zooql.methods.hidden_gems.discover): one command, prints tables
 and appends them to benchmarks/RESULTS.md.
 
     OMP_NUM_THREADS=1 python benchmarks/discover_bench.py            # full (100 reps)
@@ -10,7 +10,7 @@ Parts
    model by its mean over the whole dataset.
 2./3. Model trees at paper scale (llm_trees.parquet): the 4 largest trees, each model's
    real GSM8K score turned into 2,500 per-query outcomes by the IRT simulator
-   (zooql.engine.irt_sim, difficulty sd 2.5, calibrated to the real between-model
+   (zooql.testing.irt_sim, difficulty sd 2.5, calibrated to the real between-model
    outcome correlation of GSM8K in router_outcomes); mean rank of the returned model (1 =
    best by full evaluation of the simulated pool), its gap to the best.
 4. Strategy overhead on a synthetic 10,000-model tree with a cheap oracle.
@@ -32,8 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zooql.engine.discover import discover  # noqa: E402
-from zooql.engine.irt_sim import simulate  # noqa: E402
+from zooql.methods.hidden_gems.discover import discover  # noqa: E402
+from zooql.testing.irt_sim import simulate  # noqa: E402
 
 BUDGETS = (10, 25, 50, 100, 200)
 SLOW = {"ucb", "ucb_e", "ucb_stddev", "ttts", "successive_rejects"}

@@ -61,9 +61,9 @@ def run_mll_protocol(checkpoints: Sequence[tuple[str, str, str | None]], dataset
     import numpy as np
 
     import zooql
-    from zooql.engine import mll
-    from zooql.engine.probe_inputs import list_image_files as list_images
-    from zooql.engine.runtime import ModelRuntime
+    from zooql.methods.mll import labels as mll
+    from zooql.methods.probelog.probe_inputs import list_image_files as list_images
+    from zooql.runtime.models import ModelRuntime
 
     evaluations = evaluations or {}
     tmp = None

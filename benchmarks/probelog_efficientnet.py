@@ -6,7 +6,7 @@ classes, so every logit of one model has exactly one right answer in another: th
 of the same ImageNet class.  The search never sees class indices or labels; it only
 compares descriptors.
 
-Probes: ZooQL's built-in natural-image probe set (``zooql.engine.probesets``): the
+Probes: ZooQL's built-in natural-image probe set (``zooql.methods.probelog.probesets``): the
 ~20 photographs and scientific images that ship inside scikit-image (astronaut, chelsea
 the cat, coffee, rocket, camera man, coins, Hubble deep field, moon, ...) under
 deterministic random crops, flips, rotations, 2x2 mosaics, grey conversion, channel
@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import zooql  # noqa: E402
-from zooql.engine import builtin  # noqa: E402
-from zooql.engine import probelog as P  # noqa: E402
-from zooql.engine.ops_probe import ProbeSetFiles, open_matrix, probe_set_row  # noqa: E402
+from zooql.runtime import builtin  # noqa: E402
+from zooql.methods.probelog import kernels as P  # noqa: E402
+from zooql.methods.probelog.ops_probe import ProbeSetFiles, open_matrix, probe_set_row  # noqa: E402
 from probelog_quality import cache_dir  # noqa: E402  (the benchmarks' shared cache folder)
 
 VARIANTS = ("lite0", "lite1", "lite2")
@@ -196,7 +196,7 @@ def text_eval(hub, texts, ks):
 
 def aligner_hits(texts, labels) -> int:
     """How many texts the teacher aligner's best class-name match gets right (MiniLM)."""
-    from zooql.engine.text_embed import embed_texts
+    from zooql.runtime.text_embed import embed_texts
 
     e = embed_texts(list(labels))
     t = embed_texts([x for x, _ in texts])
@@ -353,7 +353,7 @@ def main(argv=None):
                 f"{'' if argv is None and len(sys.argv) == 1 else ' ' + ' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
                 "Hub: the real EfficientNet-Lite0 (224 px), Lite1 (240 px) and Lite2 (260 px) ImageNet-1k models "
                 "from their PyPI packages, 1,000 logits each. Probes: the built-in natural-image set "
-                "(`zooql.engine.probesets`: ~20 scikit-image photographs and scientific images under "
+                "(`zooql.methods.probelog.probesets`: ~20 scikit-image photographs and scientific images under "
                 "deterministic crops, flips, rotations, mosaics and colour jitter, 224 px; each model's own "
                 "preprocessing resizes them); probe set n = the first n probes. Descriptors are the hub's "
                 f"({dtype}, checked equal to the stored matrix); searches use `probelog.asymmetric_search` / "

@@ -8,7 +8,7 @@ output units in a random order.  The true concept of every logit
 is recorded.  Trained hubs are cached in ``$ZOOQL_CACHE`` (or ``~/.cache/zooql/bench``).
 
 Probes: images from the Fashion-MNIST *test* split (disjoint from all training data)
-or the built-in natural-image probe set (``zooql.engine.probesets``, converted to
+or the built-in natural-image probe set (``zooql.methods.probelog.probesets``, converted to
 28x28 grayscale), at several probe counts.
 
 Logit-to-logit retrieval: every logit of every model is a query; the gallery is every
@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from zooql.engine import probelog as P  # noqa: E402
-from zooql.engine.probesets import builtin_probes  # noqa: E402
+from zooql.methods.probelog import kernels as P  # noqa: E402
+from zooql.methods.probelog.probesets import builtin_probes  # noqa: E402
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

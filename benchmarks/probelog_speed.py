@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from zooql.engine import probelog as P  # noqa: E402
-from zooql.engine.ann import HnswIndex, plan_index  # noqa: E402
-from zooql.storage.descriptors import DescriptorMatrix  # noqa: E402
+from zooql.methods.probelog import kernels as P  # noqa: E402
+from zooql.methods.probelog.ann import HnswIndex, plan_index  # noqa: E402
+from zooql.methods.probelog.descriptors import DescriptorMatrix  # noqa: E402
 
 
 def cache_dir() -> str:

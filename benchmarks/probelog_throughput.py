@@ -2,7 +2,7 @@
 
 For each model, time
 * **bare**: ``model(x)`` over pre-made, already normalised float32 NCHW batches;
-* **probe**: :func:`zooql.engine.probelog.probe_and_store` -- batching, conversion from
+* **probe**: :func:`zooql.methods.probelog.kernels.probe_and_store` -- batching, conversion from
   uint8 NHWC images (scale/shift/permute), the forward pass, z-scoring and appending
   the descriptors to a DescriptorMatrix on disk (fsync + atomic manifest).
 Runs alternate (bare, probe, bare, probe, ...) and medians are compared, since the
@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from zooql.engine import probelog as P  # noqa: E402
-from zooql.engine.probesets import builtin_probes  # noqa: E402
-from zooql.storage.descriptors import DescriptorMatrix  # noqa: E402
+from zooql.methods.probelog import kernels as P  # noqa: E402
+from zooql.methods.probelog.probesets import builtin_probes  # noqa: E402
+from zooql.methods.probelog.descriptors import DescriptorMatrix  # noqa: E402
 
 
 def cache_dir() -> str:

@@ -5,7 +5,7 @@ Protocols (all on the real tables in the shared data folder, see recommend_data.
 1. Leave-one-dataset-out (LODO): for every dataset, hide all its records, train on
    the rest, rank the models on it from its *description only*, compare with the
    hidden truth (every metric list of the held-out dataset counts once).
-   Metrics: NDCG@5 (graded top-5 relevance, see zooql.engine.recommend.ndcg_at_k),
+   Metrics: NDCG@5 (graded top-5 relevance, see zooql.methods.modellens.recommender.ndcg_at_k),
    Kendall tau@5 (LOVM: over the intersection of predicted and true top-5),
    R@5 (top-5 overlap), top-1 regret (table units), Spearman rho over all models,
    and pool-NDCG@5: NDCG@5 among random pools of 40 candidate models (mean of 50
@@ -43,10 +43,10 @@ import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from zooql.engine.recommend import (Records, Recommender, SideInfo,  # noqa: E402
+from zooql.methods.modellens.recommender import (Records, Recommender, SideInfo,  # noqa: E402
                                     kendall_tau_at_k, ndcg_at_k, recall_at_k, spearman,
                                     top1_regret)
-from zooql.engine.recommend_baselines import BASELINES  # noqa: E402
+from zooql.methods.modellens.baselines import BASELINES  # noqa: E402
 
 REPO = ROOT
 

@@ -4,7 +4,7 @@ DCD (Directional Conductance Divergence), the paper's protocol: every dataset in
 the target (``--target-images`` images, the paper uses 1), every other dataset is a source
 task (``--source-images`` images, the paper uses 25) whose true model ranks come from the
 open_clip zero-shot table; the predicted ranking of the target is scored with NDCG@5 and
-Kendall tau@5 (LOVM / SWAB conventions of ``zooql.engine.recommend_metrics``: NDCG with
+Kendall tau@5 (LOVM / SWAB conventions of ``zooql.methods.modellens.metrics``: NDCG with
 graded top-5 relevance, tau over the intersection of the predicted and the true top-5),
 next to the table-only baselines AvgRank (mean true rank over the sources) and ImageNet
 (rank by ImageNet-1k zero-shot accuracy). Everything runs through the ZooQL language on a
@@ -78,7 +78,7 @@ def find_checkpoints(folder: str | None, table: dict) -> list[tuple[str, str, st
     """(name = arch:pretrained, source, checkpoint path or None for a cached tag)."""
     import open_clip
 
-    from zooql.engine.sources import _open_clip_cached_tag
+    from zooql.runtime.sources import _open_clip_cached_tag
 
     known = {m for m, _ in table}
     archs = set(open_clip.list_models())
@@ -118,8 +118,8 @@ def run_dcd(checkpoints, datasets: dict[str, Path], table, *, work: Path, source
     import numpy as np
 
     import zooql
-    from zooql.engine import dcd as D
-    from zooql.engine import recommend_metrics as RM
+    from zooql.methods.dcd import conductance as D
+    from zooql.methods.modellens import metrics as RM
 
     hub = zooql.connect(work / "hub", device=device)
     names = [c[0] for c in checkpoints]
@@ -368,7 +368,7 @@ def main(argv=None):
                    f"Machine: 2-core {platform.machine()} CPU, no GPU. Command: `{cmd}` ({seconds:.0f} s).", "", label, "",
                    f"DCD: {args.target_images} target image(s), {args.source_images} per source task, captum steps "
                    f"{args.steps}, eta {args.eta:g}, gamma {args.gamma:g}; NDCG@5 / tau@5 as in "
-                   f"zooql.engine.recommend_metrics (LOVM/SWAB conventions).", "", out, "", "MLL:", "", mll_out, ""]
+                   f"zooql.methods.modellens.metrics (LOVM/SWAB conventions).", "", out, "", "MLL:", "", mll_out, ""]
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
             f.write("\n".join(section) + "\n")
     return 0

@@ -10,7 +10,7 @@ import pytest
 
 import zooql
 from conftest import GOLDEN, ROOT, golden_compare
-from zooql.engine.plan import OPERATORS, Operator
+from zooql.plan.nodes import OPERATORS, Operator
 from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
 
 
@@ -48,6 +48,15 @@ def test_bind_errors_golden(small_hub):
 
 
 def test_every_operator_has_a_printer():
+    import importlib
+    import pkgutil
+
+    import zooql
+
+    for info in pkgutil.walk_packages(zooql.__path__, "zooql."):
+        if not info.name.startswith(("zooql.repl", "zooql.demo", "zooql.__main__")):
+            importlib.import_module(info.name)   # every module of every method is loaded
+    assert len(OPERATORS) >= 30
     for name, cls in OPERATORS.items():
         assert "explain_params" in cls.__dict__, f"operator {name} has no printer"
         assert "run" in cls.__dict__, f"operator {name} cannot run"
@@ -141,7 +150,7 @@ def test_killed_bulk_add_leaves_hub_openable(tmp_path):
     (tmp_path / "m.csv").write_text("name,source\n" + "".join(f"m{i},hf:o/m{i}\n" for i in range(200)))
     code = textwrap.dedent(f"""
         import os, signal, zooql
-        from zooql.engine import ops_catalog as O
+        from zooql.core import ops as O
         orig = O.InsertModels.run
         def run(self, ctx, inputs):
             out = orig(self, ctx, inputs)          # every row inserted, transaction not committed

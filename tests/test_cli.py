@@ -225,10 +225,9 @@ def test_options_after_the_command(stub, capsys, tmp_path):
 
 def test_demo_dispatch(monkeypatch):
     seen = []
-    fake = types.ModuleType("zooql.demo")
-    fake.main = lambda hub_path: seen.append(hub_path) or 0
-    monkeypatch.setitem(sys.modules, "zooql.demo", fake)
-    monkeypatch.setattr(zooql, "demo", fake, raising=False)
+    fake = types.ModuleType("zooql.demo.main")
+    fake.main = lambda hub_path, **kw: seen.append(hub_path) or 0
+    monkeypatch.setitem(sys.modules, "zooql.demo.main", fake)
     assert cli.main(["demo", "--hub", "demo-hub-dir"]) == 0
     assert seen == ["demo-hub-dir"]
 

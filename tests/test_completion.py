@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from zooql.engine import completion as CP
+from zooql.methods.probelog import completion as CP
 from zooql.errors import BindError
 
 torch = pytest.importorskip("torch")

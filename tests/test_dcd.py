@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from zooql.engine import dcd as D
+from zooql.methods.dcd import conductance as D
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")

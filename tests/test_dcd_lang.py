@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zooql
-from zooql.engine import dcd as D
+from zooql.methods.dcd import conductance as D
 from zooql.errors import BindError
 
 torch = pytest.importorskip("torch")
@@ -108,7 +108,7 @@ def test_rank_models_using_conductance(tmp_path, files):
     again = hub.execute(Q)
     assert again.rows == res.rows and "0 computed, 9 cached" in again.message
     assert "cached=3 new=0 passes=0" in hub.explain(Q)
-    assert not hub._bind_and_plan(zooql.api.parser.parse_one(Q), None, str(tmp_path))[1].any_writes()
+    assert not hub._bind_and_plan(zooql.methods.registry.parse_one(Q), None, str(tmp_path))[1].any_writes()
     analyzed = [r[0] for r in hub.execute("EXPLAIN ANALYZE " + Q).rows]
     assert all("computed=0 cached=3" in line for line in analyzed[1:])
 
@@ -123,6 +123,9 @@ def test_rank_models_using_conductance(tmp_path, files):
     hub.execute(f"CREATE TASK s2 FROM IMAGES '{d}/s3'")
     lines = hub.explain(Q).splitlines()
     assert "cached=3 new=0" in lines[1] and "cached=3 new=0" in lines[2] and "cached=0 new=3 passes=48" in lines[3]
+    # DROP MODEL removes the model's conductance vectors (DCD's on_drop hook)
+    hub.execute("DROP MODEL v2")
+    assert {m for m, _ in _vectors(hub)} == {"r1", "v1"}
     hub.close()
 
 
@@ -165,7 +168,7 @@ def test_planted_ranking_through_the_language(tmp_path, files):
 
 def test_parse_rank_statement():
     from zooql.errors import ParseError
-    from zooql.query.parser import parse_one
+    from zooql.methods.registry import parse_one
 
     tree = parse_one("RANK MODELS FOR TASK t USING CONDUCTANCE SOURCES (a, 'b c') WHERE name LIKE 'x%' "
                      "TOP 3 OPTIONS (eta = 2.0)").to_tree()

@@ -1,4 +1,4 @@
-"""Tests of zooql.engine.discover (hidden-gems model search) and the IRT simulator."""
+"""Tests of zooql.methods.hidden_gems.discover (hidden-gems model search) and the IRT simulator."""
 from __future__ import annotations
 
 import os
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zooql.engine.discover import (PAPER_TABLE4, PAPER_TABLE4_M, STRATEGIES, DiscoverResult, Round,
+from zooql.methods.hidden_gems.discover import (PAPER_TABLE4, PAPER_TABLE4_M, STRATEGIES, DiscoverResult, Round,
                                    discover, is_hidden_gem, schedule)
-from zooql.engine.irt_sim import simulate
+from zooql.testing.irt_sim import simulate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 import zooql
 from conftest import ROOT
-from zooql.engine.ops_discover import RESULT_COLUMNS
+from zooql.methods.hidden_gems.ops import RESULT_COLUMNS
 from zooql.errors import BindError, ExecutionError, SecurityError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -86,7 +86,7 @@ def test_recorded_outcomes_find_the_planted_best(planted):
 
 
 def test_every_strategy_stays_within_budget(planted):
-    from zooql.engine.discover import STRATEGIES
+    from zooql.methods.hidden_gems.discover import STRATEGIES
 
     for strategy in STRATEGIES:
         res = planted.execute(f"DISCOVER BEST IN TREE llama ON gsm8k BUDGET 25 USING {strategy} SEED 1")
@@ -329,7 +329,7 @@ def _digits(folder, n=60):
 
 def test_live_classifier_task(hub, tmp_path):
     pytest.importorskip("torch")
-    from zooql.engine import runtime  # noqa: F401  (the model runtime must be present)
+    from zooql.runtime import models as runtime  # noqa: F401  (the model runtime must be present)
 
     paths = _digits(tmp_path)
     for r, path in paths.items():

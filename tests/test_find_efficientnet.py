@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 import zooql  # noqa: E402
-from zooql.engine import builtin  # noqa: E402
+from zooql.runtime import builtin  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -97,7 +97,7 @@ def test_create_probe_set_npy_stores_images_order_and_hashes(hub, zoo, tmp_path)
     assert names == [str(i) for i in chosen]
     stored = np.load(os.path.join(hub.path, ps[1], "probes.npy"))
     np.testing.assert_array_equal(stored, src[chosen])  # the hub keeps its own copy: reproducible
-    from zooql.engine.probesets import probe_hashes
+    from zooql.methods.probelog.probesets import probe_hashes
     assert hashes == probe_hashes(src[chosen]) and len(ps[3]) == 64
     with pytest.raises(BindError, match="already exists"):
         hub.execute(f"CREATE PROBE SET ps FROM '{d}/probes.npy'")
@@ -146,8 +146,8 @@ def test_probe_stores_descriptors_and_permuted_model_matches(abc, zoo):
                            "ON m.id = r.model_id ORDER BY m.name").fetchall()
         ncols = con.execute("SELECT count(*) FROM descriptor_columns WHERE probe_set_id = ?", [ps_id]).fetchone()[0]
     assert [(r[0], r[2]) for r in runs] == [("a", 4), ("b", 4), ("c", 5)] and ncols == 13
-    from zooql.engine.probelog import zscore_columns
-    from zooql.storage.descriptors import DescriptorMatrix
+    from zooql.methods.probelog.kernels import zscore_columns
+    from zooql.methods.probelog.descriptors import DescriptorMatrix
     raw_a = np.load(os.path.join(hub.path, runs[0][3]))
     dm = DescriptorMatrix.open(os.path.join(hub.path, ps_dir, "descriptors"), "r")
     np.testing.assert_allclose(dm.columns(np.arange(runs[0][1], runs[0][1] + 4)), zscore_columns(raw_a), atol=2e-3)
@@ -230,7 +230,8 @@ def test_hnsw_index_follows_probe_and_drop(abc):
     assert {r[1] for r in res.rows} == {"b", "b2"} and "not yet in the HNSW index" not in res.message
     hub.execute("DROP MODEL b")
     hub.execute("DROP MODEL b2")
-    from zooql.engine import ops_find, ops_probe
+    from zooql.methods.probelog import ops_find
+    from zooql.methods.probelog import ops_probe
     with hub.store.read() as con:
         ps = ops_probe.probe_set_row(con, "ps")
     assert len(ops_find.load_index(ops_probe.ProbeSetFiles(hub.store, ps))) == 4 + 5  # a and c are left
@@ -344,7 +345,7 @@ def test_clip_aligner_tiny_random_open_clip(hub, zoo, tmp_path):
 
 
 def test_builtin_probe_set_created_on_first_use(hub, zoo, monkeypatch):
-    from zooql.engine import ops_probe
+    from zooql.methods.probelog import ops_probe
 
     monkeypatch.setattr(ops_probe, "BUILTIN_DEFAULT_N", 10)
     add(hub, zoo[1], "a")
@@ -356,7 +357,7 @@ def test_builtin_probe_set_created_on_first_use(hub, zoo, monkeypatch):
 
 
 def test_default_topk_probes_grows_with_the_probe_set(abc, tmp_path):
-    from zooql.engine.probelog import default_k_probes
+    from zooql.methods.probelog.kernels import default_k_probes
 
     assert [default_k_probes(n) for n in (5, 40, 256, 1000, 4000)] == [5, 20, 25, 100, 400]
     hub = abc

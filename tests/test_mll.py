@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from zooql.engine import mll
-from zooql.engine.semantic_graph import caption, read_graph_folder, try_wordnet
+from zooql.methods.mll import labels as mll
+from zooql.methods.mll.semantic_graph import caption, read_graph_folder, try_wordnet
 from zooql.errors import ExecutionError
 
 PNG_SIZE = 8
@@ -207,8 +207,8 @@ def test_wordnet_reader(wordnet, tmp_path):
 
 def test_parse_mll_statements():
     from zooql.errors import ParseError
-    from zooql.query import ast as A
-    from zooql.query.parser import parse_one
+    from zooql.methods.mll import ast as A
+    from zooql.methods.registry import parse_one
 
     s = parse_one("create or replace semantic graph g from 'f' root 'entity.n.01' max images 5 "
                   "options (wordnet = 'wn')")

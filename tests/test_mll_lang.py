@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zooql
-from zooql.engine import mll
+from zooql.methods.mll import labels as mll
 from zooql.errors import BindError, ExecutionError
 from test_mll import GRAPH, make_graph_folder, write_png
 
@@ -65,7 +65,7 @@ def test_language_path_tiny_open_clip(tmp_path, ckpts):
     assert [(r["model"], r["nodes"], r["new_nodes"], r["image_passes"]) for r in out] == [("clipa", 3, 3, 6)]
 
     # the stored label is Eq. 2-5 on the model's own embeddings, computed here directly
-    from zooql.engine.runtime import ModelRuntime
+    from zooql.runtime.models import ModelRuntime
 
     rt = ModelRuntime()
     loaded = rt.load("clipa", f"open_clip:{ARCH}", ckpts["a"], None)
@@ -279,7 +279,7 @@ def test_planted_classify_ensemble_beats_each_single_model(planted, tmp_path):
 
 
 def test_wordnet_graph_through_language(tmp_path):
-    from zooql.engine.semantic_graph import try_wordnet
+    from zooql.methods.mll.semantic_graph import try_wordnet
 
     if try_wordnet() is None:
         pytest.skip("WordNet 3.0 is not installed (apt-get install wordnet-base, or set $ZOOQL_WORDNET)")

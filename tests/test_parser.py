@@ -5,9 +5,11 @@ import pytest
 
 from conftest import GOLDEN, golden_compare
 from zooql.errors import ParseError
-from zooql.query import ast as A
-from zooql.query.keywords import KEYWORDS
-from zooql.query.parser import parse, statement_complete
+from zooql.lang import ast as A
+from zooql.repl.lexer import statement_complete
+from zooql.methods.registry import keywords, parse
+
+KEYWORDS = keywords()
 
 
 def _cases(name):

@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from zooql.engine import probelog as P
-from zooql.engine.ann import HnswIndex, hnsw_asymmetric_search, plan_index
-from zooql.engine.probesets import builtin_probes, probe_hashes
+from zooql.methods.probelog import kernels as P
+from zooql.methods.probelog.ann import HnswIndex, hnsw_asymmetric_search, plan_index
+from zooql.methods.probelog.probesets import builtin_probes, probe_hashes
 from zooql.errors import StorageError
-from zooql.storage.descriptors import DescriptorMatrix
+from zooql.methods.probelog.descriptors import DescriptorMatrix
 
 
 # ----------------------------------------------------------------------------- descriptors

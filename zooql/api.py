@@ -14,13 +14,12 @@ from typing import Any, Callable, Iterator
 
 import duckdb
 
-from zooql.engine import plan as P
+from zooql.core.binder import BindContext, BoundExplain, bind
 from zooql.errors import ExecutionError, ZooQLError
-from zooql.query import ast as A
-from zooql.query import extensions  # noqa: F401  (registers the method statements)
-from zooql.query import parser
-from zooql.query.binder import BindContext, BoundExplain, bind
-from zooql.query.planner import plan as make_plan
+from zooql.lang import ast as A
+from zooql.methods import registry
+from zooql.plan import nodes as P
+from zooql.plan.planner import plan as make_plan
 from zooql.storage import catalog as C
 from zooql.storage.hub import HubStore, default_hub_path
 
@@ -28,36 +27,47 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 class Result:
-    """Rows returned by a statement."""
+    """The result of a statement: column names, rows and a message. The rows are kept as
+    the operator produced them, a ``pyarrow.Table`` (SHOW and other catalog scans, straight
+    from DuckDB) or row tuples; ``to_arrow()`` hands over the table without a copy."""
 
-    def __init__(self, columns: list[str], rows: list[tuple], *, message: str | None = None,
-                 elapsed: float = 0.0, kind: str = "", plan_text: str | None = None):
+    def __init__(self, columns: list[str], rows: list[tuple] | None = None, *, message: str | None = None,
+                 elapsed: float = 0.0, kind: str = "", plan_text: str | None = None, table=None):
+        self._data = P.Rows(columns, rows, message, table=table)
         self.columns = list(columns)
-        self.rows = list(rows)
         self.message = message
         self.elapsed = elapsed
         self.kind = kind
         self.plan_text = plan_text
 
+    @classmethod
+    def _of(cls, out: "P.Rows", **kw) -> "Result":
+        res = cls(out.columns, [], message=out.message, **kw)
+        res._data = out
+        return res
+
+    @property
+    def rows(self) -> list[tuple]:
+        return self._data.rows
+
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.rows)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._data)
 
     def fetchall(self) -> list[tuple]:
         return list(self.rows)
 
     def fetchone(self) -> tuple | None:
-        return self.rows[0] if self.rows else None
+        return self.rows[0] if len(self) else None
 
     def to_dicts(self) -> list[dict]:
         return [dict(zip(self.columns, r)) for r in self.rows]
 
     def to_arrow(self):
-        import pyarrow as pa
-
-        return pa.table({c: [r[i] for r in self.rows] for i, c in enumerate(self.columns)})
+        """The rows as a ``pyarrow.Table``."""
+        return self._data.table
 
     def to_pandas(self):
         try:
@@ -67,7 +77,21 @@ class Result:
         return self.to_arrow().to_pandas()
 
     def __repr__(self) -> str:
-        return f"<Result {self.kind} columns={self.columns} rows={len(self.rows)}>"
+        return f"<Result {self.kind} columns={self.columns} rows={len(self)}>"
+
+
+def _hooks() -> dict[str, list]:
+    return {name: registry.hooks(name) for name in registry.HOOKS}
+
+
+def keywords() -> list[str]:
+    """Every keyword of the language (core and methods), for the REPL's lexer and completer."""
+    return registry.keywords()
+
+
+def parse(text: str) -> list:
+    """Parse ``text`` (one or more statements) into AST nodes without running anything."""
+    return registry.parse(text)
 
 
 def _kind(stmt) -> str:
@@ -80,7 +104,8 @@ class Hub:
 
     def __init__(self, path: str | os.PathLike | None = None, *, trust_code: bool = False,
                  device: str | None = None):
-        self.store = HubStore(path if path is not None else default_hub_path())
+        self.store = HubStore(path if path is not None else default_hub_path(),
+                              schemas=registry.schemas())
         self.path = str(self.store.path)
         self.session: dict[str, Any] = {}
         if trust_code:
@@ -97,7 +122,7 @@ class Hub:
 
         Settings are read through the running statement's connection when there is one
         (a second, read-only connection cannot be opened beside a write)."""
-        from zooql.engine.runtime import ModelRuntime  # torch is imported here, lazily
+        from zooql.runtime.models import ModelRuntime  # torch is imported here, lazily
 
         if ctx is not None:
             trust, device = ctx.setting("trust_code", False), ctx.setting("device", "cpu")
@@ -116,7 +141,7 @@ class Hub:
                 base_dir: str | None = None) -> Result:
         """Run every statement in ``query``; return the result of the last one."""
         self._check_open()
-        stmts = parser.parse(query)
+        stmts = registry.parse(query)
         if not stmts:
             return Result([], [], message="no statement", kind="empty")
         result = None
@@ -125,7 +150,7 @@ class Hub:
         return result
 
     def explain(self, query: str, params: Any = None, *, base_dir: str | None = None) -> str:
-        stmts = parser.parse(query)
+        stmts = registry.parse(query)
         if len(stmts) != 1:
             raise ZooQLError("explain() takes exactly one statement")
         stmt = stmts[0]
@@ -136,9 +161,10 @@ class Hub:
 
     def _bind_and_plan(self, stmt, params, base_dir):
         with self.store.read() as con:
-            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params))
+            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
+                                           dispatch=registry.dispatch(), settings=registry.settings()))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
-        return bound, make_plan(target)
+        return bound, make_plan(target, registry.dispatch())
 
     def _run_one(self, stmt, params, progress, base_dir) -> Result:
         t0 = time.perf_counter()
@@ -148,7 +174,7 @@ class Hub:
             return Result(["plan"], [(line,) for line in lines], kind="explain",
                           elapsed=time.perf_counter() - t0)
         ctx_args = dict(base_dir=base_dir, progress=progress, runtime_factory=self.runtime,
-                        session=self.session)
+                        session=self.session, hooks=_hooks())
         try:
             if op.any_writes():
                 with self.store.write() as con:
@@ -166,16 +192,17 @@ class Hub:
         if isinstance(bound, BoundExplain):
             lines = P.explain(op, ctx.stats)
             return Result(["plan"], [(line,) for line in lines], kind="explain_analyze", elapsed=elapsed)
-        return Result(out.columns, out.rows, message=out.message, elapsed=elapsed, kind=_kind(stmt))
+        return Result._of(out, elapsed=elapsed, kind=_kind(stmt))
 
     # ---- catalog helpers -----------------------------------------------------------------
     def completions(self) -> dict[str, list[str]]:
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
                    "trees": C.tree_names(con)}
-            for key, table in (("probesets", "probe_sets"), ("tasks", "tasks"), ("graphs", "mll_graphs")):
+            sources = {"tasks": "SELECT name FROM tasks ORDER BY 1", **registry.completion_sources()}
+            for key, sql in sources.items():
                 try:
-                    out[key] = [r[0] for r in con.execute(f"SELECT name FROM {table} ORDER BY 1").fetchall()]
+                    out[key] = [r[0] for r in con.execute(sql).fetchall()]
                 except duckdb.Error:  # a hub written before that feature existed
                     out[key] = []
         return out

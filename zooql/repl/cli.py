@@ -25,9 +25,9 @@ import time
 import traceback
 from typing import Any, Sequence, TextIO
 
-from .formatting import MODES, format_elapsed, render_split
-from .lexer import PARAM, split_statements, tokenize
-from .progress import ProgressBar
+from zooql.repl.formatting import MODES, format_elapsed, render_split
+from zooql.repl.lexer import PARAM, split_statements, tokenize
+from zooql.repl.progress import ProgressBar
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -170,16 +170,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     params = dict(args.params) if args.params else None
 
     if args.cmd == "demo":
-        from zooql.demo import main as demo_main
+        from zooql.demo.main import main as demo_main
+        from zooql.repl.formatting import render
 
-        rc = demo_main(args.hub)
+        rc = demo_main(args.hub, render=render)
         return int(rc) if isinstance(rc, int) else EXIT_OK
 
     if args.cmd is None and args.command_text is None and _stdin_is_tty():
         args.cmd = "repl"
 
     if args.cmd == "repl":
-        from .repl import Repl
+        from zooql.repl.repl import Repl
 
         repl = Repl(hub_path=args.hub, trust_code=bool(args.trust), mode=mode, timer=bool(args.timer),
                     history_path=getattr(args, "history", None), progress=progress,

@@ -9,7 +9,7 @@ from typing import Iterable
 from prompt_toolkit.completion import Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from . import lexer as lx
+from zooql.repl import lexer as lx
 
 CATEGORIES = ("models", "datasets", "trees", "probesets")
 
@@ -164,7 +164,7 @@ class ZooQLCompleter(Completer):
         cmd, _, arg = stripped.partition(" ")
         arg = arg.lstrip()
         if cmd == ".mode":
-            from .formatting import MODES
+            from zooql.repl.formatting import MODES
 
             for m in MODES:
                 if m.startswith(arg):

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .formatting import MODES
+from zooql.repl.formatting import MODES
 
 
 class DotCommandError(Exception):

@@ -49,17 +49,8 @@ _TOKEN_RE = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 
-# Used when zooql.query.keywords is not available (yet).
-FALLBACK_KEYWORDS = sorted({
-    "ADD", "ALTER", "ANALYZE", "AND", "AS", "ASC", "BETWEEN", "BY", "DATASET", "DATASETS",
-    "DESC", "DESCRIBE", "DROP", "EVALUATIONS", "EXISTS", "EXPLAIN", "FALSE", "FROM", "IF",
-    "IMPORT", "IN", "IS", "LABELS", "LIKE", "LIMIT", "MODEL", "MODELS", "NOT", "NULL", "OR",
-    "ORDER", "OUTCOMES", "SET", "SHOW", "SOURCE", "TREES", "TRUE", "WHERE", "WITH",
-})
-
-
 def keywords() -> list[str]:
-    """The language's keywords (upper case), from the engine when it provides them."""
+    """The language's keywords (upper case): the core grammar's and every method's."""
     return list(_keywords())
 
 
@@ -70,14 +61,9 @@ def keyword_set() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def _keywords() -> tuple[str, ...]:
-    try:
-        from zooql.query.keywords import KEYWORDS  # type: ignore
-        words = [str(k).upper() for k in KEYWORDS]
-        if words:
-            return tuple(sorted(set(words)))
-    except Exception:
-        pass
-    return tuple(FALLBACK_KEYWORDS)
+    from zooql.api import keywords as language_keywords
+
+    return tuple(language_keywords())
 
 
 @dataclass(frozen=True)
@@ -179,14 +165,6 @@ def statement_complete(text: str) -> bool:
     return last is not None and last.kind == SEMI
 
 
-def _engine_statement_complete() -> Callable[[str], bool]:
-    try:
-        from zooql.query.parser import statement_complete as engine_fn  # type: ignore
-        return engine_fn
-    except Exception:
-        return statement_complete
-
-
 def input_complete(text: str) -> bool:
     """Whether the REPL should run what is in the buffer when Enter is pressed."""
     stripped = text.strip()
@@ -196,10 +174,7 @@ def input_complete(text: str) -> bool:
         return True  # dot-commands are one line
     if stripped.lower() in ("exit", "quit", "help", r"\q"):
         return True
-    try:
-        return bool(_engine_statement_complete()(text))
-    except Exception:
-        return statement_complete(text)
+    return statement_complete(text)
 
 
 # ---------------------------------------------------------------------------

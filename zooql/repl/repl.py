@@ -27,11 +27,11 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from . import dotcommands
-from .completer import ZooQLCompleter
-from .formatting import MODES, format_elapsed, render_split
-from .lexer import ZooQLLexer, input_complete, make_style, split_statements
-from .progress import ProgressBar
+from zooql.repl import dotcommands
+from zooql.repl.completer import ZooQLCompleter
+from zooql.repl.formatting import MODES, format_elapsed, render_split
+from zooql.repl.lexer import ZooQLLexer, input_complete, make_style, split_statements
+from zooql.repl.progress import ProgressBar
 
 PROMPT = "zooql> "
 CONTINUATION = "    -> "

@@ -54,8 +54,10 @@ def replace_file(tmp: Path, final: Path) -> None:
 class HubStore:
     """Owns the hub directory: format check, lock, and DuckDB connections."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True,
+                 schemas: tuple[str, ...] = ()):
         self.path = Path(path).expanduser().resolve()
+        self.schemas = tuple(schemas)
         self.catalog_path = self.path / CATALOG
         self._lock_fd: int | None = None
         self._open(create)
@@ -91,13 +93,10 @@ class HubStore:
                 con.close()
             atomic_write_bytes(marker, json.dumps({"format_version": FORMAT_VERSION}).encode())
 
-    @staticmethod
-    def schema_sql() -> str:
-        """schema.sql plus every schema_<feature>.sql that a method module ships."""
-        pkg = resources.files("zooql.storage")
-        names = sorted(p.name for p in pkg.iterdir() if p.name.startswith("schema") and p.name.endswith(".sql"))
-        names.remove("schema.sql")
-        return "\n".join(pkg.joinpath(n).read_text() for n in ["schema.sql"] + names)
+    def schema_sql(self) -> str:
+        """The core schema.sql plus the schema SQL of every registered method (idempotent)."""
+        core = resources.files("zooql.storage").joinpath("schema.sql").read_text()
+        return "\n".join((core,) + self.schemas)
 
     # ---- locking -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -48,3 +48,21 @@ CREATE TABLE IF NOT EXISTS outcomes (
     origin VARCHAR DEFAULT 'imported'
 );
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value JSON);
+-- Tasks (CREATE TASK): used by DISCOVER and RANK MODELS ... USING CONDUCTANCE.
+-- A task is a pool of queries plus a way to score a model on them (its evaluator).
+CREATE TABLE IF NOT EXISTS tasks (
+    name VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,          -- 'images' (labelled image set) | 'queries' (.jsonl)
+    path VARCHAR,                   -- where the queries came from (npz: the copy inside the hub)
+    evaluator VARCHAR NOT NULL,     -- 'exact_match' | 'python:<module or file.py>:<function>'
+    n_queries INTEGER NOT NULL,
+    fingerprint VARCHAR NOT NULL,   -- content hash: a changed definition starts a fresh cache
+    info JSON,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS task_queries (
+    task VARCHAR NOT NULL,
+    idx INTEGER NOT NULL,           -- position in the pool (0-based)
+    query_id VARCHAR NOT NULL,
+    query JSON
+);

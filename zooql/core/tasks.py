@@ -1,0 +1,613 @@
+"""Tasks for DISCOVER and the evaluation sources behind them.
+
+A *task* is a pool of queries plus a way to score a model on any of them, in [0, 1].
+DISCOVER (:mod:`zooql.methods.hidden_gems.ops`) sees every task through one interface,
+:class:`EvalSource`: ``query_ids`` (the pool), ``fingerprint`` (what the outcome cache is
+keyed by) and ``evaluate(model, query_indices) -> scores``. Three sources:
+
+``ExactMatchSource`` (live)
+    ``CREATE TASK digits FROM 'digits.npz'`` (arrays ``images`` uint8 ``[N,H,W]`` or
+    ``[N,H,W,C]`` and integer ``labels``), ``CREATE TASK t FROM IMAGES 'folder'`` (one
+    sub-folder per class) or a ``.jsonl`` whose lines carry an ``image`` path and an
+    ``answer``. A registered image classifier is run through the model runtime; a query
+    scores 1 when the argmax equals the label (an integer label is a logit index, a text
+    label is compared with the model's label names). A ``.jsonl`` line may also carry
+    ``responses: {model: answer}``, recorded answers compared with ``answer`` (exact match
+    after trimming and case folding; numbers compare numerically): that is how a model
+    registered by name only takes part in an ``exact_match`` task.
+``PythonSource`` (live)
+    ``EVALUATOR 'python:<module or file.py>:<function>'``: ``function(model_name,
+    queries) -> scores`` with ``queries`` a list of the task's query dicts (each with its
+    ``id``); runs arbitrary code, so only with ``trust_code``.
+``RecordedSource`` (replay)
+    A dataset with outcomes imported by ``IMPORT OUTCOMES`` (model, dataset, query_id,
+    score) is itself a task: the recorded scores are the oracle. The pool is the set of
+    query ids that *every* searched model has an outcome for (other queries are left out
+    and counted in ``dropped``); a searched model with no outcome at all is an error that
+    names it. Several outcomes of one (model, query) are averaged.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from zooql.runtime.images import IMAGE_EXTS
+from zooql.errors import ExecutionError, SecurityError
+
+EVALUATORS = ("exact_match",)
+TRUST_HINT = "SET trust_code = true or --trust"
+_ID_KEYS = ("id", "query_id")
+_ANSWER_KEYS = ("answer", "label", "target")
+_IMAGE_KEYS = ("image", "image_path")
+
+
+# ==== task definitions ========================================================================
+
+@dataclass
+class TaskDef:
+    """What CREATE TASK stores: one row of ``tasks`` plus the rows of ``task_queries``."""
+
+    name: str
+    kind: str                       # 'images' | 'queries'
+    path: str
+    evaluator: str
+    queries: list[tuple[str, dict]]  # (query_id, payload) in pool order
+    fingerprint: str
+    info: dict = field(default_factory=dict)
+    npz_source: str | None = None    # .npz to copy into the hub
+
+
+def parse_evaluator(text: str | None) -> tuple[str, str | None, str | None]:
+    """``'exact_match'`` -> ('exact_match', None, None); ``'python:mod:fn'`` ->
+    ('python', 'mod', 'fn'). Raises ValueError with a readable message."""
+    if text is None or text.strip().lower() == "exact_match":
+        return "exact_match", None, None
+    t = text.strip()
+    if t.lower().startswith("python:"):
+        module, sep, fn = t[7:].rpartition(":")
+        if not sep or not module.strip() or not fn.strip().isidentifier():
+            raise ValueError(f"python evaluator must be 'python:<module or file.py>:<function>', got {text!r}")
+        return "python", module.strip(), fn.strip()
+    raise ValueError(f"unknown evaluator {text!r}")
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:32]
+
+
+def _file_sha(path: str) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def _first(d: dict, keys) -> Any:
+    for k in keys:
+        if k in d:
+            return d[k]
+    return None
+
+
+def read_task(name: str, path: str, *, images: bool, evaluator: str, limit: int | None,
+              base_dir: str) -> TaskDef:
+    """Read a task file (no model is run, no user code is imported)."""
+    kind, module, fn = parse_evaluator(evaluator)
+    if not os.path.exists(path):
+        raise ExecutionError(f"task file not found: {path}")
+    if os.path.isdir(path):
+        if kind == "python":
+            raise ExecutionError("a python evaluator takes a .jsonl file of queries, not an image folder")
+        return _read_folder(name, path, limit)
+    if path.endswith(".npz"):
+        if kind == "python":
+            raise ExecutionError("a python evaluator takes a .jsonl file of queries, not an .npz image set")
+        return _read_npz(name, path, limit)
+    if images:
+        raise ExecutionError(f"FROM IMAGES takes a folder of class sub-folders or an .npz file, got {os.path.basename(path)!r}")
+    if not path.endswith((".jsonl", ".json")):
+        raise ExecutionError(f"a task is read from .jsonl queries, an .npz image set or an image folder; "
+                             f"got {os.path.basename(path)!r}")
+    return _read_jsonl(name, path, limit, kind, module, fn, evaluator, base_dir)
+
+
+def _read_npz(name: str, path: str, limit: int | None) -> TaskDef:
+    images, labels = _npz_arrays(path)
+    n = len(labels) if limit is None else min(limit, len(labels))
+    queries = [(str(i), {"answer": int(labels[i])}) for i in range(n)]
+    fp = _sha(b"npz", _file_sha(path), str(n).encode())
+    info = {"images": True, "shape": list(images.shape[1:]), "classes": int(len(np.unique(labels[:n])))}
+    return TaskDef(name, "images", path, "exact_match", queries, fp, info, npz_source=path)
+
+
+def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z.files or "labels" not in z.files:
+                raise ExecutionError(f"{os.path.basename(path)} needs arrays 'images' and 'labels'; "
+                                     f"found {', '.join(z.files) or 'none'}")
+            images, labels = z["images"], z["labels"]
+    except ExecutionError:
+        raise
+    except Exception as exc:
+        raise ExecutionError(f"cannot read {path}: {exc}") from None
+    if images.ndim not in (3, 4):
+        raise ExecutionError(f"{os.path.basename(path)}: images must be [N,H,W] or [N,H,W,C], got shape {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ExecutionError(f"{os.path.basename(path)}: labels must be a 1-d array with one label per image "
+                             f"({len(images)} images, labels shape {labels.shape})")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ExecutionError(f"{os.path.basename(path)}: labels must be integers (logit indices), got {labels.dtype}")
+    if len(labels) == 0:
+        raise ExecutionError(f"{os.path.basename(path)} holds no images")
+    return images, labels
+
+
+def _read_folder(name: str, path: str, limit: int | None) -> TaskDef:
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    flat = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTS)
+                  and os.path.isfile(os.path.join(path, f)))
+    if not classes and flat:  # unlabelled images (RANK MODELS ... USING CONDUCTANCE needs no labels)
+        flat = flat[:limit] if limit is not None else flat
+        stamp = "\n".join(f"{f}:{os.stat(os.path.join(path, f)).st_size}:"
+                          f"{os.stat(os.path.join(path, f)).st_mtime_ns}" for f in flat)
+        return TaskDef(name, "images", path, "exact_match", [(f, {"image": os.path.join(path, f)}) for f in flat],
+                       _sha(b"flat", stamp.encode()), {"images": True, "labelled": False})
+    if not classes:
+        raise ExecutionError(f"image folder {path} has no class sub-folders (expected <folder>/<class>/<image>) "
+                             f"and no images")
+    numeric = all(c.isdigit() for c in classes)
+    queries, stamp = [], []
+    for c in classes:
+        for f in sorted(os.listdir(os.path.join(path, c))):
+            if f.lower().endswith(IMAGE_EXTS):
+                full = os.path.join(path, c, f)
+                st = os.stat(full)
+                rel = f"{c}/{f}"
+                queries.append((rel, {"image": full, "answer": int(c) if numeric else c}))
+                stamp.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+    if not queries:
+        raise ExecutionError(f"image folder {path} holds no images ({', '.join(IMAGE_EXTS)})")
+    if limit is not None:
+        queries = queries[:limit]
+    fp = _sha(b"folder", "\n".join(stamp[:len(queries)]).encode())
+    return TaskDef(name, "images", path, "exact_match", queries, fp, {"images": True, "classes": len(classes)})
+
+
+def _read_jsonl(name, path, limit, kind, module, fn, evaluator, base_dir) -> TaskDef:
+    folder = os.path.dirname(path)
+    queries, seen = [], set()
+    raw = open(path, "rb").read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExecutionError(f"task file {path} is not UTF-8 text") from None
+    lines = text.splitlines()
+    if path.endswith(".json") and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ExecutionError(f"{path}: invalid JSON ({exc.msg})") from None
+        items = [(i + 1, r) for i, r in enumerate(records)]
+    else:
+        items = []
+        for lineno, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    items.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise ExecutionError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    has_images = True
+    responders: set[str] | None = None
+    for lineno, rec in items:
+        if limit is not None and len(queries) >= limit:
+            break
+        if not isinstance(rec, dict):
+            raise ExecutionError(f"{path}:{lineno}: each query must be a JSON object")
+        qid = _first(rec, _ID_KEYS)
+        qid = str(len(queries)) if qid is None else str(qid)
+        if qid in seen:
+            raise ExecutionError(f"{path}:{lineno}: query id {qid!r} appears twice")
+        seen.add(qid)
+        rec = dict(rec)
+        rec["id"] = qid
+        img = _first(rec, _IMAGE_KEYS)
+        if img is None:
+            has_images = False
+        else:
+            rec["image"] = os.path.normpath(os.path.join(folder, os.path.expanduser(str(img))))
+        resp = rec.get("responses")
+        if resp is not None and not isinstance(resp, dict):
+            raise ExecutionError(f"{path}:{lineno}: 'responses' must map model names to answers")
+        names = set(resp or ())
+        responders = names if responders is None else responders & names
+        if kind == "exact_match" and _first(rec, _ANSWER_KEYS) is None:
+            raise ExecutionError(f"{path}:{lineno}: query {qid!r} has no 'answer' (exact_match compares "
+                                 f"a model's answer with it)")
+        queries.append((qid, rec))
+    if not queries:
+        raise ExecutionError(f"task file {path} holds no queries")
+    info: dict[str, Any] = {"images": has_images, "responses": sorted(responders or ())}
+    parts = [b"jsonl", raw, str(len(queries)).encode(), evaluator.encode()]
+    if kind == "python":
+        target = resolve_python_module(module, base_dir)
+        evaluator = f"python:{target}:{fn}"
+        info["base_dir"] = base_dir
+    return TaskDef(name, "queries", path, evaluator, queries, _sha(*parts), info)
+
+
+def resolve_python_module(module: str, base_dir: str) -> str:
+    """A ``.py`` file (or a path) becomes absolute; a dotted module name is kept."""
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(module)))
+    return module
+
+
+def store_task(con, store, t: TaskDef) -> tuple[bool, int]:
+    """Insert (or replace) a task. Returns (replaced, cached evaluations dropped)."""
+    old = con.execute("SELECT fingerprint FROM tasks WHERE name = ?", [t.name]).fetchone()
+    dropped = 0
+    if old is not None:
+        con.execute("DELETE FROM tasks WHERE name = ?", [t.name])
+        con.execute("DELETE FROM task_queries WHERE task = ?", [t.name])
+        if old[0] != t.fingerprint:
+            dropped = con.execute("SELECT count(*) FROM discover_cache WHERE task = ? AND fingerprint <> ?",
+                                  [t.name, "recorded"]).fetchone()[0]
+            con.execute("DELETE FROM discover_cache WHERE task = ? AND fingerprint <> 'recorded'", [t.name])
+    path = t.path
+    if t.npz_source:
+        final = store.file("tasks", f"{t.name}-{t.fingerprint[:12]}.npz")
+        if not final.exists():
+            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            shutil.copyfile(t.npz_source, tmp)
+            os.replace(tmp, final)
+        path = str(final)
+        t.info["original_path"] = t.npz_source
+    con.execute("INSERT INTO tasks (name, kind, path, evaluator, n_queries, fingerprint, info) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [t.name, t.kind, path, t.evaluator, len(t.queries), t.fingerprint, json.dumps(t.info)])
+    import pyarrow as pa
+
+    data = pa.table({"task": [t.name] * len(t.queries), "idx": list(range(len(t.queries))),
+                     "query_id": [q for q, _ in t.queries],
+                     "query": [json.dumps(p) for _, p in t.queries]})
+    con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+    con.register("_zooql_task_queries", data)
+    try:
+        con.execute("INSERT INTO task_queries SELECT task, idx::INTEGER, query_id, query::JSON FROM _zooql_task_queries")
+    finally:
+        con.unregister("_zooql_task_queries")
+    return old is not None, int(dropped)
+
+
+# ==== catalog helpers (binder) ================================================================
+
+def task_rows(con) -> dict[str, dict]:
+    """All tasks by name (an old hub without the tables has none)."""
+    try:
+        rows = con.execute("SELECT name, kind, path, evaluator, n_queries, fingerprint, info FROM tasks").fetchall()
+    except Exception:
+        return {}
+    cols = ("name", "kind", "path", "evaluator", "n_queries", "fingerprint", "info")
+    out = {}
+    for r in rows:
+        d = dict(zip(cols, r))
+        d["info"] = json.loads(d["info"]) if d["info"] else {}
+        out[d["name"]] = d
+    return out
+
+
+def recorded_datasets(con) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT dataset FROM outcomes ORDER BY 1").fetchall()]
+
+
+def recorded_pool(con, dataset: str, models: list[str]) -> tuple[list[str], list[str], int]:
+    """(shared query ids sorted, models without any outcome, size of the union of query ids)."""
+    import pyarrow as pa
+
+    con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+    con.register("_zooql_pm", pa.table({"model": pa.array(models, pa.string())}))
+    try:
+        base = ("FROM outcomes o JOIN _zooql_pm m ON m.model = o.model WHERE o.dataset = ?")
+        have = {r[0] for r in con.execute(f"SELECT DISTINCT o.model {base}", [dataset]).fetchall()}
+        union = con.execute(f"SELECT count(DISTINCT o.query_id) {base}", [dataset]).fetchall()[0][0]
+        shared = [r[0] for r in con.execute(
+            f"SELECT o.query_id {base} GROUP BY o.query_id HAVING count(DISTINCT o.model) = ? "
+            f"ORDER BY o.query_id", [dataset, len(models)]).fetchall()]
+    finally:
+        con.unregister("_zooql_pm")
+    missing = [m for m in models if m not in have]
+    return shared, missing, int(union)
+
+
+# ==== evaluation sources ======================================================================
+
+class EvalSource:
+    """One interface for every way of scoring a model on a query.
+
+    ``models`` is the list of searched model rows (dicts with id, name, source, checkpoint,
+    loadable, downloads, preprocess) in search order; ``evaluate(i, q)`` scores model
+    ``models[i]`` on the pool queries ``q`` (indices into ``query_ids``)."""
+
+    kind = "source"
+    task = ""
+    fingerprint = ""
+    query_ids: list[str] = []
+    dropped = 0            # queries left out of the pool (recorded: not answered by every model)
+
+    def evaluate(self, model_idx: int, queries: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def full_scores(self) -> np.ndarray | None:
+        """Each model's score over the whole pool, when known without spending anything."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class RecordedSource(EvalSource):
+    kind = "recorded"
+
+    def __init__(self, con, dataset: str, models: list[dict]):
+        self.task = dataset
+        self.fingerprint = "recorded"
+        names = [m["name"] for m in models]
+        shared, missing, union = recorded_pool(con, dataset, names)
+        if missing:
+            raise ExecutionError(f"model(s) {', '.join(missing)} have no recorded outcomes on {dataset!r}; "
+                                 f"import them (IMPORT OUTCOMES) or leave those models out with WHERE")
+        if not shared:
+            raise ExecutionError(f"no query of {dataset!r} has a recorded outcome for every searched model "
+                                 f"({len(names)} models)")
+        self.query_ids = shared
+        self.dropped = union - len(shared)
+        import pyarrow as pa
+
+        self.matrix = np.full((len(names), len(shared)), np.nan)
+        con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+        con.register("_zooql_dm", pa.table({"model": names, "mi": np.arange(len(names), dtype=np.int64)}))
+        con.register("_zooql_dq", pa.table({"query_id": shared, "qi": np.arange(len(shared), dtype=np.int64)}))
+        try:
+            got = con.execute(
+                "SELECT m.mi, q.qi, avg(o.score) AS s FROM outcomes o JOIN _zooql_dm m ON m.model = o.model "
+                "JOIN _zooql_dq q ON q.query_id = o.query_id WHERE o.dataset = ? GROUP BY m.mi, q.qi",
+                [dataset]).fetchnumpy()
+        finally:
+            con.unregister("_zooql_dm")
+            con.unregister("_zooql_dq")
+        self.matrix[np.asarray(got["mi"], dtype=np.int64), np.asarray(got["qi"], dtype=np.int64)] = \
+            np.asarray(got["s"], dtype=np.float64)
+        lo, hi = float(np.nanmin(self.matrix)), float(np.nanmax(self.matrix))
+        if lo < 0 or hi > 1:
+            raise ExecutionError(f"outcomes of {dataset!r} must be scores in [0, 1]; found {lo:g} .. {hi:g}")
+
+    def evaluate(self, model_idx, queries):
+        return self.matrix[model_idx, queries]
+
+    def full_scores(self):
+        return self.matrix.mean(axis=1)
+
+
+def _norm_answer(x: Any) -> Any:
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, (int, float)):
+        return float(x)
+    s = " ".join(str(x).split()).strip().casefold()
+    try:
+        f = float(s.replace(",", ""))
+        if math.isfinite(f):
+            return f
+    except ValueError:
+        pass
+    return s.rstrip(".")
+
+
+def answers_match(pred: Any, answer: Any) -> bool:
+    return _norm_answer(pred) == _norm_answer(answer)
+
+
+class ExactMatchSource(EvalSource):
+    """Live exact-match scoring: image classifiers run through the model runtime, or the
+    recorded ``responses`` of a .jsonl task."""
+
+    kind = "live"
+
+    def __init__(self, con, store_task_row: dict, models: list[dict], *, runtime_fn: Callable,
+                 batch_size: int = 64, progress: Callable | None = None):
+        from zooql.storage import catalog as C
+
+        t = store_task_row
+        self.task = t["name"]
+        self.fingerprint = t["fingerprint"]
+        rows = con.execute("SELECT query_id, query FROM task_queries WHERE task = ? ORDER BY idx",
+                           [t["name"]]).fetchall()
+        self.query_ids = [r[0] for r in rows]
+        self.queries = [json.loads(r[1]) if r[1] else {} for r in rows]
+        self.answers = [_first(q, _ANSWER_KEYS) for q in self.queries]
+        self.models = models
+        self.runtime_fn = runtime_fn
+        self.batch_size = batch_size
+        self.progress = progress
+        self.images = None
+        if t["path"] and t["path"].endswith(".npz") and t["kind"] == "images":
+            self.images, _ = _npz_arrays(t["path"])
+        self.has_images = bool(t["info"].get("images"))
+        responders = set(t["info"].get("responses") or ())
+        self.mode = []
+        unable = []
+        for m in models:
+            if m["name"] in responders:
+                self.mode.append("responses")
+            elif self.has_images and m["loadable"]:
+                self.mode.append("classifier")
+            else:
+                self.mode.append(None)
+                unable.append(m["name"])
+        if unable:
+            why = ("registered by name only" if self.has_images else "without recorded responses")
+            raise ExecutionError(f"model(s) {', '.join(unable)} cannot be evaluated on task {self.task!r} "
+                                 f"({why}); models registered by name only take part through recorded "
+                                 f"outcomes or a python evaluator; leave them out with WHERE")
+        self.labels = {i: C.model_labels(con, m["id"]) for i, m in enumerate(models)}
+        self.loaded = 0
+
+    def _images(self, queries: np.ndarray):
+        if self.images is not None:
+            return self.images[queries]
+        return [self.queries[int(q)]["image"] for q in queries]
+
+    def evaluate(self, model_idx, queries):
+        m = self.models[model_idx]
+        if self.mode[model_idx] == "responses":
+            return np.array([float(answers_match(self.queries[int(q)]["responses"].get(m["name"]),
+                                                 self.answers[int(q)])) for q in queries])
+        rt = self.runtime_fn()
+        loaded = rt.load(m["name"], m["source"], m["checkpoint"], m["preprocess"])
+        self.loaded += 1
+        logits = rt.run(loaded, self._images(queries), batch_size=self.batch_size)
+        if logits.ndim != 2 or logits.shape[0] != len(queries):
+            raise ExecutionError(f"model {m['name']!r} returned output of shape {logits.shape} for "
+                                 f"{len(queries)} images; a classifier must return [N, classes] logits")
+        pred = logits.argmax(axis=1)
+        labels = self.labels.get(model_idx) or []
+        out = np.zeros(len(queries))
+        for j, (p, q) in enumerate(zip(pred, queries)):
+            ans = self.answers[int(q)]
+            if isinstance(ans, (int, np.integer)) and not isinstance(ans, bool):
+                out[j] = float(int(p) == int(ans))
+            elif isinstance(ans, str) and ans.strip().isdigit() and not any(labels):
+                out[j] = float(int(p) == int(ans))
+            else:
+                name = labels[int(p)] if int(p) < len(labels) else None
+                if name is None and not any(labels):
+                    raise ExecutionError(f"model {m['name']!r} has no label names, so its predictions "
+                                         f"cannot be compared with text labels such as {ans!r}; give "
+                                         f"LABELS when adding it, or use integer labels")
+                out[j] = float(name is not None and answers_match(name, ans))
+        return out
+
+
+def load_python_function(target: str, fn_name: str, base_dir: str | None = None) -> Callable:
+    """Import ``fn_name`` from a ``.py`` file or a dotted module (trust is checked by the caller)."""
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        if not os.path.isfile(target):
+            raise ExecutionError(f"python evaluator file not found: {target}")
+        mod_name = "zooql_task_" + hashlib.sha1((target + str(os.stat(target).st_mtime_ns)).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(mod_name, target)
+        mod = importlib.util.module_from_spec(spec)
+        folder = os.path.dirname(target)
+        sys.path.insert(0, folder)
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:
+            raise ExecutionError(f"python evaluator file {target} failed to import: {_short(exc)}") from exc
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+    else:
+        added = bool(base_dir) and base_dir not in sys.path
+        if added:
+            sys.path.insert(0, base_dir)
+        try:
+            mod = importlib.import_module(target)
+        except ImportError as exc:
+            raise ExecutionError(f"cannot import python evaluator module '{target}': {_short(exc)}") from None
+        except Exception as exc:
+            raise ExecutionError(f"python evaluator module '{target}' failed to import: {_short(exc)}") from exc
+        finally:
+            if added:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(base_dir)
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ExecutionError(f"python evaluator module '{target}' has no function '{fn_name}'")
+    return fn
+
+
+def evaluator_code_sha(target: str) -> bytes:
+    """Hash of the evaluator's source file, so that editing it starts a fresh cache."""
+    path = target
+    if not (target.endswith(".py") or os.sep in target or "/" in target):
+        with contextlib.suppress(Exception):
+            spec = importlib.util.find_spec(target)
+            path = spec.origin if spec and spec.origin else ""
+    try:
+        return _file_sha(path)
+    except OSError:
+        return b""
+
+
+def check_trust(trusted: bool, what: str) -> None:
+    if not trusted:
+        raise SecurityError(f"{what} runs arbitrary Python code; refusing. Enable it with {TRUST_HINT}")
+
+
+class PythonSource(EvalSource):
+    kind = "python"
+
+    def __init__(self, con, task_row: dict, models: list[dict], *, trusted: bool):
+        t = task_row
+        check_trust(trusted, f"evaluator {t['evaluator']!r} of task {t['name']!r}")
+        _, target, fn_name = parse_evaluator(t["evaluator"])
+        self.task = t["name"]
+        self.fingerprint = _sha(t["fingerprint"].encode(), evaluator_code_sha(target))
+        rows = con.execute("SELECT query_id, query FROM task_queries WHERE task = ? ORDER BY idx",
+                           [t["name"]]).fetchall()
+        self.query_ids = [r[0] for r in rows]
+        self.queries = [json.loads(r[1]) for r in rows]
+        self.models = models
+        self.fn = load_python_function(target, fn_name, t["info"].get("base_dir"))
+        self.label = t["evaluator"]
+
+    def evaluate(self, model_idx, queries):
+        name = self.models[model_idx]["name"]
+        batch = [dict(self.queries[int(q)]) for q in queries]
+        try:
+            out = self.fn(name, batch)
+        except Exception as exc:
+            raise ExecutionError(f"evaluator {self.label} failed on model {name!r}: {_short(exc)}") from exc
+        try:
+            scores = np.asarray(list(out), dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise ExecutionError(f"evaluator {self.label} must return a sequence of numbers, "
+                                 f"got {type(out).__name__}") from None
+        if scores.size != len(batch):
+            raise ExecutionError(f"evaluator {self.label} returned {scores.size} scores for "
+                                 f"{len(batch)} queries (model {name!r})")
+        if np.isnan(scores).any() or (scores < 0).any() or (scores > 1).any():
+            raise ExecutionError(f"evaluator {self.label} must return scores in [0, 1] "
+                                 f"(model {name!r} got {scores.min():g} .. {scores.max():g})")
+        return scores
+
+
+def open_source(con, task_name: str, models: list[dict], *, trusted: bool, runtime_fn: Callable,
+                batch_size: int = 64) -> EvalSource:
+    """The evaluation source DISCOVER uses for ``task_name`` (a task, else a recorded dataset)."""
+    t = task_rows(con).get(task_name)
+    if t is None:
+        return RecordedSource(con, task_name, models)
+    if t["evaluator"].lower().startswith("python:"):
+        return PythonSource(con, t, models, trusted=trusted)
+    return ExactMatchSource(con, t, models, runtime_fn=runtime_fn, batch_size=batch_size)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + "..."

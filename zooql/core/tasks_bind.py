@@ -1,0 +1,96 @@
+"""CREATE TASK: a named evaluation task (queries file, image set or folder) that methods
+evaluate models on (DISCOVER's oracles, RANK MODELS ... USING CONDUCTANCE's target images)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from zooql.core import tasks as T
+from zooql.core.binder import BindContext, int_of, string_of, value_of
+from zooql.core.where import suggest
+from zooql.errors import BindError, ExecutionError
+from zooql.lang import ast as A
+from zooql.plan.hooks import binds, plans
+from zooql.plan.nodes import ExecContext, Expr, OpStats, Operator, Rows
+
+
+# ---- CREATE TASK --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreateTask(Operator):
+    """Read a task file (.jsonl queries, .npz image set, image folder) and store the task."""
+
+    task: str = ""
+    path: str = ""
+    images: bool = False
+    evaluator: str = "exact_match"
+    limit: int | None = None
+    base_dir: str = ""
+    writes: ClassVar[bool] = True
+
+    def explain_params(self):
+        import os
+
+        return {"task": self.task, "path": os.path.basename(self.path.rstrip("/")) or self.path,
+                "images": True if self.images else None, "evaluator": self.evaluator, "limit": self.limit}
+
+    def run(self, ctx, inputs):
+        from zooql.core import tasks as T
+
+        t = T.read_task(self.task, self.path, images=self.images, evaluator=self.evaluator,
+                        limit=self.limit, base_dir=self.base_dir)
+        if t.evaluator.lower().startswith("python:"):
+            T.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
+            _, target, fn = T.parse_evaluator(t.evaluator)
+            T.load_python_function(target, fn, t.info.get("base_dir"))  # fail now, not mid-search
+        replaced, dropped = T.store_task(ctx.con, ctx.store, t)
+        what = "replaced" if replaced else "created"
+        msg = f"{what} task {t.name}: {len(t.queries)} queries, evaluator {self.evaluator}"
+        if t.kind == "images":
+            msg = f"{what} task {t.name}: {len(t.queries)} labelled images, evaluator exact_match (argmax = label)"
+            if t.info.get("labelled") is False:
+                msg = f"{what} task {t.name}: {len(t.queries)} unlabelled images (for RANK MODELS ... USING CONDUCTANCE)"
+        if dropped:
+            msg += f" (definition changed: {dropped} cached evaluations dropped)"
+        return Rows(["task", "kind", "queries", "evaluator"],
+                    [(t.name, t.kind, len(t.queries), t.evaluator)], message=msg)
+
+
+# ---- DISCOVER ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BoundCreateTask:
+    name: str
+    path: str
+    images: bool
+    evaluator: str
+    limit: int | None
+    base_dir: str
+
+
+@binds(A.CreateTask)
+def _bind_create_task(stmt: A.CreateTask, bc: BindContext):
+    name = value_of(stmt.name)
+    path = bc.path(string_of(stmt.path, "task file"))
+    evaluator = "exact_match"
+    if stmt.evaluator is not None:
+        evaluator = string_of(stmt.evaluator, "EVALUATOR")
+        try:
+            kind, _, _ = T.parse_evaluator(evaluator)
+        except ValueError as exc:
+            raise BindError(f"{exc}{suggest(evaluator, T.EVALUATORS)}; evaluators: exact_match, "
+                            f"'python:<module or file.py>:<function>'") from None
+        if kind == "exact_match":
+            evaluator = "exact_match"
+    limit = int_of(value_of(stmt.limit), "LIMIT", 1, integral_float=True) if stmt.limit is not None else None
+    return BoundCreateTask(name, path, bool(stmt.images), evaluator, limit, bc.base_dir)
+
+
+@plans(BoundCreateTask)
+def _plan_create_task(b: BoundCreateTask):
+    return CreateTask(task=b.name, path=b.path, images=b.images, evaluator=b.evaluator,
+                         limit=b.limit, base_dir=b.base_dir)
+
+

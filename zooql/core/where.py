@@ -1,0 +1,150 @@
+"""Compile a WHERE/ORDER BY expression AST to DuckDB SQL with bound parameters.
+
+User values never enter the SQL text: every literal becomes a ``?`` parameter, and
+column names come from a fixed allow-list (``columns``) or become JSON lookups into the
+``tags`` column with the key passed as a parameter.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from zooql.errors import BindError
+from zooql.lang import ast as A
+
+_SQL_OPS = {"=", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"}
+
+
+@dataclass
+class Compiled:
+    sql: str
+    params: list = field(default_factory=list)
+
+
+def suggest(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class ExprCompiler:
+    """``columns`` maps user-visible column names to SQL column names; ``json_column``
+    (e.g. ``tags``) holds free-form keys reachable as ``tags.key`` or, when the key is
+    known (``tag_keys``), as a bare name."""
+
+    def __init__(self, columns: dict[str, str], *, json_column: str | None = "tags",
+                 tag_keys=(), table: str = "models"):
+        self.columns = columns
+        self.json_column = json_column
+        self.tag_keys = set(tag_keys)
+        self.table = table
+        self.params: list = []
+
+    def compile(self, node: A.Node) -> Compiled:
+        self.params = []
+        sql = self._c(node)
+        return Compiled(sql, list(self.params))
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _p(self, value) -> str:
+        self.params.append(value)
+        return "?"
+
+    def _is_numeric(self, node: A.Node) -> bool:
+        if isinstance(node, A.Literal):
+            return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        if isinstance(node, A.BinOp) and node.op in "+-*/%":
+            return True
+        return isinstance(node, A.UnaryOp) and node.op == "NEG"
+
+    def _json(self, key: str, numeric: bool) -> str:
+        path = self._p("$." + '"' + key.replace('"', '\\"') + '"')
+        if numeric:
+            return f"TRY_CAST(json_extract_string({self.json_column}, {path}) AS DOUBLE)"
+        return f"json_extract_string({self.json_column}, {path})"
+
+    def _column(self, node: A.Column, numeric_ctx: bool = False) -> str:
+        parts = node.parts
+        if len(parts) == 1 and parts[0].lower() in self.columns:
+            return self.columns[parts[0].lower()]
+        if self.json_column and len(parts) >= 2 and parts[0].lower() == self.json_column:
+            return self._json(".".join(parts[1:]), numeric_ctx)
+        if self.json_column and len(parts) == 1 and parts[0] in self.tag_keys:
+            return self._json(parts[0], numeric_ctx)
+        name = ".".join(parts)
+        hint = suggest(name, list(self.columns) + [f"{self.json_column}.{k}" for k in self.tag_keys])
+        raise BindError(f"unknown column {name!r} in {self.table}{hint}; "
+                        f"tag values are reached as {self.json_column}.<key>")
+
+    def _operand(self, node: A.Node, numeric_ctx: bool) -> str:
+        if isinstance(node, A.Column):
+            return self._column(node, numeric_ctx)
+        return self._c(node)
+
+    def _c(self, node: A.Node) -> str:
+        if isinstance(node, A.Literal):
+            if node.value is None:
+                return "NULL"
+            return self._p(node.value)
+        if isinstance(node, A.Param):  # the binder substitutes params before compiling
+            raise BindError(f"unbound parameter {node.key!r}")
+        if isinstance(node, A.Column):
+            return self._column(node)
+        if isinstance(node, A.BoolOp):
+            return "(" + f" {node.op} ".join(self._c(x) for x in node.items) + ")"
+        if isinstance(node, A.UnaryOp):
+            if node.op == "NOT":
+                return f"(NOT {self._c(node.operand)})"
+            return f"(-{self._operand(node.operand, True)})"
+        if isinstance(node, A.BinOp):
+            if node.op not in _SQL_OPS:
+                raise BindError(f"unsupported operator {node.op!r}")
+            numeric = node.op in "+-*/%" or self._is_numeric(node.left) or self._is_numeric(node.right)
+            return f"({self._operand(node.left, numeric)} {node.op} {self._operand(node.right, numeric)})"
+        if isinstance(node, A.InList):
+            numeric = all(self._is_numeric(x) for x in node.items)
+            operand = self._operand(node.operand, numeric)  # parameters in textual order
+            items = ", ".join(self._c(x) for x in node.items)
+            neg = "NOT " if node.negated else ""
+            return f"({operand} {neg}IN ({items}))"
+        if isinstance(node, A.Like):
+            neg = "NOT " if node.negated else ""
+            return f"({self._operand(node.operand, False)} {neg}LIKE {self._c(node.pattern)})"
+        if isinstance(node, A.IsNull):
+            return f"({self._operand(node.operand, False)} IS {'NOT ' if node.negated else ''}NULL)"
+        if isinstance(node, A.Between):
+            neg = "NOT " if node.negated else ""
+            return (f"({self._operand(node.operand, True)} {neg}BETWEEN "
+                    f"{self._operand(node.low, True)} AND {self._operand(node.high, True)})")
+        raise BindError(f"unsupported expression {type(node).__name__}")
+
+
+def render(node: A.Node) -> str:
+    """Deterministic ZooQL-like rendering of an expression for EXPLAIN lines."""
+    if isinstance(node, A.Literal):
+        v = node.value
+        if isinstance(v, str):
+            return "'" + v.replace("'", "''") + "'"
+        if v is None:
+            return "NULL"
+        if isinstance(v, bool):
+            return "TRUE" if v else "FALSE"
+        return repr(v)
+    if isinstance(node, A.Column):
+        return ".".join(node.parts)
+    if isinstance(node, A.BoolOp):
+        return "(" + f" {node.op} ".join(render(x) for x in node.items) + ")"
+    if isinstance(node, A.UnaryOp):
+        return f"NOT {render(node.operand)}" if node.op == "NOT" else f"-{render(node.operand)}"
+    if isinstance(node, A.BinOp):
+        return f"{render(node.left)} {node.op} {render(node.right)}"
+    if isinstance(node, A.InList):
+        return f"{render(node.operand)} {'NOT ' if node.negated else ''}IN ({', '.join(render(x) for x in node.items)})"
+    if isinstance(node, A.Like):
+        return f"{render(node.operand)} {'NOT ' if node.negated else ''}LIKE {render(node.pattern)}"
+    if isinstance(node, A.IsNull):
+        return f"{render(node.operand)} IS {'NOT ' if node.negated else ''}NULL"
+    if isinstance(node, A.Between):
+        return f"{render(node.operand)} BETWEEN {render(node.low)} AND {render(node.high)}"
+    if isinstance(node, A.Param):
+        return f":{node.key}" if isinstance(node.key, str) else "?"
+    return type(node).__name__

@@ -1,0 +1,403 @@
+"""Text -> AST. Lark LALR parser built from the packaged core grammar plus the grammar
+fragments of the registered methods, and a Transformer into frozen dataclasses.
+
+This module knows no method: :class:`Parser` takes the fragments (``%extend statement:``)
+and the Transformer mixins it is given (``zooql.methods.registry`` gives them). It imports
+only lark and :mod:`zooql.errors`.
+
+Parse errors carry line, column and a caret under the offending token; the expected
+tokens are listed only when there are few of them.
+"""
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from zooql.errors import ParseError, ZooQLError
+from zooql.lang import ast as A
+
+_MAX_EXPECTED = 8
+
+
+def core_grammar() -> str:
+    return resources.files("zooql.lang").joinpath("grammar.lark").read_text(encoding="utf-8")
+
+
+def span(meta) -> A.Span | None:
+    """The source span of a parse-tree node (None for an empty node)."""
+    if getattr(meta, "empty", True):
+        return None
+    return (meta.start_pos, meta.end_pos, meta.line, meta.column)
+
+
+def _tokspan(tok: Token) -> A.Span:
+    return (tok.start_pos, tok.end_pos, tok.line, tok.column)
+
+
+def _unquote_string(s: str) -> str:
+    return s[1:-1].replace("''", "'")
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self):
+        super().__init__()
+        self._positional = 0
+
+    # ---- literals ------------------------------------------------------------------
+    def string(self, meta, items):
+        return A.Literal(_unquote_string(str(items[0])), span=_tokspan(items[0]))
+
+    def number(self, meta, items):
+        s = str(items[0])
+        val = float(s) if any(c in s for c in ".eE") else int(s)
+        return A.Literal(val, span=_tokspan(items[0]))
+
+    def true(self, meta, items):
+        return A.Literal(True, span=span(meta))
+
+    def false(self, meta, items):
+        return A.Literal(False, span=span(meta))
+
+    def null(self, meta, items):
+        return A.Literal(None, span=span(meta))
+
+    def positional_param(self, meta, items):
+        key = self._positional
+        self._positional += 1
+        return A.Param(key, span=span(meta))
+
+    def named_param(self, meta, items):
+        return A.Param(str(items[0]), span=span(meta))
+
+    def value_tuple(self, meta, items):
+        return A.TupleValue(tuple(items), span=span(meta))
+
+    def bare_name(self, meta, items):
+        return A.Name(str(items[0]), False, span=_tokspan(items[0]))
+
+    def quoted_name(self, meta, items):
+        return A.Name(str(items[0])[1:-1].replace('""', '"'), True, span=_tokspan(items[0]))
+
+    def dotted(self, meta, items):
+        return A.Column(tuple(n.value for n in items), span=span(meta))
+
+    # ---- expressions ---------------------------------------------------------------
+    def column(self, meta, items):
+        return items[0]
+
+    def or_(self, meta, items):
+        return items[0] if len(items) == 1 else A.BoolOp("OR", tuple(items), span=span(meta))
+
+    def and_(self, meta, items):
+        return items[0] if len(items) == 1 else A.BoolOp("AND", tuple(items), span=span(meta))
+
+    def not_(self, meta, items):
+        return A.UnaryOp("NOT", items[0], span=span(meta))
+
+    def neg(self, meta, items):
+        return A.UnaryOp("NEG", items[0], span=span(meta))
+
+    def compare(self, meta, items):
+        op = str(items[1])
+        op = "!=" if op == "<>" else op
+        return A.BinOp(op, items[0], items[2], span=span(meta))
+
+    def arith(self, meta, items):
+        return A.BinOp(str(items[1]), items[0], items[2], span=span(meta))
+
+    def not_kw(self, meta, items):
+        return "NOT"
+
+    def in_list(self, meta, items):
+        negated = len(items) > 1 and items[1] == "NOT"
+        vals = items[2:] if negated else items[1:]
+        return A.InList(items[0], tuple(vals), negated, span=span(meta))
+
+    def like(self, meta, items):
+        negated = items[1] == "NOT"
+        return A.Like(items[0], items[-1], negated, span=span(meta))
+
+    def is_null(self, meta, items):
+        return A.IsNull(items[0], len(items) > 1, span=span(meta))
+
+    def between(self, meta, items):
+        negated = items[1] == "NOT"
+        rest = items[2:] if negated else items[1:]
+        return A.Between(items[0], rest[0], rest[1], negated, span=span(meta))
+
+    # ---- clauses -------------------------------------------------------------------
+    def where_clause(self, meta, items):
+        return ("where", items[0])
+
+    def asc(self, meta, items):
+        return False
+
+    def desc(self, meta, items):
+        return True
+
+    def order_item(self, meta, items):
+        return A.OrderItem(items[0], bool(items[1]) if len(items) > 1 else False, span=span(meta))
+
+    def order_clause(self, meta, items):
+        return ("order", tuple(items))
+
+    def limit_clause(self, meta, items):
+        return ("limit", items[0])
+
+    def option(self, meta, items):
+        return A.Option(items[0].value, items[-1], span=span(meta))
+
+    def assignment(self, meta, items):
+        return A.Option(".".join(items[0].parts), items[-1], span=span(meta))
+
+    def with_clause(self, meta, items):
+        return ("options", tuple(items))
+
+    def as_name(self, meta, items):
+        return ("alias", items[0])
+
+    def from_ckpt(self, meta, items):
+        return ("checkpoint", items[0])
+
+    def labels_list(self, meta, items):
+        return ("labels", tuple(items))
+
+    def labels_file(self, meta, items):
+        return ("labels_file", items[0])
+
+    def if_exists(self, meta, items):
+        return True
+
+    def analyze(self, meta, items):
+        return True
+
+    def kind_evaluations(self, meta, items):
+        return "evaluations"
+
+    def kind_outcomes(self, meta, items):
+        return "outcomes"
+
+    def source_clause(self, meta, items):
+        return items[0]
+
+    # ---- statements ----------------------------------------------------------------
+    def start(self, meta, items):
+        return list(items)
+
+    def explain_stmt(self, meta, items):
+        analyze = len(items) == 2
+        return A.Explain(items[-1], analyze, span=span(meta))
+
+    def add_model(self, meta, items):
+        kw = dict(items[1:])
+        return A.AddModel(items[0], kw.get("alias"), kw.get("checkpoint"), kw.get("labels"),
+                          kw.get("labels_file"), kw.get("options", ()), span=span(meta))
+
+    def add_models(self, meta, items):
+        return A.AddModels(items[0], span=span(meta))
+
+    def show_models(self, meta, items):
+        kw = dict(items)
+        return A.ShowModels(kw.get("where"), kw.get("order", ()), kw.get("limit"), span=span(meta))
+
+    def show_trees(self, meta, items):
+        return A.ShowTrees(span=span(meta))
+
+    def show_datasets(self, meta, items):
+        return A.ShowDatasets(span=span(meta))
+
+    def describe_model(self, meta, items):
+        return A.DescribeModel(items[0], span=span(meta))
+
+    def describe_dataset(self, meta, items):
+        return A.DescribeDataset(items[0], span=span(meta))
+
+    def drop_model(self, meta, items):
+        return A.DropModel(items[-1], len(items) == 2, span=span(meta))
+
+    def alter_model(self, meta, items):
+        return A.AlterModel(items[0], tuple(items[1:]), span=span(meta))
+
+    def alter_dataset(self, meta, items):
+        return A.AlterDataset(items[0], tuple(items[1:]), span=span(meta))
+
+    def import_stmt(self, meta, items):
+        return A.Import(items[0], items[1], items[2] if len(items) > 2 else None, span=span(meta))
+
+    def set_stmt(self, meta, items):
+        return A.SetOption(".".join(items[0].parts).lower(), items[-1], span=span(meta))
+
+
+    # ---- method statements -------------------------------------------------------------
+    def images_kw(self, meta, items):
+        return ("images", True)
+
+    def evaluator_clause(self, meta, items):
+        return ("evaluator", items[0])
+
+    def create_task(self, meta, items):
+        kw = dict(x for x in items[1:] if isinstance(x, tuple))
+        path = [x for x in items[1:] if not isinstance(x, tuple)][0]
+        return A.CreateTask(items[0], path, kw.get("images", False), kw.get("evaluator"),
+                            kw.get("limit"), span=span(meta))
+
+    def using_clause(self, meta, items):
+        return ("using", items[0])
+
+    def seed_clause(self, meta, items):
+        return ("seed", items[0])
+
+    def options_clause(self, meta, items):
+        return ("options", tuple(items))
+
+    def top_clause(self, meta, items):
+        return ("top", items[0])
+
+    def batch_clause(self, meta, items):
+        return ("batch", items[0])
+
+    def device_clause(self, meta, items):
+        return ("device", items[0])
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+    # ---- MLL ---------------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def clauses(items) -> dict:
+    """Collect ('key', value) clause pairs; a clause given twice is an error."""
+    out: dict = {}
+    for key, value in items:
+        if key in out:
+            raise ParseError(f"clause {key.upper()} given twice")
+        out[key] = value
+    return out
+
+
+# ---- the parser ----------------------------------------------------------------------
+
+class Parser:
+    """A parser for the core grammar extended by ``fragments`` (grammar texts whose rules
+    ``%extend statement``), building the AST with the core Transformer plus ``mixins``
+    (classes whose methods are the callbacks of the fragments' rules)."""
+
+    def __init__(self, fragments: tuple[str, ...] = (), mixins: tuple[type, ...] = ()):
+        self.grammar = "\n".join((core_grammar(),) + tuple(fragments))
+        self._lark = Lark(self.grammar, parser="lalr", propagate_positions=True,
+                          maybe_placeholders=False, cache=True, start="start")
+        callbacks: dict = {}
+        for mixin in mixins:
+            for key, fn in vars(mixin).items():
+                if key.startswith("_") or not callable(fn):
+                    continue
+                if key in callbacks or hasattr(_ToAst, key):
+                    raise ZooQLError(f"grammar rule callback {key!r} of {mixin.__module__} is defined twice")
+                callbacks[key] = v_args(meta=True)(fn)
+        self._transformer = type("AstBuilder", (_ToAst,), callbacks)
+
+    @property
+    def lark(self) -> Lark:
+        return self._lark
+
+    def parse(self, text: str) -> list[A.Statement]:
+        """Parse one or more ``;``-separated statements."""
+        try:
+            tree = self._lark.parse(text)
+        except UnexpectedInput as exc:
+            raise _format_error(text, exc) from None
+        try:
+            return self._transformer().transform(tree)
+        except VisitError as exc:
+            if isinstance(exc.orig_exc, ZooQLError):
+                raise exc.orig_exc from None
+            raise
+
+    def parse_one(self, text: str) -> A.Statement:
+        stmts = self.parse(text)
+        if len(stmts) != 1:
+            raise ParseError(f"expected exactly one statement, got {len(stmts)}")
+        return stmts[0]
+
+    def keywords(self) -> frozenset[str]:
+        """Every keyword of the grammar (upper case), for highlighting and completion."""
+        return frozenset(m.upper() for m in re.findall(r'"([A-Za-z_]+)"i', self.grammar))
+
+
+_TOKEN_NAMES = {
+    "SEMICOLON": "';'", "EQ": "'='", "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "DOT": "'.'",
+    "STRING": "a 'string'", "NUMBER": "a number", "IDENT": "a name", "QUOTED_IDENT": 'a "quoted name"',
+    "QMARK": "'?'", "COLON": "':'", "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '/' or '%'", "MINUS": "'-'", "$END": "end of input", "LSQB": "'['", "RSQB": "']'",
+}
+
+
+def _pretty_expected(names) -> list[str]:
+    out = set()
+    for n in names:
+        if n in _TOKEN_NAMES:
+            out.add(_TOKEN_NAMES[n])
+        elif n.startswith("__ANON"):
+            continue
+        else:
+            out.add(n.upper())
+    return sorted(out)
+
+
+def _caret(text: str, line: int, column: int) -> str:
+    lines = text.splitlines() or [""]
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    return f"  {line} | {src}\n  {' ' * len(str(line))} | {' ' * (column - 1)}^"
+
+
+def _format_error(text: str, exc: UnexpectedInput) -> ParseError:
+    line = getattr(exc, "line", None) or 1
+    column = getattr(exc, "column", None) or 1
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+        lines = text.rstrip().splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+        what = "unexpected end of input"
+        expected = _pretty_expected(exc.expected)
+    elif isinstance(exc, UnexpectedToken):
+        what = f"unexpected {exc.token.value!r}"
+        expected = _pretty_expected(exc.accepts or exc.expected)
+    elif isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream]
+        what = {"'": "unterminated 'string'", '"': 'unterminated "quoted name"'}.get(
+            ch, f"unexpected character {ch!r}")
+        expected = _pretty_expected(exc.allowed or [])
+    else:  # pragma: no cover - other lark errors
+        what, expected = "syntax error", []
+    msg = f"syntax error at line {line}, column {column}: {what}"
+    if expected and len(expected) <= _MAX_EXPECTED:
+        msg += f" (expected {', '.join(expected)})"
+    return ParseError(msg, line=line, column=column, context=_caret(text, line, column),
+                      expected=expected)

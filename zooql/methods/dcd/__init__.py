@@ -1,0 +1,12 @@
+"""Directional Conductance Divergence: RANK MODELS FOR TASK t USING CONDUCTANCE (captum
+layer conductance of open_clip visual encoders, cached per (model, task))."""
+from zooql.methods.registry import Method
+
+METHOD = Method(
+    name="dcd",
+    package=__name__,
+    statements=("RANK MODELS",),
+    modules=("bind",),
+    hooks={"on_drop": "ops:_drop_hook"},
+    tables=("dcd_vectors",),
+)

@@ -1,0 +1,12 @@
+"""Hidden Gems (Kahana et al.): DISCOVER BEST ... IN TREE ... ON task BUDGET n, with the
+paper's successive-halving schedule and the project's adaptive strategies."""
+from zooql.methods.registry import Method
+
+METHOD = Method(
+    name="hidden_gems",
+    package=__name__,
+    statements=("DISCOVER",),
+    modules=("bind",),
+    hooks={"on_drop": "ops:_drop_cached"},
+    tables=("discover_cache",),
+)

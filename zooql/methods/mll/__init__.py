@@ -1,0 +1,13 @@
+"""Model Label Learning: CREATE SEMANTIC GRAPH, LABEL MODELS, SELECT MODELS FOR TASK ...
+USING LABELS and CLASSIFY ... USING LABELS ENSEMBLE k (open_clip VLMs)."""
+from zooql.methods.registry import Method
+
+METHOD = Method(
+    name="mll",
+    package=__name__,
+    statements=("CREATE SEMANTIC GRAPH", "LABEL MODELS", "SELECT MODELS FOR TASK", "CLASSIFY"),
+    modules=("bind",),
+    completions={"graphs": "SELECT name FROM mll_graphs ORDER BY 1"},
+    hooks={"on_drop": "ops:_drop_hook", "on_describe": "ops:_describe_hook"},
+    tables=("mll_graphs", "mll_nodes", "mll_embeddings", "mll_labels", "mll_label_runs", "mll_tasks"),
+)

@@ -1,0 +1,178 @@
+"""MLL, Model Label Learning (Tan, Zhou, Guo, Li; ICML 2025, "Vision-language model
+selection and reuse for downstream adaptation"): label open_clip VLMs on a semantic graph,
+select models for a zero-shot task from the labels, and reuse them as an ensemble.
+
+The numerical method is a handful of small pure numpy functions (the equations of the
+paper, as read in docs/vlm_selection.md):
+
+* :func:`node_precision` -- model labels (Eq. 2-5): per node ``v`` the fraction of its
+  images whose best-matching caption, among all nodes of the graph, is ``v``'s own.
+* :func:`transfer_matrix` -- ``Z`` (Eq. 6): each task class keeps its top-k nodes by
+  sentence-embedding similarity of the captions, with normalised similarity weights.
+* :func:`class_performance`, :func:`reuse_metric` -- ``p_{m,y} = sum_v p_{m,v} z_{vy}`` and
+  ``r_{m,y} = alpha p_{m,y} + (1 - alpha) mean_y' p_{m,y'}`` (Eq. 6-7).
+* :func:`select_per_class`, :func:`zero_shot_probs`, :func:`entropy_weights`,
+  :func:`ensemble_predict` -- reuse (Eq. 8-10): per class the top-k models by ``r``, their
+  softmax zero-shot probabilities weighted by an entropy-based weight, argmax over classes.
+
+The model-running helpers at the bottom go through the shared
+:class:`zooql.runtime.models.ModelRuntime` (``embed_images`` / ``embed_text``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+DEFAULT_ALPHA = 0.7
+DEFAULT_NODES_PER_CLASS = 3
+DEFAULT_PROMPT = "a photo of a {}."
+
+
+# ---- model labels (Eq. 2-5) ------------------------------------------------------------------
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def node_similarity(image_emb: np.ndarray, caption_emb: np.ndarray) -> np.ndarray:
+    """Eq. 2: cosine similarity ``s[i, v]`` of image ``i`` to the caption of node ``v``."""
+    return _unit(image_emb) @ _unit(caption_emb).T
+
+
+def node_precision(sim: np.ndarray, node_of_image: np.ndarray, n_nodes: int | None = None) -> np.ndarray:
+    """Eq. 3-5: ``p_v`` = fraction of node ``v``'s images whose best-matching node (argmax of
+    ``sim`` over all nodes; ties go to the lower index) is ``v``. Nodes without images: NaN."""
+    sim = np.asarray(sim, dtype=np.float64)
+    node_of_image = np.asarray(node_of_image, dtype=np.int64)
+    n_nodes = sim.shape[1] if n_nodes is None else n_nodes
+    hit = (np.argmax(sim, axis=1) == node_of_image).astype(np.float64)
+    counts = np.bincount(node_of_image, minlength=n_nodes).astype(np.float64)
+    hits = np.bincount(node_of_image, weights=hit, minlength=n_nodes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / counts, np.nan)
+
+
+def label_model(image_embs: Sequence[np.ndarray], caption_emb: np.ndarray) -> np.ndarray:
+    """A model's label on a graph: ``image_embs[v]`` = ``[n_v, D]`` image embeddings of node
+    ``v``, ``caption_emb`` = ``[V, D]`` text embeddings of the node captions -> ``p [V]``."""
+    V = len(image_embs)
+    sizes = [len(e) for e in image_embs]
+    if sum(sizes) == 0:
+        return np.full(V, np.nan)
+    images = np.concatenate([np.asarray(e, dtype=np.float32).reshape(len(e), -1) for e in image_embs if len(e)])
+    owner = np.repeat(np.arange(V), sizes)
+    return node_precision(node_similarity(images, caption_emb), owner, V)
+
+
+# ---- selection (Eq. 6-7) ---------------------------------------------------------------------
+
+def transfer_matrix(class_emb: np.ndarray, node_emb: np.ndarray, k: int = DEFAULT_NODES_PER_CLASS) -> np.ndarray:
+    """Eq. 6: ``Z [V, Y]``. Class ``y`` keeps its ``k`` nodes most similar (cosine of the
+    sentence embeddings; ties to the lower node index) with weights ``max(s, 0)`` normalised
+    to sum 1 (uniform over the k nodes when none is positive)."""
+    sim = _unit(node_emb) @ _unit(class_emb).T          # [V, Y]
+    V, Y = sim.shape
+    k = max(1, min(int(k), V))
+    Z = np.zeros((V, Y))
+    for y in range(Y):
+        top = np.argsort(-sim[:, y], kind="stable")[:k]
+        w = np.maximum(sim[top, y], 0.0)
+        Z[top, y] = w / w.sum() if w.sum() > 0 else 1.0 / k
+    return Z
+
+
+def class_performance(P: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """``p_{m,y} = sum_v p_{m,v} z_{vy}``: ``P [M, V]`` (NaN = unlabelled node, counted as 0)
+    times ``Z [V, Y]`` -> ``[M, Y]``."""
+    return np.nan_to_num(np.asarray(P, dtype=np.float64), nan=0.0) @ np.asarray(Z, dtype=np.float64)
+
+
+def reuse_metric(PY: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """Eq. 7: ``r_{m,y} = alpha p_{m,y} + (1 - alpha) mean_y' p_{m,y'}``."""
+    PY = np.asarray(PY, dtype=np.float64)
+    return alpha * PY + (1.0 - alpha) * PY.mean(axis=1, keepdims=True)
+
+
+def select_per_class(R: np.ndarray, k: int = 1) -> np.ndarray:
+    """``[Y, k]`` model indices: per class the ``k`` models of highest ``r`` (ties to the
+    lower model index)."""
+    R = np.asarray(R, dtype=np.float64)
+    k = max(1, min(int(k), R.shape[0]))
+    return np.stack([np.argsort(-R[:, y], kind="stable")[:k] for y in range(R.shape[1])])
+
+
+# ---- reuse (Eq. 8-10) ------------------------------------------------------------------------
+
+def zero_shot_probs(image_emb: np.ndarray, class_text_emb: np.ndarray, scale: float = 100.0) -> np.ndarray:
+    """Softmax over classes of ``scale * cos(image, text(y))`` -> ``[N, Y]``."""
+    logits = scale * node_similarity(image_emb, class_text_emb)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def entropy(q: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of ``q``."""
+    q = np.asarray(q, dtype=np.float64)
+    return -(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)).sum(axis=-1)
+
+
+def entropy_weights(entropies: np.ndarray) -> np.ndarray:
+    """Eq. 9: weights of the models of one class ensemble from their prediction entropies
+    ``H [k, N]``: ``w = exp(-H) / sum_m' exp(-H_m')`` per image -> ``[k, N]``."""
+    H = np.asarray(entropies, dtype=np.float64)
+    e = np.exp(-(H - H.min(axis=0, keepdims=True)))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def ensemble_predict(probs: Sequence[np.ndarray], selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 8 and 10. ``probs[m]`` = ``[N, Y]`` zero-shot probabilities of model ``m``,
+    ``selected [Y, k]`` = the ensemble of each class. Confidence of class ``y`` on image
+    ``x``: ``c_y(x) = sum_{m in E_y} w_{m,y}(x) q_m(y | x)``; prediction = argmax_y.
+    -> (``conf [N, Y]``, ``pred [N]``)."""
+    selected = np.asarray(selected, dtype=np.int64)
+    Y = selected.shape[0]
+    N = np.asarray(probs[int(selected[0, 0])]).shape[0]
+    H = {int(m): entropy(probs[int(m)]) for m in np.unique(selected)}
+    conf = np.zeros((N, Y))
+    for y in range(Y):
+        members = [int(m) for m in selected[y]]
+        w = entropy_weights(np.stack([H[m] for m in members]))      # [k, N]
+        conf[:, y] = sum(w[j] * np.asarray(probs[m], dtype=np.float64)[:, y] for j, m in enumerate(members))
+    return conf, np.argmax(conf, axis=1)
+
+
+# ---- running open_clip models through the shared runtime ---------------------------------------
+
+def embed_node_images(runtime, loaded, paths: Sequence[str], *, batch_size: int = 64,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """L2-normalised image embeddings ``[n, D]`` of image files (one forward pass each)."""
+    return runtime.embed_images(loaded, list(paths), batch_size=batch_size, progress=progress)
+
+
+def embed_captions(runtime, loaded, texts: Sequence[str]) -> np.ndarray:
+    """L2-normalised text embeddings ``[T, D]`` with the model's own text encoder."""
+    return runtime.embed_text(loaded, list(texts))
+
+
+def logit_scale(loaded) -> float:
+    """The model's CLIP temperature (``exp(logit_scale)``), 100 when it has none."""
+    import math
+
+    ls = getattr(getattr(loaded, "module", None), "logit_scale", None)
+    try:
+        return float(math.exp(float(ls.detach().float().cpu().item()))) if ls is not None else 100.0
+    except Exception:  # pragma: no cover - odd modules
+        return 100.0
+
+
+def zero_shot(runtime, loaded, image_paths: Sequence[str], classes: Sequence[str], *,
+              prompt: str = DEFAULT_PROMPT, batch_size: int = 64,
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Zero-shot class probabilities ``[N, Y]`` of one open_clip model on image files."""
+    img = embed_node_images(runtime, loaded, image_paths, batch_size=batch_size, progress=progress)
+    txt = embed_captions(runtime, loaded, [prompt.format(c) for c in classes])
+    return zero_shot_probs(img, txt, logit_scale(loaded))

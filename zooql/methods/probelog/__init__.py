@@ -1,0 +1,14 @@
+"""ProbeLog (Kahana et al.): probe sets, PROBE, FIND LOGITS/MODELS, collaborative probing
+(REFRESH DESCRIPTORS), descriptor matrices and HNSW indexes."""
+from zooql.methods.registry import Method
+
+METHOD = Method(
+    name="probelog",
+    package=__name__,
+    statements=("CREATE PROBE SET", "PROBE", "FIND", "REFRESH DESCRIPTORS"),
+    modules=("bind",),
+    settings={"aligner": str, "probe_set": str, "descriptor_dtype": str},
+    completions={"probesets": "SELECT name FROM probe_sets ORDER BY 1"},
+    hooks={"on_drop": "ops_probe:_drop_hook", "on_describe": "ops_probe:_describe_hook"},
+    tables=("probe_sets", "probes", "probe_runs", "descriptor_columns", "probe_masks", "probe_factors"),
+)

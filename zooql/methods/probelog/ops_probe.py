@@ -1,0 +1,384 @@
+"""Operators and storage of probe sets and probing (ProbeLog): CREATE PROBE SET, PROBE.
+
+Storage of one probe set (``<hub>/<probe_sets.dir>/``, the folder named in the catalog)::
+
+    probes.npy        the probe images, in probe order ([n, H, W] or [n, H, W, C])
+    descriptors/      DescriptorMatrix: z-scored logit columns, probe-major
+    raw/m<id>.npy     raw logits of model <id> on the probes, float32 [n, L]
+    hnsw/             HNSW index over the descriptors (built on first use, see ops_find)
+    clip/, captions/  cached image / caption embeddings of the text aligners
+
+The catalog holds the probe order and hashes (``probes``), which model was probed into
+which descriptor columns (``probe_runs``: logit ``i`` of a model is column
+``first_col + i``) and the explicit column map (``descriptor_columns``).
+
+Consistency: descriptor files are written before the catalog rows that point at them
+and committed per model. Columns of a run that never committed (an interrupt) are
+orphans: no catalog row names them, searches only consider catalog columns, and the
+next PROBE deletes them. DROP MODEL deletes the catalog rows in its transaction and
+tombstones the matrix columns after the commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from zooql.core import ops as ops_catalog
+from zooql.runtime.loading import load_model, model_options, runtime_for  # noqa: F401
+from zooql.plan.nodes import ExecContext, Operator, Rows
+from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported for the binder)
+    IMAGE_EXTS, ProbeImages, probe_source_kind, read_builtin, read_captions, read_folder, read_npy,
+    read_parquet, select_indices,
+)
+from zooql.errors import ExecutionError, StorageError
+from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
+    tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, model_row_by_id, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
+)
+
+#: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).
+BUILTIN_DEFAULT_N = 256
+BUILTIN_SIZE = 224
+BUILTIN_NAME = "builtin"
+DEFAULT_BATCH = 64
+
+
+# ==== CREATE PROBE SET ========================================================================
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "ps"
+
+
+def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, limit, seed,
+                     captions_file: str | None) -> tuple[dict, str | None]:
+    """Read, store and register a probe set; returns (catalog row, note)."""
+    from zooql.methods.probelog.probesets import PROBESET_VERSION, probe_hashes
+    from zooql.methods.probelog.descriptors import DescriptorMatrix
+
+    if kind == "builtin":
+        pi = read_builtin(limit, seed, BUILTIN_DEFAULT_N, BUILTIN_SIZE)
+        source = f"builtin:v{PROBESET_VERSION}"
+    else:
+        if not os.path.exists(path):
+            raise ExecutionError(f"probe images not found: {path}")
+        reader = {"folder": read_folder, "npy": read_npy, "parquet": read_parquet}.get(kind)
+        if reader is None:
+            raise ExecutionError(f"probe images must be a folder, a .npy or a .parquet file: {path}")
+        pi = reader(path, limit, seed)
+        source = f"{kind}:{path}"
+    n = int(pi.images.shape[0])
+    if n < 2:
+        raise ExecutionError(f"a probe set needs at least 2 probe images, {path or 'builtin'} gives {n}")
+    captions = read_captions(captions_file, pi) if captions_file else pi.captions
+    hashes = probe_hashes(pi.images)
+    content = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    dtype = str(ctx.setting("descriptor_dtype", "float16") or "float16")
+    if dtype not in ("float16", "float32"):
+        raise ExecutionError(f"setting descriptor_dtype must be 'float16' or 'float32', got {dtype!r}")
+    rel = f"probesets/{_safe(name)}-{content[:8]}-{uuid.uuid4().hex[:6]}"
+    root = ctx.store.file(*rel.split("/"), "probes.npy")
+    save_npy(str(root), pi.images)
+    DescriptorMatrix.create(os.path.join(str(ctx.store.path), rel, "descriptors"), n, dtype,
+                            meta={"probe_set": name, "content_hash": content})
+    row = ctx.con.execute(
+        "INSERT INTO probe_sets (name, source, n_probes, shape, dtype, dir, content_hash, probe_limit, seed, "
+        "captions, descriptor_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        [name, source, n, json.dumps(list(pi.images.shape[1:])), str(pi.images.dtype), rel, content,
+         limit, seed, captions_file or ("column" if captions else None), dtype]).fetchone()
+    import pyarrow as pa
+
+    tbl = pa.table({"probe_set_id": pa.array([row[0]] * n, pa.int32()), "idx": pa.array(range(n), pa.int32()),
+                    "name": pa.array([str(x) for x in pi.names], pa.string()),
+                    "sha256": pa.array(hashes, pa.string()),
+                    "caption": pa.array(captions if captions else [None] * n, pa.string())})
+    ctx.con.register("_zooql_probes", tbl)
+    try:
+        ctx.con.execute("INSERT INTO probes SELECT probe_set_id, idx, name, sha256, caption FROM _zooql_probes")
+    finally:
+        ctx.con.unregister("_zooql_probes")
+    return probe_set_row(ctx.con, name), pi.note
+
+
+@dataclass(frozen=True)
+class CreateProbeSet(Operator):
+    """Read probe images, store them (probes.npy) with their hashes, create the empty
+    descriptor matrix and register the set. ``auto``: the built-in set made on first use."""
+
+    probe_set: str = ""
+    kind: str = ""            # folder | npy | parquet | builtin
+    path: str | None = None
+    limit: int | None = None
+    seed: int | None = None
+    captions: str | None = None
+    auto: bool = False
+    writes: ClassVar[bool] = True
+
+    def explain_params(self):
+        return {"name": self.probe_set, "source": self.kind,
+                "path": os.path.basename(self.path) if self.path else None,
+                "limit": self.limit if self.limit is not None else (BUILTIN_DEFAULT_N if self.kind == "builtin" else None),
+                "seed": self.seed, "captions": os.path.basename(self.captions) if self.captions else None,
+                "auto": self.auto or None}
+
+    def run(self, ctx, inputs):
+        if probe_set_row(ctx.con, self.probe_set) is not None:
+            if self.auto:
+                return Rows(["probe_set"], [])
+            raise ExecutionError(f"probe set {self.probe_set!r} already exists")
+        ctx.report(f"reading probes for {self.probe_set}", 0, 1)
+        ps, note = create_probe_set(ctx, self.probe_set, self.kind, self.path, self.limit, self.seed, self.captions)
+        ctx.report(f"reading probes for {self.probe_set}", 1, 1)
+        msg = (f"created probe set {self.probe_set}: {ps['n_probes']} probes of shape "
+               f"{ps['shape']} {ps['dtype']}" + (", with captions" if ps["has_captions"] else ""))
+        if note:
+            msg += f" ({note})"
+        return Rows(["probe_set", "probes", "shape", "captions", "content_hash"],
+                    [(self.probe_set, ps["n_probes"], ps["shape"], ps["has_captions"], ps["content_hash"][:16])],
+                    message=msg)
+
+
+# ==== PROBE ===================================================================================
+
+def _delete_orphans(ctx: ExecContext, ps: dict, dm) -> int:
+    """Delete matrix columns no catalog row names (left by an interrupted run)."""
+    _, first, ncols = runs_of(ctx.con, ps["id"])
+    if dm.n_columns == int(ncols.sum()):
+        return 0
+    live = dm.column_ids()
+    orphans = np.setdiff1d(live, run_columns(first, ncols), assume_unique=True)
+    return dm.delete_columns(orphans) if orphans.size else 0
+
+
+def _load_index(files: ProbeSetFiles):
+    return load_index(files)
+
+
+def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, device: str | None,
+                 label: str = "probe", sample_pct: float | None = None, sample_seed: int | None = None,
+                 reg: float | None = None) -> tuple[list[tuple], list[str]]:
+    """Probe ``model_names`` (skipping those already probed) with a probe set, committing
+    after every model. Returns (result rows, notes).
+
+    ``sample_pct``: collaborative probing -- each model runs on its own random subset of
+    the probes (:func:`zooql.methods.probelog.completion.sample_mask`); its raw logits are stored
+    with NaN at the unobserved probes, its mask in ``probe_masks``, and its descriptors
+    are completed against the stored probe factors (fold-in) or, when there are none
+    yet, provisional (missing responses at the row mean) until CompleteDescriptors fits
+    the factors."""
+    from zooql.methods.probelog import completion as CP
+    from zooql.methods.probelog.kernels import zscore_columns
+    from zooql.storage import catalog as C
+
+    ps = probe_set_row(ctx.con, ps_name)
+    if ps is None:
+        raise ExecutionError(f"probe set {ps_name!r} does not exist")
+    files = ProbeSetFiles(ctx.store, ps)
+    dm = open_matrix(files)
+    _delete_orphans(ctx, ps, dm)
+    probed = probed_model_ids(ctx.con, ps["id"])
+    todo, rows, notes = [], [], []
+    for name in model_names:
+        m = C.model_row(ctx.con, name)
+        if m is None:
+            rows.append((name, None, "dropped", None))
+        elif m["id"] in probed:
+            rows.append((name, m["num_logits"], "already probed", None))
+        elif not m["loadable"] or m["num_logits"] is None:
+            rows.append((name, m["num_logits"], "not probeable (no loadable logits)", None))
+        else:
+            todo.append(m)
+    if not todo:
+        return rows, notes
+    images = files.images()
+    n = ps["n_probes"]
+    runtime = runtime_for(ctx, device)
+    index = _load_index(files) if files.has_index() else None
+    index_dirty = False
+    failures = []
+    factors = CP.load_factors(files) if sample_pct is not None else None
+    passes = 0
+    try:
+        for i, m in enumerate(todo):
+            t0 = time.perf_counter()
+            mask = None
+            run_images = images
+            if sample_pct is not None:
+                mask = CP.sample_mask(n, sample_pct, sample_seed or 0, m["id"])
+                run_images = np.asarray(images[np.flatnonzero(mask)])
+            try:
+                loaded = load_model(runtime, m)
+                logits = runtime.run(loaded, run_images, batch_size=batch,
+                                     progress=lambda d, t, _m=m["name"]: ctx.report(f"probing {_m}", d, t))
+            except ExecutionError as exc:
+                failures.append(m["name"])
+                rows.append((m["name"], m["num_logits"], f"failed: {exc.message}", None))
+                ctx.report(label, i + 1, len(todo))
+                continue
+            logits = np.asarray(logits, dtype=np.float32)
+            n_run = int(run_images.shape[0])
+            if logits.ndim != 2 or logits.shape[0] != n_run or logits.shape[1] != m["num_logits"]:
+                failures.append(m["name"])
+                rows.append((m["name"], m["num_logits"], f"failed: output shape {tuple(logits.shape)} is not "
+                             f"[{n_run} probes, {m['num_logits']} logits]", None))
+                ctx.report(label, i + 1, len(todo))
+                continue
+            if not np.isfinite(logits).all():
+                failures.append(m["name"])
+                rows.append((m["name"], m["num_logits"], "failed: logits contain NaN or infinity", None))
+                ctx.report(label, i + 1, len(todo))
+                continue
+            passes += n_run
+            status, completion = "probed", None
+            if mask is None:
+                desc = zscore_columns(logits)
+            else:
+                full = np.full((n, logits.shape[1]), np.nan, np.float32)
+                full[mask] = logits
+                logits = full
+                M = np.broadcast_to(mask, (full.shape[1], n))
+                if factors is not None and factors[0].shape[0] == n:
+                    lam = reg if reg is not None else factors[1].get("reg", CP.DEFAULT_REG)
+                    Zc = CP.fold_in(full.T, M, factors[0], lam)
+                    completion = "fold-in"
+                else:
+                    Zc, _, _ = CP.standardize_rows(full.T, M)
+                    completion, status = "provisional", "probed (provisional)"
+                desc = zscore_columns(Zc.T)
+            raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
+            save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
+            start, end = dm.append_columns(desc)
+            seconds = time.perf_counter() - t0
+            ctx.con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
+                            "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [ps["id"], m["id"], start, end - start, raw_rel, getattr(runtime, "device", None),
+                             seconds])
+            ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
+                            [ps["id"], start, m["id"], end - start])
+            if mask is not None:
+                mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
+                save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
+                ctx.con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                                "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [ps["id"], m["id"], float(sample_pct), int(sample_seed or 0), int(mask.sum()),
+                                 mask_rel, completion])
+            # per-model commit: an interrupt keeps the finished models
+            ctx.con.execute("COMMIT")
+            ctx.con.execute("BEGIN TRANSACTION")
+            if index is not None:
+                index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
+                index_dirty = True
+            rows.append((m["name"], m["num_logits"], status, round(seconds, 3)))
+            ctx.report(label, i + 1, len(todo))
+    finally:
+        if index_dirty:
+
+            save_index(ctx, files, index)
+    done = sum(1 for r in rows if str(r[2]).startswith("probed"))
+    if done:
+        notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({passes} forward passes"
+                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "") + ")")
+    if failures:
+        notes.append(f"{len(failures)} failed: {', '.join(failures[:5])}{'...' if len(failures) > 5 else ''}")
+    return rows, notes
+
+
+@dataclass(frozen=True)
+class ProbeModels(Operator):
+    """Run models over a probe set; store raw logits and z-scored descriptor columns;
+    commit after each model. ``on_demand``: inserted by FIND for models not probed yet."""
+
+    probe_set: str = ""
+    models: tuple = ()
+    n_probes: int | None = None
+    already_probed: tuple = ()   # names selected but already probed (reported, not run)
+    batch: int = DEFAULT_BATCH
+    device: str | None = None
+    on_demand: bool = False
+    sample_pct: float | None = None   # SAMPLE p PERCENT: collaborative probing
+    sample_seed: int | None = None
+    reg: float | None = None          # ridge penalty of the fold-in (None: the stored factors')
+    child: Operator | None = None
+    writes: ClassVar[bool] = True
+
+    def explain_params(self):
+        per = self.n_probes
+        if per and self.sample_pct is not None:
+            per = max(2, min(per, int(round(per * self.sample_pct / 100.0))))
+        return {"probe_set": self.probe_set, "models": len(self.models),
+                "forward_passes": len(self.models) * per if per else None,
+                "sample_pct": self.sample_pct, "seed": self.sample_seed if self.sample_pct is not None else None,
+                "already_probed": len(self.already_probed) or None, "batch": self.batch, "device": self.device,
+                "on_demand": self.on_demand or None}
+
+    def run(self, ctx, inputs):
+        rows, notes = probe_models(ctx, self.probe_set, self.already_probed + self.models, batch=self.batch,
+                                   device=self.device,
+                                   label="on-demand probe" if self.on_demand else "probe",
+                                   sample_pct=self.sample_pct, sample_seed=self.sample_seed, reg=self.reg)
+        msg = "; ".join(notes) if notes else f"nothing to probe: all selected models are probed with {self.probe_set}"
+        if inputs and inputs[0].message and not self.on_demand:
+            msg = inputs[0].message + "; " + msg
+        return Rows(["model", "logits", "status", "seconds"], rows, message=msg)
+
+
+# ==== hooks: DROP MODEL, DESCRIBE MODEL ========================================================
+
+def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
+    if not tables_exist(ctx.con):
+        return
+    runs = ctx.con.execute(
+        "SELECT r.probe_set_id, r.first_col, r.n_cols, r.raw_file, p.name, p.dir FROM probe_runs r "
+        "JOIN probe_sets p ON p.id = r.probe_set_id WHERE r.model_id = ?", [model_id]).fetchall()
+    if not runs:
+        return
+    ctx.con.execute("DELETE FROM descriptor_columns WHERE model_id = ?", [model_id])
+    ctx.con.execute("DELETE FROM probe_masks WHERE model_id = ?", [model_id])
+    ctx.con.execute("DELETE FROM probe_runs WHERE model_id = ?", [model_id])
+    store = ctx.store
+
+    def after():  # runs once the DROP has committed
+        for ps_id, first, ncols, raw, ps_name, ps_dir in runs:
+            files = ProbeSetFiles(store, {"dir": ps_dir, "name": ps_name})
+            cols = np.arange(first, first + ncols, dtype=np.int64)
+            try:
+                open_matrix(files).delete_columns(cols)
+                if files.has_index():
+
+                    idx = load_index(files)
+                    idx.mark_deleted(cols)
+                    save_index(None, files, idx, store=store)
+                if raw:
+                    try:
+                        os.unlink(os.path.join(str(store.path), raw))
+                    except OSError:
+                        pass
+            except (StorageError, OSError):
+                pass  # the catalog no longer names these columns; searches ignore them
+
+    ctx.after_commit.append(after)
+
+
+def _describe_hook(ctx: ExecContext, m: dict) -> list[tuple[str, Any]]:
+    if not tables_exist(ctx.con):
+        return []
+    rows = ctx.con.execute(
+        "SELECT p.name, p.n_probes, r.probed_at, k.n_observed, k.completion FROM probe_runs r "
+        "JOIN probe_sets p ON p.id = r.probe_set_id "
+        "LEFT JOIN probe_masks k ON k.probe_set_id = r.probe_set_id AND k.model_id = r.model_id "
+        "WHERE r.model_id = ? ORDER BY p.name", [m["id"]]).fetchall()
+    text = ", ".join(f"{name} ({n} probes, {str(at)[:19]})" for name, n, at, _, _ in rows)
+    out = [("probed_with", text or None)]
+    sampled = [(name, n, k, c) for name, n, _, k, c in rows if k is not None]
+    if sampled:
+        out.append(("observed_fraction", ", ".join(
+            f"{name}: {k / n:.2f} ({k}/{n} probes observed, rest completed: {c})" for name, n, k, c in sampled)))
+    return out

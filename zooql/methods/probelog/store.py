@@ -1,0 +1,197 @@
+"""ProbeLog's storage: catalog look-ups of probe sets and runs (no torch: the binder uses
+them), the files of a probe set (descriptor matrix, probe images, HNSW index) and atomic
+.npy writes. Everything else in the method builds on this module."""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from zooql.errors import ExecutionError, StorageError
+
+
+# ==== catalog helpers (also used by the binder: no torch here) ==============================
+
+def tables_exist(con) -> bool:
+    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'probe_runs'").fetchone()
+    return bool(row and row[0])
+
+
+_PS_COLS = ("id", "name", "source", "n_probes", "shape", "dtype", "dir", "content_hash", "probe_limit",
+            "seed", "captions", "descriptor_dtype", "created_at")
+
+
+def probe_set_row(con, name: str) -> dict | None:
+    if not tables_exist(con):
+        return None
+    row = con.execute(f"SELECT {', '.join(_PS_COLS)} FROM probe_sets WHERE name = ?", [name]).fetchone()
+    if row is None:
+        return None
+    out = dict(zip(_PS_COLS, row))
+    out["has_captions"] = bool(con.execute(
+        "SELECT count(*) FROM probes WHERE probe_set_id = ? AND caption IS NOT NULL", [out["id"]]).fetchone()[0])
+    return out
+
+
+def probe_set_names(con) -> list[str]:
+    if not tables_exist(con):
+        return []
+    return [r[0] for r in con.execute("SELECT name FROM probe_sets ORDER BY name").fetchall()]
+
+
+def probed_model_ids(con, ps_id: int | None) -> set[int]:
+    if ps_id is None or not tables_exist(con):
+        return set()
+    return {r[0] for r in con.execute("SELECT model_id FROM probe_runs WHERE probe_set_id = ?", [ps_id]).fetchall()}
+
+
+def runs_of(con, ps_id: int, model_ids=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(model_ids, first_cols, n_cols) of a probe set's runs, sorted by first column."""
+    rows = con.execute("SELECT model_id, first_col, n_cols FROM probe_runs WHERE probe_set_id = ? "
+                       "ORDER BY first_col", [ps_id]).fetchall()
+    if model_ids is not None:
+        keep = set(int(m) for m in model_ids)
+        rows = [r for r in rows if r[0] in keep]
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    a = np.asarray(rows, dtype=np.int64)
+    return a[:, 0], a[:, 1], a[:, 2]
+
+
+def run_columns(first: np.ndarray, ncols: np.ndarray) -> np.ndarray:
+    """All column ids of the given runs, ascending when runs are sorted by first column."""
+    if first.size == 0:
+        return np.empty(0, np.int64)
+    return np.concatenate([np.arange(f, f + n, dtype=np.int64) for f, n in zip(first, ncols)])
+
+
+def model_row_by_id(con, model_id: int) -> dict | None:
+    from zooql.storage import catalog as C
+
+    row = con.execute("SELECT name FROM models WHERE id = ?", [model_id]).fetchone()
+    return C.model_row(con, row[0]) if row else None
+
+
+# ==== files of a probe set ===================================================================
+
+class ProbeSetFiles:
+    def __init__(self, store, ps: dict):
+        self.store = store
+        self.root = os.path.join(str(store.path), ps["dir"])
+        self.ps = ps
+
+    @property
+    def probes(self) -> str:
+        return os.path.join(self.root, "probes.npy")
+
+    @property
+    def descriptors(self) -> str:
+        return os.path.join(self.root, "descriptors")
+
+    @property
+    def hnsw(self) -> str:
+        return os.path.join(self.root, "hnsw")
+
+    def sub(self, *parts: str) -> str:
+        p = os.path.join(self.root, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def images(self) -> np.ndarray:
+        try:
+            return np.load(self.probes, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise StorageError(f"probe set {self.ps['name']!r}: probe images {self.probes} are missing") from None
+
+    def has_index(self) -> bool:
+        return os.path.exists(os.path.join(self.hnsw, "CURRENT.json"))
+
+
+_MATRICES: dict[str, Any] = {}
+_MLOCK = threading.Lock()
+
+
+def open_matrix(files: ProbeSetFiles):
+    """The probe set's DescriptorMatrix (one handle per path and process, refreshed)."""
+    from zooql.methods.probelog.descriptors import DescriptorMatrix
+
+    path = os.path.realpath(files.descriptors)
+    with _MLOCK:
+        dm = _MATRICES.get(path)
+        if dm is not None:
+            try:
+                dm.refresh()
+                return dm
+            except (StorageError, OSError):
+                _MATRICES.pop(path, None)
+        dm = DescriptorMatrix.open(path, "r+")
+        _MATRICES[path] = dm
+        return dm
+
+
+def save_npy(path: str, arr: np.ndarray) -> None:
+    from zooql.storage.hub import atomic_write_bytes
+    from pathlib import Path
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+# ==== HNSW index files ==========================================================================
+
+_INDEXES: dict[str, tuple[Any, Any]] = {}
+_ILOCK = threading.Lock()
+
+
+def _index_generation(path: str):
+    import json
+
+    try:
+        with open(os.path.join(path, "CURRENT.json")) as f:
+            return json.load(f).get("generation")
+    except (OSError, ValueError):
+        return None
+
+
+def load_index(files: ProbeSetFiles):
+    """The probe set's HNSW index (cached per process, reloaded when its files change)."""
+    from zooql.methods.probelog.ann import HnswIndex
+
+    path = os.path.realpath(files.hnsw)
+    gen = _index_generation(path)
+    with _ILOCK:
+        hit = _INDEXES.get(path)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        idx = HnswIndex.load(path)
+        _INDEXES[path] = (gen, idx)
+        return idx
+
+
+def save_index(ctx, files: ProbeSetFiles, index, store=None) -> bool:
+    """Persist an index under the hub's writer lock (re-entrant inside write statements).
+    A read statement that cannot take the lock keeps the index in memory only."""
+    store = store if store is not None else ctx.store
+    path = os.path.realpath(files.hnsw)
+    try:
+        with store.writer():
+            index.save(path)
+    except StorageError:
+        return False
+    with _ILOCK:
+        _INDEXES[path] = (_index_generation(path), index)
+    return True
+
+
+def build_index(ctx, files: ProbeSetFiles, dm):
+    from zooql.methods.probelog.ann import HnswIndex
+
+    ctx.report(f"building HNSW index of {files.ps['name']}", 0, 1)
+    idx = HnswIndex(dm.n_probes).build_from_store(dm, num_threads=1)
+    ctx.report(f"building HNSW index of {files.ps['name']}", 1, 1)
+    save_index(ctx, files, idx)
+    return idx

@@ -1,0 +1,203 @@
+"""Operator nodes: frozen, validated dataclasses that the planner builds and the
+executor runs. Each operator prints itself as one EXPLAIN line ``Name: key=value``.
+
+Rules of the EXPLAIN format (DataFusion style): one operator per line, children
+indented by two spaces under their parent, keys in a fixed order, no ids or
+addresses, so the output is deterministic and golden-file testable. EXPLAIN ANALYZE
+appends ``rows=N elapsed=X ms`` to every line.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+OPERATORS: dict[str, type["Operator"]] = {}
+
+
+class Rows:
+    """An operator's output: column names plus either row tuples or a ``pyarrow.Table``
+    (taken straight from DuckDB, or built column-wise). Each form is derived from the other
+    only when asked for, so an Arrow result reaches ``Result.to_arrow()`` without a copy."""
+
+    __slots__ = ("columns", "_rows", "_table", "message")
+
+    def __init__(self, columns, rows=None, message: str | None = None, *, table=None):
+        self.columns = list(columns)
+        self._rows = None if rows is None else list(rows)
+        self._table = table
+        self.message = message
+        if rows is None and table is None:
+            self._rows = []
+
+    @classmethod
+    def from_arrow(cls, table, message: str | None = None) -> "Rows":
+        return cls(table.column_names, None, message, table=table)
+
+    @property
+    def rows(self) -> list[tuple]:
+        if self._rows is None:
+            cols = [c.to_pylist() for c in self._table.columns]
+            self._rows = list(zip(*cols)) if cols else []
+        return self._rows
+
+    @rows.setter
+    def rows(self, value) -> None:
+        self._rows, self._table = list(value), None
+
+    @property
+    def table(self):
+        """The rows as a ``pyarrow.Table`` (built column-wise when the operator gave tuples)."""
+        if self._table is None:
+            import pyarrow as pa
+
+            cols = list(zip(*self._rows)) if self._rows else [() for _ in self.columns]
+            self._table = pa.table({c: pa.array(list(v)) for c, v in zip(_unique(self.columns), cols)})
+        return self._table
+
+    def __len__(self) -> int:
+        return len(self._rows) if self._rows is not None else self._table.num_rows
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Rows) and (self.columns, self.rows, self.message) == \
+            (other.columns, other.rows, other.message)
+
+    def __repr__(self) -> str:
+        return f"Rows(columns={self.columns}, rows={len(self)}, message={self.message!r})"
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Column names made unique for Arrow (a repeated name gets a _2, _3 ... suffix)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
+@dataclass
+class OpStats:
+    rows: int = 0
+    elapsed: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Expr(str):
+    """An expression rendered verbatim in EXPLAIN (it carries its own quoting)."""
+
+
+def fmt_value(v: Any) -> str:
+    """Deterministic rendering of a parameter value in an EXPLAIN line."""
+    if isinstance(v, Expr):
+        return v if v.startswith("(") else f"({v})"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {fmt_value(x)}" for k, x in v.items()) + "}"
+    if v is None:
+        return "null"
+    s = str(v)
+    if any(c.isspace() for c in s) or s == "":
+        return "'" + s.replace("'", "''") + "'"
+    return s
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Base operator. Subclasses are frozen dataclasses and must define
+    :meth:`explain_params` (their printer) and :meth:`run`."""
+
+    name: ClassVar[str] = "Operator"
+    writes: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("name") is None or cls.__dict__.get("name") == "Operator":
+            cls.name = cls.__name__
+        prev = OPERATORS.get(cls.name)
+        if prev is not None and (prev.__module__, prev.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"operator name {cls.name!r} is used by both {prev.__module__}.{prev.__qualname__} "
+                            f"and {cls.__module__}.{cls.__qualname__}")
+        OPERATORS[cls.name] = cls
+
+    @property
+    def children(self) -> tuple["Operator", ...]:
+        return tuple(getattr(self, "child", None) and (self.child,) or ())
+
+    def explain_params(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no printer")
+
+    def explain_line(self) -> str:
+        params = self.explain_params()
+        body = " ".join(f"{k}={fmt_value(v)}" for k, v in params.items() if v is not None)
+        return f"{self.name}: {body}".rstrip(": ").rstrip() if body else f"{self.name}:"
+
+    def run(self, ctx: "ExecContext", inputs: list[Rows]) -> Rows:  # pragma: no cover
+        raise NotImplementedError
+
+    def any_writes(self) -> bool:
+        return self.writes or any(c.any_writes() for c in self.children)
+
+
+def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 0) -> list[str]:
+    line = "  " * depth + op.explain_line()
+    if stats is not None and id(op) in stats:
+        st = stats[id(op)]
+        line += f" rows={st.rows} elapsed={st.elapsed * 1000:.1f}ms"
+        for k, v in st.extra.items():
+            line += f" {k}={fmt_value(v)}"
+    out = [line]
+    for c in op.children:
+        out.extend(explain(c, stats, depth + 1))
+    return out
+
+
+class ExecContext:
+    """What operators see while running: the open catalog connection (inside the
+    statement's transaction), the hub store, settings, progress and statistics."""
+
+    def __init__(self, store, con, *, base_dir: str, progress: Callable | None = None,
+                 runtime_factory: Callable | None = None, session: dict | None = None,
+                 hooks: dict[str, list[Callable]] | None = None):
+        self.store = store
+        self.con = con
+        self.base_dir = base_dir
+        self.progress = progress
+        self._runtime_factory = runtime_factory
+        self.session = session if session is not None else {}
+        self.hooks = hooks or {}     # "on_drop" / "on_describe" / "on_import" -> functions
+        self.stats: dict[int, OpStats] = {}
+        self.after_commit: list[Callable[[], None]] = []
+
+    @property
+    def runtime(self):
+        """The hub's model runtime, configured from this statement's settings."""
+        return self._runtime_factory(self)
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        if key in self.session:
+            return self.session[key]
+        rows = self.con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchall()
+        if not rows:
+            return default
+        import json
+        return json.loads(rows[0][0])
+
+    def report(self, task: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(task, done, total)
+
+
+def execute(op: Operator, ctx: ExecContext) -> Rows:
+    inputs = [execute(c, ctx) for c in op.children]
+    t0 = time.perf_counter()
+    out = op.run(ctx, inputs)
+    st = ctx.stats.setdefault(id(op), OpStats())
+    st.elapsed += time.perf_counter() - t0
+    st.rows = len(out)
+    return out
