@@ -40,18 +40,28 @@ class CreateTask(Operator):
     limit: int | None = None
     base_dir: str = ""
     writes: ClassVar[bool] = True
+    seed: int | None = None
 
     def explain_params(self):
         import os
 
+        from zooql.engine.dcd_sampling import describe_sample, sample_folder
+
+        sample = None
+        if self.limit is not None and os.path.isdir(self.path):
+            try:
+                sample = describe_sample(sample_folder(self.path, self.limit, self.seed)[2])
+            except OSError:
+                sample = None
         return {"task": self.task, "path": os.path.basename(self.path.rstrip("/")) or self.path,
-                "images": True if self.images else None, "evaluator": self.evaluator, "limit": self.limit}
+                "images": True if self.images else None, "evaluator": self.evaluator, "limit": self.limit,
+                "seed": self.seed, "sample": sample}
 
     def run(self, ctx, inputs):
         from zooql.engine import tasks as T
 
         t = T.read_task(self.task, self.path, images=self.images, evaluator=self.evaluator,
-                        limit=self.limit, base_dir=self.base_dir)
+                        limit=self.limit, base_dir=self.base_dir, seed=self.seed)
         if t.evaluator.lower().startswith("python:"):
             T.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
             _, target, fn = T.parse_evaluator(t.evaluator)
@@ -63,6 +73,10 @@ class CreateTask(Operator):
             msg = f"{what} task {t.name}: {len(t.queries)} labelled images, evaluator exact_match (argmax = label)"
             if t.info.get("labelled") is False:
                 msg = f"{what} task {t.name}: {len(t.queries)} unlabelled images (for RANK MODELS ... USING CONDUCTANCE)"
+        if t.info.get("sample"):
+            from zooql.engine.dcd_sampling import describe_sample
+
+            msg += f"; random sample {describe_sample(t.info['sample'])}"
         if dropped:
             msg += f" (definition changed: {dropped} cached evaluations dropped)"
         return Rows(["task", "kind", "queries", "evaluator"],

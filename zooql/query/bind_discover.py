@@ -52,6 +52,7 @@ class BoundCreateTask:
     evaluator: str
     limit: int | None
     base_dir: str
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,17 @@ def _bind_create_task(stmt: A.CreateTask, bc: BindContext):
         if kind == "exact_match":
             evaluator = "exact_match"
     limit = _int_value(stmt.limit, "LIMIT", 1) if stmt.limit is not None else None
-    return BoundCreateTask(name, path, bool(stmt.images), evaluator, limit, bc.base_dir)
+    seed = _int_value(stmt.seed, "SEED", 0) if stmt.seed is not None else None
+    if seed is not None and limit is None:
+        raise BindError("SEED draws the random sample of LIMIT n; give LIMIT n SEED s (without LIMIT the task "
+                        "takes every image)")
+    return BoundCreateTask(name, path, bool(stmt.images), evaluator, limit, bc.base_dir, seed)
 
 
 @plans(BoundCreateTask)
 def _plan_create_task(b: BoundCreateTask):
     return OD.CreateTask(task=b.name, path=b.path, images=b.images, evaluator=b.evaluator,
-                         limit=b.limit, base_dir=b.base_dir)
+                         limit=b.limit, base_dir=b.base_dir, seed=b.seed)
 
 
 def _strategy_options(strategy: str, opts: dict) -> tuple[dict, dict]:

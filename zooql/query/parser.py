@@ -245,7 +245,7 @@ class _ToAst(Transformer):
         kw = dict(x for x in items[1:] if isinstance(x, tuple))
         path = [x for x in items[1:] if not isinstance(x, tuple)][0]
         return A.CreateTask(items[0], path, kw.get("images", False), kw.get("evaluator"),
-                            kw.get("limit"), span=_span(meta))
+                            kw.get("limit"), span=_span(meta), seed=kw.get("seed"))
 
     def count(self, meta, items):
         return ("k", int(str(items[0])))
