@@ -105,3 +105,30 @@ def test_rank_draws_through_the_language(tmp_path, files):  # noqa: F811
     with pytest.raises(BindError, match="option draws must be an integer >= 1"):
         hub.execute("RANK MODELS FOR TASK tgt USING CONDUCTANCE OPTIONS (draws = 0)")
     hub.close()
+
+
+# ---- the paper's metrics (App. F.2, Eq. 54-55, as read in zooql.engine.dcd_metrics) ------------
+
+def test_paper_metrics_hand_computed():
+    from zooql.engine.dcd_metrics import ndcg5_paper, tau5_paper
+    from zooql.engine.recommend_metrics import kendall_tau_at_k, ndcg_at_k
+
+    true = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])        # true order: m0 .. m6
+    pred = np.array([0.5, 0.9, 0.1, 0.8, 0.2, 0.7, 0.0])        # predicted order: m1 m3 m5 m0 m4 | m2 m6
+    # true relevance: m0 5, m1 4, m2 3, m3 2, m4 1; predicted top-5 = m1, m3, m5, m0, m4
+    disc = [1 / math.log2(i + 2) for i in range(5)]
+    dcg = (2 ** 4 - 1) * disc[0] + (2 ** 2 - 1) * disc[1] + 0 * disc[2] + (2 ** 5 - 1) * disc[3] + (2 - 1) * disc[4]
+    idcg = sum((2 ** r - 1) * d for r, d in zip((5, 4, 3, 2, 1), disc))
+    assert ndcg5_paper(true, pred) == pytest.approx(dcg / idcg)
+    lin = (4 * disc[0] + 2 * disc[1] + 5 * disc[3] + 1 * disc[4]) / sum(r * d for r, d in zip((5, 4, 3, 2, 1), disc))
+    assert ndcg_at_k(true, pred, 5) == pytest.approx(lin)          # the project's linear gains differ
+    assert ndcg5_paper(true, true) == pytest.approx(1.0)
+    # intersection = {m1, m3, m0, m4}; pairs (true vs pred order): (m0,m1) discordant,
+    # (m0,m3) d, (m0,m4) concordant (.5 > .2), (m1,m3) c, (m1,m4) c, (m3,m4) c -> (4 - 2) / 6
+    assert tau5_paper(true, pred) == pytest.approx(2 / 6)
+    assert kendall_tau_at_k(true, pred, 5) == pytest.approx(2 / 6)
+    # two models in the intersection: the paper's tau is +-1, the project's (LOVM) floor gives 0
+    # (8 models: true top-5 m0..m4, predicted top-5 m5 m6 m7 m1 m0 -> intersection {m1, m0}, swapped)
+    t2 = np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    p2 = np.array([0.5, 0.6, 0.0, 0.1, 0.2, 0.9, 0.8, 0.7])
+    assert tau5_paper(t2, p2) == pytest.approx(-1.0) and kendall_tau_at_k(t2, p2, 5) == 0.0
