@@ -1,15 +1,21 @@
-"""VLM selection benchmark (issue 8): DCD leave-one-dataset-out and the MLL protocol.
+"""VLM selection benchmark (issues 8, 17): DCD leave-one-dataset-out and the MLL protocol.
 
 DCD (Directional Conductance Divergence), the paper's protocol: every dataset in turn is
 the target (``--target-images`` images, the paper uses 1), every other dataset is a source
 task (``--source-images`` images, the paper uses 25) whose true model ranks come from the
 open_clip zero-shot table; the predicted ranking of the target is scored with NDCG@5 and
-Kendall tau@5 (LOVM / SWAB conventions of ``zooql.methods.modellens.metrics``: NDCG with
-graded top-5 relevance, tau over the intersection of the predicted and the true top-5),
-next to the table-only baselines AvgRank (mean true rank over the sources) and ImageNet
-(rank by ImageNet-1k zero-shot accuracy). Everything runs through the ZooQL language on a
-fresh hub: ADD MODEL, CREATE TASK ... FROM IMAGES, IMPORT EVALUATIONS, RANK MODELS ...
-USING CONDUCTANCE.
+Kendall tau@5 twice: the project's LOVM / SWAB conventions (``zooql.methods.modellens.metrics``:
+NDCG with linear graded top-5 relevance, tau over the intersection of the predicted and the
+true top-5, 0 below 3 models) and the paper's App. F.2 Eq. 54-55 as read in
+``zooql.runtime.ranking`` (gains ``2^rel - 1`` over the intersection; tau over the
+intersection). Next to DCD: the paper's ablations (Eq. 8 replaced by ``1 - cos`` and by the
+JSD of the block profiles, on the same task vectors) and the table-only baselines AvgRank
+(mean true rank over the sources) and ImageNet (rank by ImageNet-1k zero-shot accuracy).
+Tasks are ``CREATE TASK ... FROM IMAGES 'folder' LIMIT n SEED s`` (a random sample,
+stratified over class sub-folders); ``--draws k`` averages each target over k draws
+(``RANK ... OPTIONS (draws = k)``; the paper uses 10 seeds). Everything runs through the
+ZooQL language on a fresh hub: ADD MODEL, CREATE TASK ... FROM IMAGES, IMPORT EVALUATIONS,
+RANK MODELS ... USING CONDUCTANCE.
 
 MLL (Model Label Learning): ``run_mll_protocol`` of ``benchmarks/mll_protocol.py`` (the MLL
 helper's module) when it is present and ``--mll-graph`` names a semantic-graph folder:
@@ -37,7 +43,6 @@ import datetime
 import json
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -101,25 +106,33 @@ def find_checkpoints(folder: str | None, table: dict) -> list[tuple[str, str, st
     return out
 
 
-def sample_folder(src: Path, n: int, dest: Path, seed: int) -> Path:
-    """A flat folder of symlinks to ``n`` images of ``src`` drawn at random (all classes)."""
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMG_EXT and p.is_file())
-    random.Random(seed).shuffle(files)
-    dest.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(files[:n]):
-        os.symlink(p.resolve(), dest / f"{i:04d}{p.suffix.lower()}")
-    return dest
-
-
 # ---- DCD leave-one-dataset-out --------------------------------------------------------------
 
+METHODS = ("DCD", "DCD-cosine", "DCD-JSD", "AvgRank", "ImageNet")
+METRICS = (("NDCG@5", "ndcg"), ("tau@5", "tau"), ("NDCG@5 paper", "ndcg_paper"), ("tau@5 paper", "tau_paper"))
+
+
+def _score(truth, scores):
+    import numpy as np
+
+    from zooql.runtime import ranking as PM
+    from zooql.methods.modellens import metrics as RM
+
+    s = np.array(scores, dtype=float)
+    return {"ndcg": RM.ndcg_at_k(truth, s, 5), "tau": RM.kendall_tau_at_k(truth, s, 5),
+            "ndcg_paper": PM.ndcg5_paper(truth, s, 5), "tau_paper": PM.tau5_paper(truth, s, 5)}
+
+
 def run_dcd(checkpoints, datasets: dict[str, Path], table, *, work: Path, source_images: int, target_images: int,
-            steps: int, eta: float, gamma: float, device: str, log=print) -> list[dict]:
+            steps: int, eta: float, gamma: float, device: str, draws: int = 1, log=print) -> list[dict]:
+    """Leave-one-dataset-out. Tasks are CREATE TASK ... LIMIT n SEED s (random, stratified
+    over class sub-folders); ``draws`` > 1 redraws each target (RANK ... OPTIONS (draws = k)).
+    Besides DCD (Eq. 8) the paper's ablations replace Eq. 8 by 1 - cosine and by the JSD of
+    the block profiles, on the same cached task vectors."""
     import numpy as np
 
     import zooql
     from zooql.methods.dcd import conductance as D
-    from zooql.methods.modellens import metrics as RM
 
     hub = zooql.connect(work / "hub", device=device)
     names = [c[0] for c in checkpoints]
@@ -127,10 +140,9 @@ def run_dcd(checkpoints, datasets: dict[str, Path], table, *, work: Path, source
         for name, source, ckpt in checkpoints:
             hub.execute(f"ADD MODEL {_s(source)} AS {_q(name)}" + (f" FROM {_s(ckpt)}" if ckpt else ""))
         for k, (ds, folder) in enumerate(sorted(datasets.items())):
-            src = sample_folder(folder, source_images, work / "images" / f"s{k}", seed=k)
-            tgt = sample_folder(folder, target_images, work / "images" / f"t{k}", seed=1000 + k)
-            hub.execute(f"CREATE TASK {_q(ds)} FROM IMAGES {_s(src)}")
-            hub.execute(f"CREATE TASK {_q(ds + ' target')} FROM IMAGES {_s(tgt)}")
+            hub.execute(f"CREATE TASK {_q(ds)} FROM IMAGES {_s(folder)} LIMIT {int(source_images)} SEED {k}")
+            hub.execute(f"CREATE TASK {_q(ds + ' target')} FROM IMAGES {_s(folder)} LIMIT {int(target_images)} "
+                        f"SEED {1000 * (k + 1)}")
         path = work / "evaluations.csv"
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
@@ -142,24 +154,41 @@ def run_dcd(checkpoints, datasets: dict[str, Path], table, *, work: Path, source
         rows = []
         for ds in sorted(d for d in datasets if d != IMAGENET):  # ImageNet is the baseline's reference
             others = [d for d in sorted(datasets) if d != ds]
+            opts = f"eta = {eta}, gamma = {gamma}, steps = {steps}" + (f", draws = {draws}" if draws > 1 else "")
             q = (f"RANK MODELS FOR TASK {_q(ds + ' target')} USING CONDUCTANCE SOURCES ("
-                 + ", ".join(_q(d) for d in others) + f") OPTIONS (eta = {eta}, gamma = {gamma}, steps = {steps})")
+                 + ", ".join(_q(d) for d in others) + f") OPTIONS ({opts})")
             if not rows:
                 log(hub.explain(q))
             t0 = time.perf_counter()
             res = hub.execute(q)
             pred = {r[1]: r[2] for r in res.rows}
+            with hub.store.read() as con:
+                vec = {(m, t): np.asarray(v, dtype=float) for m, t, v in
+                       con.execute("SELECT model, task, vector FROM dcd_vectors").fetchall()}
+            tnames = [ds + " target"] + [f"{ds} target#draw{d}" for d in range(1, draws)]
+            targets = [{m: vec[(m, t)] for m in names} for t in tnames]
+            srcs = {s: {m: vec[(m, s)] for m in names} for s in others}
+            sc = {s: {m: table[(m, s)][1] for m in names if (m, s) in table} for s in others}
+            abl = {kind: {r["model"]: r["predicted_rank"] for r in
+                          D.rank_models_draws(targets, srcs, sc, eta=eta, gamma=gamma, kind=kind)}
+                   for kind in ("cosine", "jsd")}
             truth = np.array([table[(m, ds)][1] for m in names])
             avg_rank = {m: np.mean([D.true_ranks([table[(x, d)][1] for x in names])[names.index(m)]
                                     for d in others]) for m in names}
             imnet = {m: table.get((m, IMAGENET), (None, np.nan))[1] for m in names}
             row = {"dataset": ds, "models": len(names), "seconds": round(time.perf_counter() - t0, 1)}
-            for method, scores in (("DCD", [-pred[m] for m in names]), ("AvgRank", [-avg_rank[m] for m in names]),
+            spread = [r[7] for r in res.rows] if draws > 1 else []
+            row["DCD rank_std"] = float(np.mean(spread)) if spread else None
+            for method, scores in (("DCD", [-pred[m] for m in names]),
+                                   ("DCD-cosine", [-abl["cosine"][m] for m in names]),
+                                   ("DCD-JSD", [-abl["jsd"][m] for m in names]),
+                                   ("AvgRank", [-avg_rank[m] for m in names]),
                                    ("ImageNet", [imnet[m] for m in names])):
-                row[f"{method} NDCG@5"] = RM.ndcg_at_k(truth, np.array(scores, dtype=float), 5)
-                row[f"{method} tau@5"] = RM.kendall_tau_at_k(truth, np.array(scores, dtype=float), 5)
+                for key, val in _score(truth, scores).items():
+                    row[f"{method} {key}"] = val
             rows.append(row)
-            log(f"{ds}: DCD NDCG@5 {row['DCD NDCG@5']:.3f} tau@5 {row['DCD tau@5']:.3f} ({res.message})")
+            log(f"{ds}: DCD NDCG@5 {row['DCD ndcg']:.3f} tau@5 {row['DCD tau']:.3f} (paper metrics "
+                f"{row['DCD ndcg_paper']:.3f} / {row['DCD tau_paper']:.3f}) ({res.message})")
         return rows
     finally:
         hub.close()
@@ -168,15 +197,21 @@ def run_dcd(checkpoints, datasets: dict[str, Path], table, *, work: Path, source
 def dcd_table(rows: list[dict]) -> str:
     import numpy as np
 
-    lines = ["| method | NDCG@5 | tau@5 |", "|---|---|---|"]
-    for method in ("DCD", "AvgRank", "ImageNet"):
-        n = np.nanmean([r[f"{method} NDCG@5"] for r in rows])
-        t = np.nanmean([r[f"{method} tau@5"] for r in rows])
-        lines.append(f"| {method} | {n:.3f} | {t:.3f} |")
-    lines += ["", "| target dataset | DCD NDCG@5 | DCD tau@5 | AvgRank NDCG@5 | ImageNet NDCG@5 |", "|---|---|---|---|---|"]
+    lines = ["| method | " + " | ".join(h for h, _ in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for method in METHODS:
+        vals = [np.nanmean([r[f"{method} {k}"] for r in rows]) for _, k in METRICS]
+        lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    lines += ["", "NDCG@5 / tau@5: the project's LOVM/SWAB conventions (zooql.methods.modellens.metrics: linear "
+              "gains; tau 0 below 3 common models); 'paper': App. F.2 Eq. 54-55 as read in "
+              "zooql.runtime.ranking (gains 2^rel - 1 over the intersection of the top-5 lists; tau over the "
+              "intersection). DCD-cosine / DCD-JSD: the paper's ablations (Eq. 8 replaced by 1 - cos / JSD).", "",
+              "| target dataset | DCD NDCG@5 | DCD tau@5 | DCD NDCG@5 paper | DCD tau@5 paper | cosine NDCG@5 paper | "
+              "JSD NDCG@5 paper | AvgRank NDCG@5 | ImageNet NDCG@5 | DCD mean rank_std |", "|---" * 10 + "|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['DCD NDCG@5']:.3f} | {r['DCD tau@5']:.3f} | {r['AvgRank NDCG@5']:.3f} | "
-                     f"{r['ImageNet NDCG@5']:.3f} |")
+        std = "-" if r.get("DCD rank_std") is None else f"{r['DCD rank_std']:.3f}"
+        lines.append(f"| {r['dataset']} | {r['DCD ndcg']:.3f} | {r['DCD tau']:.3f} | {r['DCD ndcg_paper']:.3f} | "
+                     f"{r['DCD tau_paper']:.3f} | {r['DCD-cosine ndcg_paper']:.3f} | {r['DCD-JSD ndcg_paper']:.3f} | "
+                     f"{r['AvgRank ndcg']:.3f} | {r['ImageNet ndcg']:.3f} | {std} |")
     return "\n".join(lines)
 
 
@@ -311,6 +346,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=50, help="captum LayerConductance n_steps")
     ap.add_argument("--eta", type=float, default=2.0)
     ap.add_argument("--gamma", type=float, default=5.0)
+    ap.add_argument("--draws", type=int, default=1,
+                    help="target draws averaged per target (RANK ... OPTIONS (draws = k)); the paper uses 10 seeds")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
@@ -351,7 +388,7 @@ def main(argv=None):
         print(f"{len(checkpoints)} models, {len(datasets)} datasets")
         rows = run_dcd(checkpoints, datasets, table, work=work, source_images=args.source_images,
                        target_images=args.target_images, steps=args.steps, eta=args.eta, gamma=args.gamma,
-                       device=args.device)
+                       device=args.device, draws=args.draws)
         out = dcd_table(rows)
         print(out)
         mll_rows, mll_note = (None, "MLL part skipped: no --mll-graph given") if not graph else \
@@ -364,11 +401,13 @@ def main(argv=None):
         label = ("**--tiny: tiny random-init open_clip models, test-made images and a synthetic random score table; "
                  "every number below is meaningless** (it only shows the protocol runs end to end)." + cache_note if args.tiny else
                  f"{len(checkpoints)} open_clip checkpoints x {len(datasets)} datasets, ground truth openclip_long.parquet.")
-        section = [f"\n## VLM selection (issue 8): DCD leave-one-dataset-out + MLL — {datetime.date.today()}", "",
+        section = [f"\n## VLM selection (issue 17): DCD leave-one-dataset-out + MLL, paper metrics and ablations — "
+                   f"{datetime.date.today()}", "",
                    f"Machine: 2-core {platform.machine()} CPU, no GPU. Command: `{cmd}` ({seconds:.0f} s).", "", label, "",
-                   f"DCD: {args.target_images} target image(s), {args.source_images} per source task, captum steps "
-                   f"{args.steps}, eta {args.eta:g}, gamma {args.gamma:g}; NDCG@5 / tau@5 as in "
-                   f"zooql.methods.modellens.metrics (LOVM/SWAB conventions).", "", out, "", "MLL:", "", mll_out, ""]
+                   f"DCD: {args.target_images} target image(s) x {args.draws} draw(s), {args.source_images} per "
+                   f"source task (CREATE TASK ... LIMIT n SEED s: random, stratified over class sub-folders), "
+                   f"captum steps {args.steps}, eta {args.eta:g}, gamma {args.gamma:g}.", "", out, "", "MLL:", "",
+                   mll_out, ""]
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
             f.write("\n".join(section) + "\n")
     return 0

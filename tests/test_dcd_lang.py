@@ -1,6 +1,7 @@
 """DCD through the language: CREATE TASK ... FROM IMAGES (unlabelled folder), IMPORT
 EVALUATIONS, RANK MODELS ... USING CONDUCTANCE, EXPLAIN, the (model, task) vector cache
 across statements and hub reopen, a planted ranking and the errors."""
+import json
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,11 @@ def test_rank_models_using_conductance(tmp_path, files):
     model = tiny_model(VIT, 0)
     model.load_state_dict(torch.load(d / "v1.pt", weights_only=True))
     rt_pre = hub.runtime().load("v1", f"open_clip:{VIT}", str(d / "v1.pt"), None).preprocess
-    x = rt_pre([str(d / "tgt" / "img0.png"), str(d / "tgt" / "img1.png")])
+    with hub.store.read() as con:   # LIMIT 2 draws 2 of the 3 images at random (seed 0)
+        tgt_images = [json.loads(q)["image"] for (q,) in
+                      con.execute("SELECT query FROM task_queries WHERE task = 'tgt' ORDER BY idx").fetchall()]
+    assert len(tgt_images) == 2
+    x = rt_pre(tgt_images)
     direct, _, _ = _captum_direct(model.eval(), x, steps=8)
     np.testing.assert_allclose(vecs[("v1", "tgt")], direct.mean(0), rtol=1e-5, atol=1e-9)
     assert len(vecs[("r1", "s1")]) == 4 and len(vecs[("v1", "s1")]) == 3   # RN stages, ViT blocks

@@ -49,14 +49,17 @@ def test_transfer_matrix_top_k_and_weights_hand_computed():
     nodes = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
     classes = np.array([[1.0, 0.0], [0.0, 2.0]])
     Z = mll.transfer_matrix(classes, nodes, k=2)
-    # class 0: cosines 1, .6, 0, -1 -> top 2 = nodes 0, 1, weights 1/1.6, .6/1.6
-    # class 1: cosines 0, .8, 1, 0 -> top 2 = nodes 2, 1, weights 1/1.8, .8/1.8
-    expect = np.array([[1 / 1.6, 0.0], [0.6 / 1.6, 0.8 / 1.8], [0.0, 1 / 1.8], [0.0, 0.0]])
+    # Eq. 6 (paper): the raw top-k caption similarities, neither clipped nor normalised
+    # class 0: cosines 1, .6, 0, -1 -> top 2 = nodes 0, 1 with weights 1, .6
+    # class 1: cosines 0, .8, 1, 0 -> top 2 = nodes 2, 1 with weights 1, .8
+    expect = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, 0.0]])
     np.testing.assert_allclose(Z, expect)
-    np.testing.assert_allclose(Z.sum(axis=0), 1.0)
-    # no positive similarity among the top k: uniform weights
-    Zn = mll.transfer_matrix(np.array([[-1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]), k=1)
-    np.testing.assert_allclose(Zn, [[0.0], [1.0]])
+    top, _ = mll.matched_nodes(classes, nodes, k=2)
+    assert top.tolist() == [[0, 1], [2, 1]]
+    # a negative similarity among the top k stays negative (no clipping)
+    Zn = mll.transfer_matrix(np.array([[-1.0, 0.2]]), np.array([[1.0, 0.0], [0.0, 1.0]]), k=2)
+    c = 1 / math.hypot(1.0, 0.2)
+    np.testing.assert_allclose(Zn, [[-1.0 * c], [0.2 * c]])
 
 
 def test_class_performance_and_reuse_metric_hand_computed():
@@ -89,10 +92,14 @@ def test_entropy_weights_and_ensemble_hand_computed():
     Ha = [math.log(2), -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))]
     Hb = [-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))]
     np.testing.assert_allclose(mll.entropy(qa), Ha)
+    # Eq. 9 (paper, the default): w_m = H_m / sum_m' H_m'
     w = mll.entropy_weights(np.array([Ha, Hb]))
-    wa = [math.exp(-Ha[i]) / (math.exp(-Ha[i]) + math.exp(-Hb[i])) for i in range(2)]
+    wa = [Ha[i] / (Ha[i] + Hb[i]) for i in range(2)]
     np.testing.assert_allclose(w[0], wa)
     np.testing.assert_allclose(w.sum(axis=0), 1.0)
+    # 'confidence': w_m = exp(-H_m) / sum exp(-H_m')
+    wc = mll.entropy_weights(np.array([Ha, Hb]), "confidence")
+    np.testing.assert_allclose(wc[0], [math.exp(-Ha[i]) / (math.exp(-Ha[i]) + math.exp(-Hb[i])) for i in range(2)])
     # class 0's ensemble = {0, 1}; class 1's ensemble = {1}
     conf, pred = mll.ensemble_predict([qa, qb], np.array([[0, 1], [1, 1]]))
     c00 = wa[0] * 0.5 + (1 - wa[0]) * 0.8

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from zooql.core.sampling import sample_folder
 from zooql.runtime.images import IMAGE_EXTS
 from zooql.errors import ExecutionError, SecurityError
 
@@ -105,15 +106,20 @@ def _first(d: dict, keys) -> Any:
 
 
 def read_task(name: str, path: str, *, images: bool, evaluator: str, limit: int | None,
-              base_dir: str) -> TaskDef:
-    """Read a task file (no model is run, no user code is imported)."""
+              base_dir: str, seed: int | None = None) -> TaskDef:
+    """Read a task file (no model is run, no user code is imported). ``LIMIT`` on an image
+    folder draws a random sample (``seed``, default 0), stratified over class sub-folders
+    (:func:`sample_folder`); on ``.npz`` / ``.jsonl`` it keeps the first ``limit``."""
     kind, module, fn = parse_evaluator(evaluator)
     if not os.path.exists(path):
         raise ExecutionError(f"task file not found: {path}")
+    if seed is not None and not os.path.isdir(path):
+        raise ExecutionError(f"SEED draws a random sample of an image folder; {os.path.basename(path)!r} is not one "
+                             f"(LIMIT keeps the first n of an .npz or .jsonl task)")
     if os.path.isdir(path):
         if kind == "python":
             raise ExecutionError("a python evaluator takes a .jsonl file of queries, not an image folder")
-        return _read_folder(name, path, limit)
+        return _read_folder(name, path, limit, seed)
     if path.endswith(".npz"):
         if kind == "python":
             raise ExecutionError("a python evaluator takes a .jsonl file of queries, not an .npz image set")
@@ -158,35 +164,31 @@ def _npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _read_folder(name: str, path: str, limit: int | None) -> TaskDef:
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-    flat = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTS)
-                  and os.path.isfile(os.path.join(path, f)))
-    if not classes and flat:  # unlabelled images (RANK MODELS ... USING CONDUCTANCE needs no labels)
-        flat = flat[:limit] if limit is not None else flat
+def _read_folder(name: str, path: str, limit: int | None, seed: int | None = None) -> TaskDef:
+    classes, chosen, sample = sample_folder(path, limit, seed)
+    if not classes and chosen:  # unlabelled images (RANK MODELS ... USING CONDUCTANCE needs no labels)
         stamp = "\n".join(f"{f}:{os.stat(os.path.join(path, f)).st_size}:"
-                          f"{os.stat(os.path.join(path, f)).st_mtime_ns}" for f in flat)
-        return TaskDef(name, "images", path, "exact_match", [(f, {"image": os.path.join(path, f)}) for f in flat],
-                       _sha(b"flat", stamp.encode()), {"images": True, "labelled": False})
+                          f"{os.stat(os.path.join(path, f)).st_mtime_ns}" for f in chosen)
+        info = {"images": True, "labelled": False, **({"sample": sample} if sample else {})}
+        return TaskDef(name, "images", path, "exact_match", [(f, {"image": os.path.join(path, f)}) for f in chosen],
+                       _sha(b"flat", stamp.encode()), info)
     if not classes:
         raise ExecutionError(f"image folder {path} has no class sub-folders (expected <folder>/<class>/<image>) "
                              f"and no images")
     numeric = all(c.isdigit() for c in classes)
     queries, stamp = [], []
-    for c in classes:
-        for f in sorted(os.listdir(os.path.join(path, c))):
-            if f.lower().endswith(IMAGE_EXTS):
-                full = os.path.join(path, c, f)
-                st = os.stat(full)
-                rel = f"{c}/{f}"
-                queries.append((rel, {"image": full, "answer": int(c) if numeric else c}))
-                stamp.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+    for rel in chosen:
+        c = rel.split(os.sep, 1)[0]
+        full = os.path.join(path, rel)
+        st = os.stat(full)
+        rel = rel.replace(os.sep, "/")
+        queries.append((rel, {"image": full, "answer": int(c) if numeric else c}))
+        stamp.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
     if not queries:
         raise ExecutionError(f"image folder {path} holds no images ({', '.join(IMAGE_EXTS)})")
-    if limit is not None:
-        queries = queries[:limit]
-    fp = _sha(b"folder", "\n".join(stamp[:len(queries)]).encode())
-    return TaskDef(name, "images", path, "exact_match", queries, fp, {"images": True, "classes": len(classes)})
+    fp = _sha(b"folder", "\n".join(stamp).encode())
+    info = {"images": True, "classes": len(classes), **({"sample": sample} if sample else {})}
+    return TaskDef(name, "images", path, "exact_match", queries, fp, info)
 
 
 def _read_jsonl(name, path, limit, kind, module, fn, evaluator, base_dir) -> TaskDef:

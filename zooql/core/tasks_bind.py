@@ -29,18 +29,26 @@ class CreateTask(Operator):
     limit: int | None = None
     base_dir: str = ""
     writes: ClassVar[bool] = True
+    seed: int | None = None
 
     def explain_params(self):
         import os
 
+        from zooql.core.sampling import describe_sample, sample_folder
+
+        sample = None
+        if self.limit is not None and os.path.isdir(self.path):
+            try:
+                sample = describe_sample(sample_folder(self.path, self.limit, self.seed)[2])
+            except OSError:
+                sample = None
         return {"task": self.task, "path": os.path.basename(self.path.rstrip("/")) or self.path,
-                "images": True if self.images else None, "evaluator": self.evaluator, "limit": self.limit}
+                "images": True if self.images else None, "evaluator": self.evaluator, "limit": self.limit,
+                "seed": self.seed, "sample": sample}
 
     def run(self, ctx, inputs):
-        from zooql.core import tasks as T
-
         t = T.read_task(self.task, self.path, images=self.images, evaluator=self.evaluator,
-                        limit=self.limit, base_dir=self.base_dir)
+                        limit=self.limit, base_dir=self.base_dir, seed=self.seed)
         if t.evaluator.lower().startswith("python:"):
             T.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
             _, target, fn = T.parse_evaluator(t.evaluator)
@@ -52,13 +60,15 @@ class CreateTask(Operator):
             msg = f"{what} task {t.name}: {len(t.queries)} labelled images, evaluator exact_match (argmax = label)"
             if t.info.get("labelled") is False:
                 msg = f"{what} task {t.name}: {len(t.queries)} unlabelled images (for RANK MODELS ... USING CONDUCTANCE)"
+        if t.info.get("sample"):
+            from zooql.core.sampling import describe_sample
+
+            msg += f"; random sample {describe_sample(t.info['sample'])}"
         if dropped:
             msg += f" (definition changed: {dropped} cached evaluations dropped)"
         return Rows(["task", "kind", "queries", "evaluator"],
                     [(t.name, t.kind, len(t.queries), t.evaluator)], message=msg)
 
-
-# ---- DISCOVER ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class BoundCreateTask:
@@ -68,6 +78,7 @@ class BoundCreateTask:
     evaluator: str
     limit: int | None
     base_dir: str
+    seed: int | None = None
 
 
 @binds(A.CreateTask)
@@ -85,12 +96,14 @@ def _bind_create_task(stmt: A.CreateTask, bc: BindContext):
         if kind == "exact_match":
             evaluator = "exact_match"
     limit = int_of(value_of(stmt.limit), "LIMIT", 1, integral_float=True) if stmt.limit is not None else None
-    return BoundCreateTask(name, path, bool(stmt.images), evaluator, limit, bc.base_dir)
+    seed = int_of(value_of(stmt.seed), "SEED", 0, integral_float=True) if stmt.seed is not None else None
+    if seed is not None and limit is None:
+        raise BindError("SEED draws the random sample of LIMIT n; give LIMIT n SEED s (without LIMIT the task "
+                        "takes every image)")
+    return BoundCreateTask(name, path, bool(stmt.images), evaluator, limit, bc.base_dir, seed)
 
 
 @plans(BoundCreateTask)
 def _plan_create_task(b: BoundCreateTask):
     return CreateTask(task=b.name, path=b.path, images=b.images, evaluator=b.evaluator,
-                         limit=b.limit, base_dir=b.base_dir)
-
-
+                         limit=b.limit, base_dir=b.base_dir, seed=b.seed)

@@ -248,6 +248,7 @@ class CreateTask(Statement):
     evaluator: Node | None = None
     limit: Node | None = None
     span: Span | None = _span()
+    seed: Node | None = None          # CREATE TASK ... LIMIT n SEED s (random sample of a folder)
 
 
 # ---- MLL (Model Label Learning, docs/vlm_selection.md) ------------------------------------

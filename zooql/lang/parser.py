@@ -243,7 +243,7 @@ class _ToAst(Transformer):
         kw = dict(x for x in items[1:] if isinstance(x, tuple))
         path = [x for x in items[1:] if not isinstance(x, tuple)][0]
         return A.CreateTask(items[0], path, kw.get("images", False), kw.get("evaluator"),
-                            kw.get("limit"), span=span(meta))
+                            kw.get("limit"), span=span(meta), seed=kw.get("seed"))
 
     def using_clause(self, meta, items):
         return ("using", items[0])

@@ -22,7 +22,7 @@ from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 
 METHODS = ("conductance",)
-OPTIONS = ("eta", "gamma", "steps", "batch_size", "metric")
+OPTIONS = ("eta", "gamma", "steps", "batch_size", "metric", "draws")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class BoundRank:
     batch_size: int
     top: int | None
     filter: str | None
+    draws: tuple = ()       # redrawn targets (draws = k): ((name, seed, image paths), ...), k - 1 of them
 
 
 def _number(opts: dict, key: str, default: float, minimum: float) -> float:
@@ -62,6 +63,31 @@ def _image_task(name: str, tasks: dict, what: str) -> dict:
         raise BindError(f"{what} task {name!r} has no images; conductance is computed on a task's images "
                         f"(CREATE TASK {name} FROM IMAGES 'folder')")
     return t
+
+
+def _target_draws(target: dict, k: int) -> list[tuple[str, int, tuple, str]]:
+    """The k - 1 redraws of the target's LIMIT sample (seeds s+1, ..., s+k-1): per draw
+    (name, seed, image paths, task fingerprint)."""
+    import os
+
+    sample = target["info"].get("sample")
+    path = target.get("path")
+    if not sample or not path or not os.path.isdir(path):
+        raise BindError(f"OPTIONS (draws = {k}) redraws the target's random sample; create the target with "
+                        f"CREATE TASK {target['name']} FROM IMAGES 'folder' LIMIT n [SEED s]")
+    if sample["limit"] >= sample["of"]:
+        raise BindError(f"OPTIONS (draws = {k}): target {target['name']!r} takes all {sample['of']} images of its "
+                        f"folder (LIMIT {sample['limit']}), so every draw would be the same sample")
+    out = []
+    for d in range(1, k):
+        seed = int(sample["seed"]) + d
+        try:
+            t = T.read_task(f"{target['name']}#draw{d}", path, images=True, evaluator="exact_match",
+                            limit=int(sample["limit"]), base_dir="", seed=seed)
+        except Exception as exc:
+            raise BindError(f"cannot redraw target {target['name']!r} from {path}: {exc}") from None
+        out.append((t.name, seed, tuple(q[1]["image"] for q in t.queries), t.fingerprint))
+    return out
 
 
 def _metrics(con, dataset: str, models: list[str]) -> list[str]:
@@ -89,10 +115,12 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
     if metric is not None and not isinstance(metric, str):
         raise BindError(f"option metric must be a 'string', got {metric!r}")
     top = int_of(value_of(stmt.top), "TOP") if stmt.top is not None else None
+    n_draws = _integer(opts, "draws", 1, 1)
 
     tasks = T.task_rows(bc.con)
     name = str(value_of(stmt.task))
     target = _image_task(name, tasks, "target")
+    redraws = _target_draws(target, n_draws) if n_draws > 1 else []
 
     # ---- the ranked models: open_clip VLMs (WHERE narrows them) --------------------------
     where, where_text = bind_model_filter(stmt.where, bc)
@@ -161,7 +189,8 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
 
     # ---- what is cached ----------------------------------------------------------------
     fps, cached = [], []
-    for t in [target] + [tasks[s] for s, _, _ in sources]:
+    redrawn = [{"name": n, "fingerprint": fp} for n, _, _, fp in redraws]
+    for t in [target] + redrawn + [tasks[s] for s, _, _ in sources]:
         have_fp = OD.cached_fingerprints(bc.con, t["name"])
         pairs = tuple((r[0], D.vector_fingerprint(t["fingerprint"], r[1], r[2], steps)) for r in vlm)
         fps.append(pairs)
@@ -170,18 +199,22 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
                    for r in vlm)
     return BoundRank(task=name, task_images=int(target["n_queries"]), sources=tuple(sources), models=models,
                      fingerprints=tuple(fps), cached=tuple(cached), eta=eta, gamma=gamma, steps=steps,
-                     batch_size=batch_size, top=top, filter=where_text)
+                     batch_size=batch_size, top=top, filter=where_text,
+                     draws=tuple((n, seed, imgs) for n, seed, imgs, _ in redraws))
 
 
 @plans(BoundRank)
 def _plan_rank(b: BoundRank):
-    tasks = [(b.task, "target", b.task_images)] + [(s, "source", n) for s, _, n in b.sources]
+    first = (0, b.draws[0][1] - 1) if b.draws else (None, None)     # draw 0 = the task's own sample
+    tasks = ([(b.task, "target", b.task_images, (), *first)]
+             + [(n, "target", len(imgs), imgs, d + 1, seed) for d, (n, seed, imgs) in enumerate(b.draws)]
+             + [(s, "source", n, (), None, None) for s, _, n in b.sources])
     children = []
-    for (task, role, n), pairs, cached in zip(tasks, b.fingerprints, b.cached):
+    for (task, role, n, imgs, draw, seed), pairs, cached in zip(tasks, b.fingerprints, b.cached):
         fp = dict(pairs)
         models = tuple((m[0], m[1], m[2], m[3], fp[m[0]]) for m in b.models)
         children.append(OD.Conductance(task=task, role=role, n_images=n, steps=b.steps, batch_size=b.batch_size,
-                                       models=models, cached=cached))
+                                       models=models, cached=cached, images=imgs, draw=draw, seed=seed))
     return OD.RankModels(task=b.task, method="conductance", sources=tuple((s, m) for s, m, _ in b.sources),
                          n_models=len(b.models), eta=b.eta, gamma=b.gamma, top=b.top, filter=b.filter,
-                         conductances=tuple(children))
+                         conductances=tuple(children), draws=1 + len(b.draws))

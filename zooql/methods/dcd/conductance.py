@@ -73,6 +73,40 @@ def divergence(v_target: Any, v_source: Any, eta: float = DEFAULT_ETA, eps: floa
     return float(np.sum(alpha * np.abs(vt - vs) / (np.abs(vt) + eps)))
 
 
+def cosine_distance(v_target: Any, v_source: Any, eps: float = EPS) -> float:
+    """Ablation (symmetric): ``1 - cos(v_tau, v_sigma)`` in place of Eq. 8."""
+    a, b = np.asarray(v_target, dtype=np.float64), np.asarray(v_source, dtype=np.float64)
+    return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), eps))
+
+
+def js_divergence(v_target: Any, v_source: Any, eps: float = EPS) -> float:
+    """Ablation (symmetric): Jensen-Shannon divergence (nats) of the block profiles
+    normalised to distributions, ``p = |v| / sum |v|``, in place of Eq. 8."""
+    p = np.abs(np.asarray(v_target, dtype=np.float64))
+    q = np.abs(np.asarray(v_source, dtype=np.float64))
+    p, q = p / max(p.sum(), eps), q / max(q.sum(), eps)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        ok = a > 0
+        return float(np.sum(a[ok] * np.log(a[ok] / b[ok])))
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+DIVERGENCES = ("dcd", "cosine", "jsd")
+
+
+def task_divergence(kind: str, v_target: Any, v_source: Any, eta: float = DEFAULT_ETA) -> float:
+    """Eq. 8 (``'dcd'``, the method) or the paper's symmetric ablations ``'cosine'`` / ``'jsd'``."""
+    if kind == "dcd":
+        return divergence(v_target, v_source, eta)
+    if kind == "cosine":
+        return cosine_distance(v_target, v_source)
+    if kind == "jsd":
+        return js_divergence(v_target, v_source)
+    raise ValueError(f"unknown divergence {kind!r} (divergences: {', '.join(DIVERGENCES)})")
+
+
 def source_weights(divergences: Any, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
     """Eq. 9-10: softmin over source tasks, ``w_sigma = exp(-gamma D_sigma) / sum exp(-gamma D)``.
 
@@ -107,13 +141,14 @@ def true_ranks(scores: Any) -> np.ndarray:
 
 
 def rank_models(target: dict[str, Any], sources: dict[str, dict[str, Any]], source_scores: dict[str, dict[str, float]],
-                *, eta: float = DEFAULT_ETA, gamma: float = DEFAULT_GAMMA) -> list[dict]:
+                *, eta: float = DEFAULT_ETA, gamma: float = DEFAULT_GAMMA, kind: str = "dcd") -> list[dict]:
     """Predict every model's rank on the target task.
 
     ``target``: model -> v_{m,tau}; ``sources``: source task -> model -> v_{m,sigma};
     ``source_scores``: source task -> model -> score (higher is better). True ranks are
     taken among the models of ``target``. Returns one dict per model, best predicted first:
-    model, predicted_rank, divergences, weights, ranks (dicts by source task)."""
+    model, predicted_rank, divergences, weights, ranks (dicts by source task). ``kind``
+    replaces Eq. 8 by an ablation (:func:`task_divergence`)."""
     models = list(target)
     names = list(sources)
     ranks = {}
@@ -123,12 +158,39 @@ def rank_models(target: dict[str, Any], sources: dict[str, dict[str, Any]], sour
     out = []
     for m in models:
         r = np.array([ranks[s][m] for s in names])
-        d = np.array([divergence(target[m], sources[s][m], eta) if np.isfinite(r[k]) else np.nan
+        d = np.array([task_divergence(kind, target[m], sources[s][m], eta) if np.isfinite(r[k]) else np.nan
                       for k, s in enumerate(names)])
         w = source_weights(d, gamma)
         out.append({"model": m, "predicted_rank": predicted_rank(w, r),
                     "divergences": dict(zip(names, d.tolist())), "weights": dict(zip(names, w.tolist())),
                     "ranks": dict(zip(names, r.tolist()))})
+    out.sort(key=lambda x: (np.inf if not np.isfinite(x["predicted_rank"]) else x["predicted_rank"], x["model"]))
+    return out
+
+
+def rank_models_draws(targets: list[dict[str, Any]], sources: dict[str, dict[str, Any]],
+                      source_scores: dict[str, dict[str, float]], *, eta: float = DEFAULT_ETA,
+                      gamma: float = DEFAULT_GAMMA, kind: str = "dcd") -> list[dict]:
+    """``RANK ... OPTIONS (draws = k)``: :func:`rank_models` once per target draw (``targets``
+    = k dicts model -> v_{m,tau}), averaged. Per model: ``predicted_rank`` = the mean of the
+    k Eq. 11 predictions, ``rank_std`` their standard deviation (ddof 0), ``positions`` =
+    (best, worst) place in the k rankings, ``weights`` / ``divergences`` the means over the
+    draws, ``draws`` the k predictions. Best mean first (ties by name)."""
+    per = [rank_models(t, sources, source_scores, eta=eta, gamma=gamma, kind=kind) for t in targets]
+    places = [{r["model"]: i + 1 for i, r in enumerate(p)} for p in per]
+    by = [{r["model"]: r for r in p} for p in per]
+    out = []
+    for m in targets[0]:
+        preds = np.array([b[m]["predicted_rank"] for b in by])
+        names = list(by[0][m]["weights"])
+        with np.errstate(invalid="ignore"):
+            w = {s: float(np.mean([b[m]["weights"][s] for b in by])) for s in names}
+            d = {s: float(np.nanmean([b[m]["divergences"][s] for b in by]))
+                 if np.isfinite([b[m]["divergences"][s] for b in by]).any() else float("nan") for s in names}
+        pos = [pl[m] for pl in places]
+        out.append({"model": m, "predicted_rank": float(np.mean(preds)), "rank_std": float(np.std(preds)),
+                    "positions": (min(pos), max(pos)), "weights": w, "divergences": d,
+                    "ranks": by[0][m]["ranks"], "draws": preds.tolist()})
     out.sort(key=lambda x: (np.inf if not np.isfinite(x["predicted_rank"]) else x["predicted_rank"], x["model"]))
     return out
 

@@ -32,6 +32,7 @@ from zooql.plan.nodes import ExecContext, Expr, Operator, OpStats, Rows
 from zooql.errors import ExecutionError, ZooQLError
 
 RESULT_COLUMNS = ["rank", "model", "predicted_rank", "nearest_source", "weight", "divergence", "sources"]
+DRAW_COLUMNS = ["rank_std", "positions"]      # added by OPTIONS (draws = k > 1)
 _EVAL_FILTER = "score IS NOT NULL AND isfinite(score)"
 
 
@@ -72,6 +73,9 @@ class Conductance(Operator):
     batch_size: int = 8
     models: tuple = ()              # ((name, source, checkpoint, preprocess json, fingerprint), ...)
     cached: tuple = ()              # names whose vector is cached with a matching fingerprint
+    images: tuple = ()              # a redrawn target (draws = k): its image paths (else the task's)
+    draw: int | None = None         # draw number of a redrawn target, with its sample seed
+    seed: int | None = None
 
     @property
     def writes(self) -> bool:  # type: ignore[override]
@@ -84,7 +88,7 @@ class Conductance(Operator):
     def explain_params(self):
         return {"task": self.task, "role": self.role, "images": self.n_images, "steps": self.steps,
                 "models": len(self.models), "cached": len(self.cached), "new": self.new,
-                "passes": self.new * self.n_images * self.steps}
+                "passes": self.new * self.n_images * self.steps, "draw": self.draw, "seed": self.seed}
 
     def run(self, ctx, inputs):
         from zooql.core import tasks as T
@@ -99,10 +103,13 @@ class Conductance(Operator):
                                  f"planned; run it again")
         out = [(m[0], self.task, have[m[0]][2], have[m[0]][1], "cached") for m in self.models if m not in todo]
         if todo:
-            task_row = T.task_rows(ctx.con).get(self.task)
-            if task_row is None:
-                raise ExecutionError(f"task {self.task!r} no longer exists")
-            images = task_images(ctx.con, task_row)
+            if self.images:
+                images = list(self.images)
+            else:
+                task_row = T.task_rows(ctx.con).get(self.task)
+                if task_row is None:
+                    raise ExecutionError(f"task {self.task!r} no longer exists")
+                images = task_images(ctx.con, task_row)
             rt = ctx.runtime
             for i, (name, source, checkpoint, pre, fp) in enumerate(todo):
                 t0 = time.perf_counter()
@@ -156,7 +163,8 @@ class RankModels(Operator):
     gamma: float = D.DEFAULT_GAMMA
     top: int | None = None
     filter: str | None = None
-    conductances: tuple = ()        # child operators: target first, then one per source
+    conductances: tuple = ()        # child operators: the target's draws first, then one per source
+    draws: int = 1
 
     @property
     def children(self):
@@ -167,31 +175,44 @@ class RankModels(Operator):
         return {"task": self.task, "method": self.method, "models": self.n_models,
                 "sources": [s for s, _ in self.sources], "metric": metrics[0] if len(metrics) == 1 else metrics,
                 "eta": float(self.eta), "gamma": float(self.gamma), "top": self.top,
-                "filter": Expr(self.filter) if self.filter else None}
+                "filter": Expr(self.filter) if self.filter else None,
+                "draws": self.draws if self.draws > 1 else None}
 
     def run(self, ctx, inputs):
-        target = {r[0]: r[2] for r in inputs[0].rows}
-        vecs = {self.sources[k][0]: {r[0]: r[2] for r in rows.rows} for k, rows in enumerate(inputs[1:])}
+        k = max(1, int(self.draws))
+        targets = [{r[0]: r[2] for r in rs.rows} for rs in inputs[:k]]
+        target = targets[0]
+        vecs = {self.sources[j][0]: {r[0]: r[2] for r in rows.rows} for j, rows in enumerate(inputs[k:])}
         scores = {}
         for task, metric in self.sources:
             got = ctx.con.execute(f"SELECT model, avg(score) FROM evaluations WHERE dataset = ? AND metric = ? "
                                   f"AND {_EVAL_FILTER} GROUP BY model", [task, metric]).fetchall()
             scores[task] = {m: float(s) for m, s in got if m in target}
-        ranked = D.rank_models(target, vecs, scores, eta=self.eta, gamma=self.gamma)
+        if k > 1:
+            ranked = D.rank_models_draws(targets, vecs, scores, eta=self.eta, gamma=self.gamma)
+        else:
+            ranked = D.rank_models(target, vecs, scores, eta=self.eta, gamma=self.gamma)
         rows = []
         for i, r in enumerate(ranked[:self.top] if self.top else ranked):
             used = {s: w for s, w in r["weights"].items() if w > 0}
             best = max(used, key=lambda s: (used[s], s)) if used else None
-            rows.append((i + 1, r["model"], round(r["predicted_rank"], 4), best,
-                         round(used[best], 4) if best else None,
-                         round(r["divergences"][best], 4) if best else None, len(used)))
+            row = (i + 1, r["model"], round(r["predicted_rank"], 4), best,
+                   round(used[best], 4) if best else None,
+                   round(r["divergences"][best], 4) if best else None, len(used))
+            if k > 1:
+                lo, hi = r["positions"]
+                row += (round(r["rank_std"], 4), f"{lo}-{hi}" if lo != hi else str(lo))
+            rows.append(row)
         computed = sum(1 for rs in inputs for row in rs.rows if row[4] == "computed")
         total = sum(len(rs.rows) for rs in inputs)
         msg = (f"ranked {len(target)} open_clip model{'s' if len(target) != 1 else ''} for task {self.task} by "
                f"directional conductance divergence over {len(self.sources)} source task"
                f"{'s' if len(self.sources) != 1 else ''} (eta={self.eta:g}, gamma={self.gamma:g}); "
                f"task vectors: {computed} computed, {total - computed} cached")
-        return Rows(list(RESULT_COLUMNS), rows, message=msg)
+        if k > 1:
+            msg += (f"; predicted_rank is the mean over {k} draws of the target's images, rank_std its spread, "
+                    f"positions the best-worst place over the draws")
+        return Rows(list(RESULT_COLUMNS) + (DRAW_COLUMNS if k > 1 else []), rows, message=msg)
 
 
 def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:

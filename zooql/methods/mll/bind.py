@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from zooql.methods.mll import ops as M
-from zooql.methods.mll.labels import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT
+from zooql.methods.mll.labels import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT, DEFAULT_WEIGHTS, WEIGHTS
 from zooql.runtime.images import list_image_files
 from zooql.methods.mll.semantic_graph import DEFAULT_MAX_IMAGES
 from zooql.plan.nodes import Operator
@@ -66,6 +66,7 @@ class BoundClassify:
     images: tuple
     prompt: str
     batch: int
+    weights: str = DEFAULT_WEIGHTS
 
 
 def _positive_int(node, what: str, default: int) -> int:
@@ -181,7 +182,7 @@ def _bind_task(stmt, bc: BindContext, *, top_node, what: str, task_fallback: boo
     graph = _graph_name(stmt.graph, bc, stored["graph"] if task_fallback and stored and stmt.graph is None
                         and stored["graph"] in M.graph_names(bc.con) else None)
     opts = options_dict(stmt.options)
-    allowed = {"alpha", "nodes_per_class"} | ({"prompt"} if what == "CLASSIFY" else set())
+    allowed = {"alpha", "nodes_per_class"} | ({"prompt", "weights"} if what == "CLASSIFY" else set())
     for key in opts:
         if key not in allowed:
             raise BindError(f"unknown option {key!r} for {what} ... USING LABELS{suggest(key, allowed)} "
@@ -224,7 +225,12 @@ def _bind_classify(stmt: A.Classify, bc: BindContext):
     prompt = options_dict(stmt.options).get("prompt", DEFAULT_PROMPT)
     if not isinstance(prompt, str) or "{}" not in prompt:
         raise BindError(f"option prompt must be a 'string' with a {{}} for the class name, got {prompt!r}")
-    return BoundClassify(sel, folder, tuple(images), prompt, _positive_int(stmt.batch, "BATCH", 64))
+    weights = options_dict(stmt.options).get("weights", DEFAULT_WEIGHTS)
+    if not isinstance(weights, str) or weights.lower() not in WEIGHTS:
+        raise BindError(f"option weights must be one of {', '.join(repr(w) for w in WEIGHTS)} (Eq. 9: 'entropy' "
+                        f"= H_m / sum H, the paper; 'confidence' = exp(-H)), got {weights!r}")
+    return BoundClassify(sel, folder, tuple(images), prompt, _positive_int(stmt.batch, "BATCH", 64),
+                         weights.lower())
 
 
 @plans(BoundCreateGraph)
@@ -251,4 +257,5 @@ def _plan_classify(b: BoundClassify) -> Operator:
     s = b.select
     return M.ClassifyByLabels(folder=b.folder, task=s.task, graph=s.graph, classes=s.classes, captions=s.captions,
                               domain=s.domain, ensemble=s.top, alpha=s.alpha, nodes_per_class=s.nodes_per_class,
-                              prompt=b.prompt, images=b.images, models=s.models, batch=b.batch)
+                              prompt=b.prompt, images=b.images, models=s.models, batch=b.batch,
+                              weights=b.weights)

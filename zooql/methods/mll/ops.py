@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from zooql.core import ops as ops_catalog
-from zooql.methods.mll.labels import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT
+from zooql.methods.mll.labels import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT, DEFAULT_WEIGHTS
 from zooql.plan.nodes import ExecContext, Operator, Rows
 from zooql.runtime.images import IMAGE_EXTS
 from zooql.errors import ExecutionError
@@ -324,6 +324,7 @@ class Selection:
     R: np.ndarray               # [M, Y]
     selected: np.ndarray        # [Y, k]
     stale: list[str]
+    matched: list[str]          # V^Selected: the nodes matched to the task's classes
 
 
 def select_models(con, graph: str, classes: list[str], given: list | None, domain: str | None, *,
@@ -341,18 +342,36 @@ def select_models(con, graph: str, classes: list[str], given: list | None, domai
     captions = class_captions(con, g, nodes, classes, given, domain)
     from zooql.runtime.text_embed import embed_texts
 
-    Z = mll.transfer_matrix(embed_texts(captions), sentence_node_embeddings(con, g["id"], nodes), nodes_per_class)
-    index = {n["node"]: i for i, n in enumerate(nodes)}
-    P = np.full((len(fresh), len(nodes)), np.nan)
-    for j, m in enumerate(fresh):
-        for node, p in con.execute('SELECT node, "precision" FROM mll_labels WHERE graph_id = ? AND model_id = ?',
-                                   [g["id"], m["id"]]).fetchall():
-            if node in index and p is not None:
-                P[j, index[node]] = p
+    class_emb, node_emb = embed_texts(captions), sentence_node_embeddings(con, g["id"], nodes)
+    per_class, _ = mll.matched_nodes(class_emb, node_emb, nodes_per_class)
+    Z = mll.transfer_matrix(class_emb, node_emb, nodes_per_class)
+    chosen = sorted({int(v) for v in per_class.ravel()})
+    P = np.stack([selected_precision(con, g["id"], m["id"], nodes, chosen) for m in fresh])
     PY = mll.class_performance(P, Z)
     R = mll.reuse_metric(PY, alpha)
     return Selection(g, fresh, list(classes), captions, Z, PY, R, mll.select_per_class(R, top),
-                     [m["name"] for m in stale])
+                     [m["name"] for m in stale], [nodes[v]["node"] for v in chosen])
+
+
+def selected_precision(con, gid: int, model_id: int, nodes: list[dict], chosen: list[int]) -> np.ndarray:
+    """Eq. 5 of one model at SELECT time: its precision on each node of ``V^Selected``
+    (``chosen``, node indices) with the argmax over those nodes only, from the image and
+    caption embeddings LABEL stored (only the selected nodes' rows are read)."""
+    from zooql.methods.mll import labels as mll
+
+    names = [nodes[v]["node"] for v in chosen]
+    marks = ", ".join("?" for _ in names)
+    rows = {r[0]: r[1:] for r in con.execute(
+        f"SELECT node, n_images, dim, image_emb, text_emb FROM mll_embeddings WHERE graph_id = ? AND model_id = ? "
+        f"AND node IN ({marks})", [gid, model_id, *names]).fetchall()}
+    images, captions = {}, {}
+    for v, name in zip(chosen, names):
+        if name not in rows:
+            continue
+        k, d, img, txt = rows[name]
+        images[v] = np.frombuffer(img, dtype=np.float16).reshape(k, d).astype(np.float32)
+        captions[v] = np.frombuffer(txt, dtype=np.float32)
+    return mll.selected_node_precision(images, captions, len(nodes))
 
 
 def _store_task(con, task: str, sel: Selection, domain: str | None) -> None:
@@ -407,7 +426,8 @@ class SelectModelsByLabels(Operator):
         rows = [(i + 1, sel.models[m]["name"], round(float(sel.R[m].mean()), 6), ", ".join(chosen[m]),
                  *[round(float(v), 6) for v in sel.R[m]]) for i, m in enumerate(order)]
         msg = (f"MLL: {len(rows)} model(s) selected from {len(sel.models)} labelled on graph {self.graph} for task "
-               f"{self.task!r} ({len(sel.classes)} classes, top {self.top} per class, alpha {self.alpha:g})")
+               f"{self.task!r} ({len(sel.classes)} classes, top {self.top} per class, alpha {self.alpha:g}; "
+               f"precision over the {len(sel.matched)} matched nodes)")
         if sel.stale:
             msg += f"; skipped {len(sel.stale)} with stale labels ({', '.join(sel.stale[:5])}): run LABEL MODELS again"
         return Rows(cols, rows, message=msg)
@@ -431,6 +451,7 @@ class ClassifyByLabels(Operator):
     images: tuple = ()
     models: int = 0
     batch: int = 64
+    weights: str = DEFAULT_WEIGHTS
 
     def explain_params(self):
         m = min(self.models, len(self.classes) * self.ensemble)
@@ -438,7 +459,8 @@ class ClassifyByLabels(Operator):
                 "graph": self.graph, "classes": len(self.classes), "ensemble": self.ensemble,
                 "alpha": self.alpha, "nodes_per_class": self.nodes_per_class, "images": len(self.images),
                 "models_at_most": m, "image_passes_at_most": len(self.images) * m,
-                "text_passes_at_most": len(self.classes) * m}
+                "text_passes_at_most": len(self.classes) * m,
+                "weights": self.weights if self.weights != DEFAULT_WEIGHTS else None}
 
     def run(self, ctx, inputs):
         from zooql.methods.mll import labels as mll
@@ -458,7 +480,7 @@ class ClassifyByLabels(Operator):
             loaded = load_model(rt, C.model_row(ctx.con, sel.models[m]["name"]))
             probs[m] = mll.zero_shot(rt, loaded, paths, sel.classes, prompt=self.prompt, batch_size=self.batch)
             ctx.report("classify", i + 1, len(used))
-        conf, pred = mll.ensemble_predict(probs, sel.selected)
+        conf, pred = mll.ensemble_predict(probs, sel.selected, self.weights)
         by_class = {c.lower(): c for c in sel.classes}
         rows, correct, known = [], 0, 0
         for path, y, c in zip(self.images, pred, conf):

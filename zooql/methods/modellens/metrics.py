@@ -6,25 +6,12 @@ import math
 
 import numpy as np
 
+from zooql.runtime.ranking import clean_scores as _clean, kendall_tau_b as _kendall_tau_b, order_desc as _order
+
 
 # ----------------------------------------------------------------------------
 # ranking metrics (LOVM / SWAB conventions)
 # ----------------------------------------------------------------------------
-
-def _clean(true_scores, pred_scores):
-    t = np.asarray(true_scores, dtype=np.float64)
-    p = np.asarray(pred_scores, dtype=np.float64)
-    if t.shape != p.shape:
-        raise ValueError("true_scores and pred_scores must align")
-    ok = np.isfinite(t)
-    p = np.where(np.isfinite(p), p, -np.inf)
-    return t[ok], p[ok]
-
-
-def _order(x: np.ndarray) -> np.ndarray:
-    """Indices sorting ``x`` descending; ties broken by position (stable)."""
-    return np.argsort(-x, kind="stable")
-
 
 def ndcg_at_k(true_scores, pred_scores, k: int = 5, gain: str = "rank") -> float:
     """NDCG@k of the predicted ranking against true scores.
@@ -55,27 +42,6 @@ def ndcg_at_k(true_scores, pred_scores, k: int = 5, gain: str = "rank") -> float
     dcg = float(np.sum(rel[_order(p)[:k]] * disc))
     idcg = float(np.sum(np.sort(rel)[::-1][:k] * disc))
     return dcg / idcg if idcg > 0 else 0.0
-
-
-def _kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
-    n = len(x)
-    conc = disc = tx = ty = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx = np.sign(x[i] - x[j])
-            dy = np.sign(y[i] - y[j])
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                tx += 1
-            elif dy == 0:
-                ty += 1
-            elif dx == dy:
-                conc += 1
-            else:
-                disc += 1
-    denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
-    return (conc - disc) / denom if denom > 0 else 0.0
 
 
 def kendall_tau_at_k(true_scores, pred_scores, k: int = 5) -> float:
