@@ -26,14 +26,16 @@ is left (survivors ``n``, budget ``B_rem``, unused pool ``Q - t``):
    near-identical fine-tunes (re-uploads, quantisations) near-identical outcomes, so a
    whole cluster of copies rises or falls together; one lucky cluster could take every
    kept slot of a cut and the search would end among copies of one model (measured on
-   the clustered trees of ``discover_clusters``: mean rank 13 at 50 queries per model,
-   against 6 for independent-sampling Sequential Halving). Survivors are grouped by
+   the clustered trees of ``discover_clusters``, design seeds 1-3, 50 queries per model:
+   mean rank 13 / 13 / 6 without this rule, against 6 / 4 / 1.4 for independent-sampling
+   Sequential Halving; 4.1 / 2.2 / 2.5 with it). Survivors are grouped by
    their shared outcome rows (leader clustering, rows differing on at most a share
    ``cluster_eps = 0.05`` of the informative queries, i.e. those not all survivors
    answer alike). With at least 4 informative queries no group takes more than
    ``keep / eta`` of the kept slots; with at least 16, each group also keeps at most its
    best ``ceil(size / eta)`` members (the group is halved like the tree). On trees without
-   such copies the groups are single models and nothing changes.
+   copies, chance agreement in the small first rounds forms groups too; that costs a
+   little (benchmarks/RESULTS.md, default check: T1 at N=50 2.5 against 2.3).
 
 Measured effect (benchmarks/RESULTS.md, tuned on held-out trees/metrics, not on the
 benchmark trees): the gain over the paper's schedule comes from correlated sampling plus

@@ -19,7 +19,7 @@ from zooql.query.planner import plans
 from zooql.query.where import suggest
 from zooql.storage import catalog as C
 
-DEFAULT_STRATEGY = "gems_adaptive"
+DEFAULT_STRATEGY = "sequential_halving"
 
 #: OPTIONS each strategy understands (passed to :func:`zooql.engine.discover.discover`)
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
