@@ -172,10 +172,13 @@ def test_gems_finds_known_best_in_synthetic_tree():
     scores[123] = 0.80                            # the hidden gem
     pool = simulate(scores, n_queries=600, difficulty_sd=2.5, seed=0)
     assert int(np.argmax(pool.full_scores)) == 123
-    for strategy in ("gems", "gems_adaptive"):
-        hits = sum(discover(pool.oracle(), 300, 600, 30 * 300, strategy=strategy, seed=s).ranking[0] == 123
+    # gems_adaptive's near-duplicate cap costs a little on trees without copies (chance
+    # agreement in the small first rounds): 178 of 200 seeds here, 190 without the cap
+    for strategy, opts, need in (("gems", {}, 18), ("gems_adaptive", {"cluster_cap": False}, 18),
+                                 ("gems_adaptive", {}, 16)):
+        hits = sum(discover(pool.oracle(), 300, 600, 30 * 300, strategy=strategy, seed=s, **opts).ranking[0] == 123
                    for s in range(20))
-        assert hits >= 18, (strategy, hits)
+        assert hits >= need, (strategy, opts, hits)
 
 
 def test_top_k_ranking():

@@ -111,7 +111,7 @@ def test_budget_per_model_versus_total(planted):
 
 
 def test_explain_shows_the_schedule_without_spending(planted):
-    text = planted.explain("DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 SEED 4")
+    text = planted.explain("DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 USING gems SEED 4")
     assert text == (
         "Discover: tree=llama task=gsm8k source=recorded strategy=gems k=2 budget=80 per_model=10 models=8 "
         "queries=200 planned=80 seed=4\n"
@@ -129,17 +129,20 @@ def test_explain_shows_the_schedule_without_spending(planted):
     assert planted.explain("DISCOVER BEST IN TREE llama ON gsm8k BUDGET 10 USING ucb").splitlines()[1] == \
         "  Adaptive: strategy=ucb description='UCB1, batched'"
     # nothing was spent by EXPLAIN: the first real search pays for everything
-    spent, _, new, cached = _spend(planted.execute("DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 SEED 4").message)
+    spent, _, new, cached = _spend(planted.execute("DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 USING gems "
+                                                   "SEED 4").message)
     assert (new, cached) == (spent, 0) and spent == 80
 
 
 def test_explain_analyze_reports_actual_rounds(planted):
-    lines = [r[0] for r in planted.execute("EXPLAIN ANALYZE DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 SEED 4")]
+    lines = [r[0] for r in planted.execute("EXPLAIN ANALYZE DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 "
+                                           "USING gems SEED 4")]
     assert lines[0].startswith("Discover: tree=llama") and " spent=80 new=80 cached=0 best=[" in lines[0]
     assert re.fullmatch(r"  Round: index=1 survivors=8 queries_per_model=6 cost=48 rows=8 elapsed=\S+ "
                         r"actual=8x6 spent=48 new=48 cached=0", lines[1]), lines[1]
     assert len(lines) == 4 and all("actual=" in line for line in lines[1:])
-    again = [r[0] for r in planted.execute("EXPLAIN ANALYZE DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 SEED 4")]
+    again = [r[0] for r in planted.execute("EXPLAIN ANALYZE DISCOVER BEST 2 IN TREE llama ON gsm8k BUDGET 10 "
+                                           "USING gems SEED 4")]
     assert " spent=80 new=0 cached=80 " in again[0]
 
 
@@ -181,9 +184,9 @@ def test_bind_errors_with_suggestions(planted):
         "DISCOVER BEST IN TREE lama ON gsm8k BUDGET 5": "unknown tree 'lama' (did you mean 'llama'?)",
         "DISCOVER BEST IN TREE llama ON gsm8kk BUDGET 5": "unknown task 'gsm8kk' (did you mean 'gsm8k'?)",
         "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 5 USING gemz": "unknown strategy 'gemz' (did you mean 'gems'?)",
-        "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 5 OPTIONS (kep = 10)": "unknown option 'kep' for strategy gems (did you mean 'keep'?)",
+        "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 5 USING gems OPTIONS (kep = 10)": "unknown option 'kep' for strategy gems (did you mean 'keep'?)",
         "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 0": "BUDGET must be an integer >= 1",
-        "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 5 OPTIONS (first_frac = 2)": "first_frac must be a number between 0 and 1",
+        "DISCOVER BEST IN TREE llama ON gsm8k BUDGET 5 USING gems OPTIONS (first_frac = 2)": "first_frac must be a number between 0 and 1",
         "DISCOVER BEST IN TREE mistral ON gsm8k BUDGET 5": "model(s) lonely of tree 'mistral' have no recorded outcomes",
         "CREATE TASK t FROM 'q.jsonl' EVALUATOR 'exact_mach'": "unknown evaluator 'exact_mach' (did you mean 'exact_match'?)",
     }

@@ -22,6 +22,20 @@ is left (survivors ``n``, budget ``B_rem``, unused pool ``Q - t``):
    (``z = 3.5``) are dropped even if halving would keep them.
 4. **Exhaustive finals.** As soon as ``n * (Q - t) <= B_rem`` the survivors answer the
    rest of the pool, so their final order *is* the full-evaluation order.
+5. **Near-duplicate cap** (``cluster_cap``, default on). Correlated sampling gives
+   near-identical fine-tunes (re-uploads, quantisations) near-identical outcomes, so a
+   whole cluster of copies rises or falls together; one lucky cluster could take every
+   kept slot of a cut and the search would end among copies of one model (measured on
+   the clustered trees of ``discover_clusters``, design seeds 1-3, 50 queries per model:
+   mean rank 13 / 13 / 6 without this rule, against 6 / 4 / 1.4 for independent-sampling
+   Sequential Halving; 4.1 / 2.2 / 2.5 with it). Survivors are grouped by
+   their shared outcome rows (leader clustering, rows differing on at most a share
+   ``cluster_eps = 0.05`` of the informative queries, i.e. those not all survivors
+   answer alike). With at least 4 informative queries no group takes more than
+   ``keep / eta`` of the kept slots; with at least 16, each group also keeps at most its
+   best ``ceil(size / eta)`` members (the group is halved like the tree). On trees without
+   copies, chance agreement in the small first rounds forms groups too; that costs a
+   little (benchmarks/RESULTS.md, default check: T1 at N=50 2.5 against 2.3).
 
 Measured effect (benchmarks/RESULTS.md, tuned on held-out trees/metrics, not on the
 benchmark trees): the gain over the paper's schedule comes from correlated sampling plus
@@ -30,7 +44,8 @@ budgets on large trees, from rule 2; rules 1, 3 and 4 change little there (the h
 cut is usually stricter than the z-test), but they make the strategy safe
 when statistics allow faster pruning.
 
-Options: ``z`` (3.5), ``eta`` (2.0), ``qmin_auto`` (1; 0 disables rule 2), ``prior``.
+Options: ``z`` (3.5), ``eta`` (2.0), ``qmin_auto`` (1; 0 disables rule 2), ``cluster_cap``
+(true; false disables rule 5), ``cluster_eps`` (0.05), ``prior``.
 
 Optional ``prior`` (one number per model, e.g. a leaderboard score on another task, or
 log-downloads): ranks are then made on an empirical-Bayes combination of the observed mean and
@@ -62,7 +77,8 @@ def _halving_plan(n: int, B: int, pool: int, k: int, eta: float) -> tuple[list[i
 
 
 def run_gems_adaptive(S: Search, k: int, z: float = 3.5, eta: float = 2.0, qmin_auto: int = 1,
-                      prior=None, **opts) -> None:
+                      prior=None, cluster_cap: bool = True, cluster_eps: float = 0.05,
+                      **opts) -> None:
     alive = np.arange(S.M)
     X = np.zeros((S.M, 0))           # shared outcomes of the survivors, [n_alive, t]
     r = 0
@@ -111,6 +127,9 @@ def run_gems_adaptive(S: Search, k: int, z: float = 3.5, eta: float = 2.0, qmin_
             ok[order[:k]] = True
             keep_n = k if final else int(min(ok.sum(), nxt))
             ranked = order[ok[order]]            # statistically alive, best first
+            if cluster_cap and not final:
+                capped = _cap_clusters(X, ranked, eta, cluster_eps, nxt)
+                ranked = capped if capped.size >= k else ranked
             mask = np.zeros(n, bool)
             mask[ranked[:keep_n]] = True
         S.eliminated_round[alive[~mask]] = r
@@ -131,3 +150,51 @@ def _eb_shrink(m: np.ndarray, t: int, prior: np.ndarray) -> np.ndarray:
     tau2 = max(float(np.var(m - pred)) - s2, 1e-6)
     w = tau2 / (tau2 + s2)
     return w * m + (1 - w) * pred
+
+
+def _clusters(X: np.ndarray, eps: float) -> np.ndarray:
+    """Near-duplicate groups of outcome rows ``X`` (best-ranked first): leader
+    clustering, each row not yet grouped starts a group and takes every ungrouped row
+    whose mean squared difference from it is at most ``eps`` (for 0/1 outcomes: at most a
+    share ``eps`` of different answers)."""
+    n, t = X.shape
+    sq = (X * X).sum(axis=1)
+    D = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)) / max(t, 1)
+    near = D <= eps + 1e-9
+    label = np.full(n, -1, dtype=np.int64)
+    g = 0
+    for i in range(n):
+        if label[i] < 0:
+            label[near[i] & (label < 0)] = g
+            g += 1
+    return label
+
+
+SHARE_MIN_COLS = 4     # informative shared queries before a group's share of the kept slots is capped
+HALVE_MIN_COLS = 16    # ... before each group is also halved on its own
+
+
+def _cap_clusters(X: np.ndarray, ranked: np.ndarray, eta: float, eps: float, keep: int) -> np.ndarray:
+    """``ranked`` (best first) with near-duplicate groups capped (rule 5 of the module
+    docstring): with at least ``SHARE_MIN_COLS`` informative shared queries (those the
+    ranked models do not all answer alike) no group takes more than ``keep / eta`` of the
+    kept slots; with at least ``HALVE_MIN_COLS`` each group keeps at most its best
+    ``ceil(size / eta)`` members. Returns the ranked models that may be kept."""
+    Xr = X[ranked]
+    cols = Xr.max(axis=0) > Xr.min(axis=0)
+    n_cols = int(cols.sum())
+    if n_cols < SHARE_MIN_COLS:
+        return ranked
+    label = _clusters(Xr[:, cols], eps)
+    size = np.bincount(label)
+    if n_cols >= HALVE_MIN_COLS:
+        cap = np.ceil(size / eta).astype(np.int64)
+    else:
+        cap = np.minimum(size, max(1, int(keep // eta)))
+    taken = np.zeros_like(size)
+    out = np.zeros(ranked.size, dtype=bool)
+    for pos, g in enumerate(label):
+        if taken[g] < cap[g]:
+            taken[g] += 1
+            out[pos] = True
+    return ranked[out]

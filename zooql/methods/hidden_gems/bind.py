@@ -20,14 +20,14 @@ from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.storage import catalog as C
 
-DEFAULT_STRATEGY = "gems"
+DEFAULT_STRATEGY = "sequential_halving"
 
 #: OPTIONS each strategy understands (passed to :func:`zooql.methods.hidden_gems.discover.discover`)
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
     "gems": ("keep", "first_frac", "final", "paper_table4", "cumulative"),
     "gems_independent": ("keep", "first_frac", "final", "paper_table4", "cumulative"),
     "gems_sh_schedule": (),
-    "gems_adaptive": ("z", "eta", "qmin_auto"),
+    "gems_adaptive": ("z", "eta", "qmin_auto", "cluster_cap", "cluster_eps"),
     "sequential_halving": ("correlated", "cumulative"),
     "uniform": ("correlated",),
     "successive_rejects": (),
@@ -39,7 +39,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
 #: OPTIONS of the statement itself (not the strategy)
 STATEMENT_OPTIONS = ("show_all", "batch_size", "strict")
 _INT_OPTIONS = {"keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
-_BOOL_OPTIONS = ("paper_table4", "correlated", "cumulative", "show_all", "strict")
+_BOOL_OPTIONS = ("paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
 _FRACTION_OPTIONS = ("first_frac", "beta")
 _SCHEDULE_OPTIONS = ("keep", "first_frac", "final", "paper_table4")
 _MODEL_COLUMNS = "id, name, source, checkpoint, loadable, downloads, preprocess"

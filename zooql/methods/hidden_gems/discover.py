@@ -58,13 +58,18 @@ of ``M * Q`` or more short-cuts every strategy to exhaustive evaluation.
 
 Strategies
 ----------
-``gems`` (default), ``gems_independent`` (aggressive schedule, each model its own random
+``gems`` (the paper), ``gems_independent`` (aggressive schedule, each model its own random
 queries), ``gems_sh_schedule`` (correlated sampling, standard halving schedule),
 ``sequential_halving`` (Karnin et al. 2013: ``ceil(log2(M/k))`` rounds, equal budget per
 round, independent sampling), ``uniform`` (all models on the same ``B/M`` queries),
 ``successive_rejects`` (Audibert & Bubeck 2010), ``ucb`` (UCB1), ``ucb_e`` (UCB-E),
 ``ucb_stddev`` (UCB with empirical standard deviation), ``ttts`` (top-two Thompson
-sampling) and ``gems_adaptive`` (ours, see :mod:`~.discover_adaptive`). The index
+sampling) and ``gems_adaptive`` (ours, see :mod:`~.discover_adaptive`). The default is
+``sequential_halving``, chosen by the default check of ``benchmarks/discover_bench.py
+--parts d``: on trees with dense clusters of near-identical fine-tunes every
+correlated-sampling strategy loses to independent sampling at some budget (copies share
+their luck), so no other strategy is never worse than it on the mean over both tree
+families. The index
 policies and TTTS are *batched* (``n_steps=50`` batches; within a batch, pulls are
 allocated as the sequential policy would if means stayed fixed), independent sampling.
 
@@ -154,7 +159,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
 
 
 def discover(oracle: Oracle, n_models: int, n_queries: int, budget_total: int,
-             strategy: str = "gems", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
+             strategy: str = "sequential_halving", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
     """Search for the top-``k`` models with at most ``budget_total`` oracle evaluations.
 
     ``oracle(model_idx, query_idx)`` gets two equally long int64 arrays and returns the

@@ -65,7 +65,7 @@ class Discover(Operator):
     tree: str = ""
     task: str = ""
     source: str = ""                 # recorded | live | python
-    strategy: str = "gems"
+    strategy: str = "sequential_halving"
     k: int = 1
     budget: int = 0                  # total evaluations planned (B), already capped at M * Q
     requested: int | None = None     # the BUDGET asked for, when it exceeded M * Q

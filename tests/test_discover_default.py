@@ -1,0 +1,124 @@
+"""DISCOVER's default strategy (issue 16): what it is, planted trees where the choice
+matters, the near-duplicate cap of gems_adaptive, the clustered tree simulator, and the
+fixed `spent N of budget B` form of the result message."""
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import zooql
+from conftest import ROOT
+from zooql.methods.hidden_gems.discover import discover
+from zooql.methods.hidden_gems.adaptive import _cap_clusters, _clusters
+from zooql.testing.discover_clusters import clustered_tree
+from zooql.testing.irt_sim import simulate
+from zooql.methods.hidden_gems.bind import DEFAULT_STRATEGY
+
+SPENT = re.compile(r"spent (\d+) of budget (\d+)")
+
+
+def _mean_rank(X, N, strategy, seeds=40, **opts):
+    f = X.mean(axis=1)
+    M, Q = X.shape
+    ranks = [1 + np.count_nonzero(f > f[discover(lambda m, q: X[m, q], M, Q, N * M, strategy=strategy,
+                                                 seed=s, **opts).ranking[0]]) for s in range(seeds)]
+    return float(np.mean(ranks))
+
+
+def test_default_is_what_the_docs_say():
+    assert DEFAULT_STRATEGY == "sequential_halving"     # the choice of discover_bench.py --parts d
+    doc = (ROOT / "docs" / "discover.md").read_text()
+    defaults = re.findall(r"^\| `(\w+)` \(default\)", doc, flags=re.M)
+    assert defaults == [DEFAULT_STRATEGY]
+    assert discover.__defaults__[0] == DEFAULT_STRATEGY     # the engine function agrees
+
+
+def test_clustered_tree_has_copies_and_broken_uploads():
+    T = clustered_tree(n_models=120, n_queries=400, n_lineages=10, seed=3)
+    assert T.outcomes.shape == (120, 400) and T.outcomes.dtype == np.uint8
+    kinds = set(T.kind.tolist())
+    assert kinds == {"base", "lineage", "reupload", "variant", "broken"}
+    f = T.full_scores
+    assert np.all(f[T.kind == "broken"] < 0.08)
+    for i in np.nonzero(T.kind == "reupload")[0]:           # exact re-uploads answer identically
+        assert np.array_equal(T.outcomes[i], T.outcomes[T.head[i]])
+    var = np.nonzero(T.kind == "variant")[0]
+    agree = np.mean([np.mean(T.outcomes[i] == T.outcomes[T.head[i]]) for i in var])
+    heads = np.nonzero(T.kind == "lineage")[0]
+    other = np.mean([np.mean(T.outcomes[a] == T.outcomes[b]) for a, b in zip(heads[:-1], heads[1:])])
+    assert agree > 0.97 > other                             # copies agree far more than lineages
+
+
+def test_cap_clusters_hand_case():
+    # 6 survivors, best first: rows 0-3 are one near-duplicate group, 4 and 5 are distinct
+    X = np.array([[1, 1, 0, 0, 1, 0, 1, 1] * 2,
+                  [1, 1, 0, 0, 1, 0, 1, 1] * 2,
+                  [1, 1, 0, 0, 1, 0, 1, 1] * 2,
+                  [1, 1, 0, 0, 1, 0, 1, 1] * 2,
+                  [0, 1, 1, 0, 0, 1, 1, 0] * 2,
+                  [1, 0, 0, 1, 0, 0, 0, 1] * 2], dtype=float)
+    assert _clusters(X, 0.05).tolist() == [0, 0, 0, 0, 1, 2]
+    ranked = np.arange(6)
+    # 16 informative queries: every group is halved (ceil(4 / 2) = 2 copies kept)
+    assert _cap_clusters(X, ranked, 2.0, 0.05, 3).tolist() == [0, 1, 4, 5]
+    # 8 informative queries: only the share cap (keep / eta = 2 slots per group)
+    assert _cap_clusters(X[:, :8], ranked, 2.0, 0.05, 4).tolist() == [0, 1, 4, 5]
+    assert _cap_clusters(X[:, :8], ranked, 2.0, 0.05, 8).tolist() == [0, 1, 2, 3, 4, 5]
+    # fewer than 4 informative queries: no evidence, nothing capped
+    assert _cap_clusters(X[:, :3], ranked, 2.0, 0.05, 3).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_planted_clustered_tree_the_cap_matters():
+    # dense clusters of near-identical fine-tunes: correlated sampling without the cap ends
+    # among the copies of one lucky cluster; the cap recovers and beats halving here
+    T = clustered_tree(n_models=200, n_queries=600, n_lineages=15, dup_share=0.6, seed=22)
+    default = _mean_rank(T.outcomes, 20, "gems_adaptive")
+    no_cap = _mean_rank(T.outcomes, 20, "gems_adaptive", cluster_cap=False)
+    halving = _mean_rank(T.outcomes, 20, "sequential_halving")
+    paper = _mean_rank(T.outcomes, 20, "gems")
+    assert default < 0.8 * min(no_cap, halving, paper), (default, no_cap, halving, paper)
+
+
+def test_planted_independent_tree_correlated_sampling_beats_the_default():
+    # independent per-query outcomes with shared difficulty: correlated sampling wins, the
+    # price the default (independent sampling) pays for its robustness on clustered trees
+    sc = np.clip(np.random.default_rng(3).normal(0.55, 0.06, size=300), 0.02, 0.98)
+    X = simulate(sc, n_queries=600, difficulty_sd=2.5, seed=0).outcomes
+    default = _mean_rank(X, 20, "gems_adaptive")
+    assert default < 0.8 * _mean_rank(X, 20, DEFAULT_STRATEGY)
+    assert default < 0.8 * _mean_rank(X, 20, "gems")
+
+
+@pytest.fixture
+def hub(tmp_path):
+    rows = ["name,source,tree,parent,downloads"]
+    acc = {"base": 0.5, "gem": 0.9, "ft1": 0.3, "ft2": 0.45, "ft3": 0.6}
+    rows += [f"{n},hf:org/{n},t,{'' if n == 'base' else 'base'},{10 if n == 'gem' else 1000}" for n in acc]
+    (tmp_path / "models.csv").write_text("\n".join(rows) + "\n")
+    rng = np.random.default_rng(0)
+    lines = ["model,dataset,query_id,score"]
+    for n, a in acc.items():
+        lines += [f"{n},qa,q{j},{float(rng.random() < a)}" for j in range(120)]
+    (tmp_path / "out.csv").write_text("\n".join(lines) + "\n")
+    h = zooql.connect(tmp_path / "hub")
+    h.execute("ADD MODELS FROM 'models.csv'", base_dir=str(tmp_path))
+    h.execute("IMPORT OUTCOMES FROM 'out.csv'", base_dir=str(tmp_path))
+    yield h
+    h.close()
+    shutil.rmtree(tmp_path / "hub", ignore_errors=True)
+
+
+def test_message_reports_spent_of_budget(hub):
+    res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 12 OPTIONS (show_all = true)")
+    assert res.message.startswith(f"{DEFAULT_STRATEGY} searched 5 models of tree t on qa: ")
+    found = SPENT.findall(res.message)
+    assert len(found) == 1
+    spent, budget = map(int, found[0])
+    assert budget == 12 * 5 and 0 < spent <= budget
+    assert spent == sum(r[3] for r in res.rows)          # the queries column adds up to the spend
+    total = SPENT.search(hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 33 TOTAL USING gems").message)
+    assert int(total.group(2)) == 33 and int(total.group(1)) <= 33
+    capped = SPENT.search(hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 500 USING uniform").message)
+    assert capped.groups() == ("600", "600")             # capped at models x queries
+    assert hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40").rows[0][1] == "gem"
