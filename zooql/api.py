@@ -169,6 +169,12 @@ class Hub:
     def _run_one(self, stmt, params, progress, base_dir) -> Result:
         t0 = time.perf_counter()
         bound, op = self._bind_and_plan(stmt, params, base_dir)
+        if isinstance(bound, BoundExplain) and bound.verbose:
+            from zooql.plan.planner import plan_verbose
+
+            lines, _ = plan_verbose(bound.statement, registry.dispatch())
+            return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
+                          elapsed=time.perf_counter() - t0)
         if isinstance(bound, BoundExplain) and not bound.analyze:
             lines = P.explain(op)
             return Result(["plan"], [(line,) for line in lines], kind="explain",

@@ -16,6 +16,7 @@ from zooql.lang import ast as A
 from zooql.core.where import Compiled, ExprCompiler, render, suggest
 from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
+from zooql.plan.logical import Logical
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
@@ -121,13 +122,13 @@ def options_dict(options: tuple) -> dict[str, Any]:
 # ---- bound statements ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class BoundAddModels:
+class BoundAddModels(Logical):
     specs: tuple = ()            # tuple of dicts (inline ADD MODEL)
     path: str | None = None      # ADD MODELS FROM file
 
 
 @dataclass(frozen=True)
-class BoundShow:
+class BoundShow(Logical):
     what: str                    # models | trees | datasets
     where: Compiled | None = None
     where_text: str | None = None
@@ -136,36 +137,37 @@ class BoundShow:
 
 
 @dataclass(frozen=True)
-class BoundName:
+class BoundName(Logical):
     what: str                    # describe_model | describe_dataset | drop_model
     name: str
     if_exists: bool = False
 
 
 @dataclass(frozen=True)
-class BoundAlter:
+class BoundAlter(Logical):
     what: str                    # model | dataset
     name: str
     assignments: tuple           # tuple of (key, value)
 
 
 @dataclass(frozen=True)
-class BoundImport:
+class BoundImport(Logical):
     kind: str
     path: str
     source: str | None
 
 
 @dataclass(frozen=True)
-class BoundSet:
+class BoundSet(Logical):
     key: str
     value: Any
 
 
 @dataclass(frozen=True)
-class BoundExplain:
+class BoundExplain(Logical):
     statement: Any
     analyze: bool
+    verbose: bool = False
 
 
 def model_spec(source: str, *, name: str | None, checkpoint: str | None, labels, labels_file,
@@ -331,7 +333,7 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
 def bind(stmt: A.Statement, bc: BindContext):
     stmt = substitute(stmt, bc.params)
     if isinstance(stmt, A.Explain):
-        return BoundExplain(bind(stmt.statement, bc), stmt.analyze)
+        return BoundExplain(bind(stmt.statement, bc), stmt.analyze, stmt.verbose)
     fn = bc.dispatch.binder(type(stmt)) if bc.dispatch is not None else None
     if fn is None:  # pragma: no cover - every grammar statement has a binder
         raise BindError(f"statement {type(stmt).__name__.upper()} is not available in this build")

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from zooql.core import evaluators as E
 from zooql.core import tasks as T
 from zooql.core.binder import BindContext, int_of, string_of, value_of
 from zooql.core.where import suggest
@@ -14,6 +15,7 @@ from zooql.errors import BindError, ExecutionError
 from zooql.lang import ast as A
 from zooql.plan.hooks import binds, plans
 from zooql.plan.nodes import ExecContext, Expr, OpStats, Operator, Rows
+from zooql.plan.logical import Logical
 
 
 # ---- CREATE TASK --------------------------------------------------------------------------
@@ -50,9 +52,9 @@ class CreateTask(Operator):
         t = T.read_task(self.task, self.path, images=self.images, evaluator=self.evaluator,
                         limit=self.limit, base_dir=self.base_dir, seed=self.seed)
         if t.evaluator.lower().startswith("python:"):
-            T.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
+            E.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
             _, target, fn = T.parse_evaluator(t.evaluator)
-            T.load_python_function(target, fn, t.info.get("base_dir"))  # fail now, not mid-search
+            E.load_python_function(target, fn, t.info.get("base_dir"))  # fail now, not mid-search
         replaced, dropped = T.store_task(ctx.con, ctx.store, t)
         what = "replaced" if replaced else "created"
         msg = f"{what} task {t.name}: {len(t.queries)} queries, evaluator {self.evaluator}"
@@ -71,7 +73,7 @@ class CreateTask(Operator):
 
 
 @dataclass(frozen=True)
-class BoundCreateTask:
+class BoundCreateTask(Logical):
     name: str
     path: str
     images: bool

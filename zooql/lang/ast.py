@@ -153,6 +153,7 @@ class Explain(Statement):
     statement: Statement
     analyze: bool = False
     span: Span | None = _span()
+    verbose: bool = False
 
 
 @dataclass(frozen=True)

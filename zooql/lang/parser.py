@@ -173,7 +173,10 @@ class _ToAst(Transformer):
         return True
 
     def analyze(self, meta, items):
-        return True
+        return "analyze"
+
+    def verbose(self, meta, items):
+        return "verbose"
 
     def kind_evaluations(self, meta, items):
         return "evaluations"
@@ -189,8 +192,8 @@ class _ToAst(Transformer):
         return list(items)
 
     def explain_stmt(self, meta, items):
-        analyze = len(items) == 2
-        return A.Explain(items[-1], analyze, span=span(meta))
+        mode = items[0] if len(items) == 2 else None
+        return A.Explain(items[-1], mode == "analyze", span=span(meta), verbose=mode == "verbose")
 
     def add_model(self, meta, items):
         kw = dict(items[1:])

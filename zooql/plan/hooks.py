@@ -27,6 +27,19 @@ def plans(bound_type: type):
     return deco
 
 
+def rule(name: str, *, phase: str = "logical"):
+    """Tag ``fn(plan) -> plan`` as a rewrite rule named ``name``: a small pure function over
+    logical nodes (``phase='logical'``, before physical planning) or operator trees
+    (``phase='physical'``). It returns its input unchanged when it does not apply."""
+    if phase not in ("logical", "physical"):
+        raise ValueError(f"unknown rule phase {phase!r}")
+
+    def deco(fn):
+        fn.__zooql_rule__ = (name, phase)
+        return fn
+    return deco
+
+
 class Dispatch:
     """Binder and planner tables keyed by type, with the owner of each entry."""
 
@@ -34,6 +47,7 @@ class Dispatch:
         self.binders: dict[type, Callable] = {}
         self.planners: dict[type, Callable] = {}
         self.owners: dict[type, str] = {}
+        self.rules: dict[str, list[tuple[str, Callable]]] = {"logical": [], "physical": []}
 
     def _add(self, table: dict, key: type, fn: Callable, owner: str) -> None:
         if key in table and table[key] is not fn:
@@ -48,6 +62,11 @@ class Dispatch:
                     self._add(self.binders, obj.__zooql_binds__, obj, owner)
                 if hasattr(obj, "__zooql_plans__"):
                     self._add(self.planners, obj.__zooql_plans__, obj, owner)
+                if hasattr(obj, "__zooql_rule__"):
+                    name, phase = obj.__zooql_rule__
+                    if any(n == name for n, _ in self.rules[phase]):
+                        raise ZooQLError(f"rewrite rule {name!r} is defined twice")
+                    self.rules[phase].append((f"{owner}.{name}", obj))
 
     def binder(self, ast_type: type) -> Callable | None:
         return self.binders.get(ast_type)

@@ -1,33 +1,28 @@
-"""Rewrite rules over operator trees: small pure functions ``Operator -> Operator`` with a
-name, applied in order. ``EXPLAIN VERBOSE`` lists each rule and whether it changed the plan."""
+"""Rewrite rules: small pure functions with a name, over logical nodes or operator trees,
+applied in order (see :mod:`zooql.plan.planner`). A rule returns its input unchanged when
+it does not apply; :func:`apply_rules` records whether each one changed the plan."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
-from zooql.plan.nodes import Operator
-
-Rule = Callable[[Operator], Operator]
+Rule = Callable[[Any], Any]
 
 
-def transform_up(op: Operator, fn: Callable[[Operator], Operator]) -> Operator:
+def transform_up(op, fn: Callable[[Any], Any]):
     """Apply ``fn`` bottom-up to every node reachable through a ``child`` field."""
     child = getattr(op, "child", None)
-    if isinstance(child, Operator):
+    if child is not None and dataclasses.is_dataclass(child):
         new_child = transform_up(child, fn)
         if new_child is not child:
             op = dataclasses.replace(op, child=new_child)
     return fn(op)
 
 
-RULES: list[tuple[str, Rule]] = []
-
-
-def apply_rules(op: Operator, rules: list[tuple[str, Rule]] | None = None,
-                trace: list | None = None) -> Operator:
-    for name, rule in (RULES if rules is None else rules):
-        new = rule(op)
+def apply_rules(plan, rules: list[tuple[str, Rule]], trace: list | None = None):
+    for name, rule in rules:
+        new = rule(plan)
         if trace is not None:
-            trace.append((name, new != op))
-        op = new
-    return op
+            trace.append((name, new is not plan and new != plan))
+        plan = new
+    return plan

@@ -20,13 +20,14 @@ from zooql.core.binder import BindContext, bind_model_filter, int_of, options_di
 from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
+from zooql.plan.logical import Logical
 
 METHODS = ("conductance",)
 OPTIONS = ("eta", "gamma", "steps", "batch_size", "metric", "draws")
 
 
 @dataclass(frozen=True)
-class BoundRank:
+class BoundRank(Logical):
     task: str
     task_images: int
     sources: tuple          # ((task, metric, n_images), ...)
@@ -97,32 +98,8 @@ def _metrics(con, dataset: str, models: list[str]) -> list[str]:
     return [r[0] for r in rows]
 
 
-@binds(A.RankModels)
-def _bind_rank(stmt: A.RankModels, bc: BindContext):
-    method = "conductance" if stmt.method is None else str(value_of(stmt.method)).lower()
-    if method not in METHODS:
-        raise BindError(f"unknown ranking method {method!r}{suggest(method, METHODS)} (methods: {', '.join(METHODS)})")
-    opts = options_dict(stmt.options)
-    for key in opts:
-        if key not in OPTIONS:
-            raise BindError(f"unknown option {key!r} for RANK MODELS{suggest(key, OPTIONS)} "
-                            f"(options: {', '.join(OPTIONS)})")
-    eta = _number(opts, "eta", D.DEFAULT_ETA, 0)
-    gamma = _number(opts, "gamma", D.DEFAULT_GAMMA, 0)
-    steps = _integer(opts, "steps", D.DEFAULT_STEPS, 1)
-    batch_size = _integer(opts, "batch_size", 8, 1)
-    metric = opts.get("metric")
-    if metric is not None and not isinstance(metric, str):
-        raise BindError(f"option metric must be a 'string', got {metric!r}")
-    top = int_of(value_of(stmt.top), "TOP") if stmt.top is not None else None
-    n_draws = _integer(opts, "draws", 1, 1)
-
-    tasks = T.task_rows(bc.con)
-    name = str(value_of(stmt.task))
-    target = _image_task(name, tasks, "target")
-    redraws = _target_draws(target, n_draws) if n_draws > 1 else []
-
-    # ---- the ranked models: open_clip VLMs (WHERE narrows them) --------------------------
+def _ranked_models(stmt: A.RankModels, bc: BindContext) -> tuple[list[tuple], str | None]:
+    """The ranked models: the registered open_clip VLMs (WHERE narrows them)."""
     where, where_text = bind_model_filter(stmt.where, bc)
     sql = "SELECT name, source, checkpoint, preprocess FROM models"
     params: list = []
@@ -139,9 +116,13 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
     if not vlm:
         why = f" matches WHERE {where_text}" if where is not None else " is registered"
         raise BindError(f"no open_clip VLM{why}; register one with ADD MODEL 'open_clip:<arch>' FROM '<weights>'")
-    names = [r[0] for r in vlm]
+    return vlm, where_text
 
-    # ---- source tasks and the metric of their true ranks ------------------------------------
+
+def _sources(stmt: A.RankModels, bc: BindContext, tasks: dict, name: str, names: list[str],
+             metric: str | None) -> list[tuple[str, str, int]]:
+    """The source tasks, each with the metric of its true ranks and its image count; every
+    ranked model must have evaluations on at least one of them."""
     evaluated = {r[0] for r in bc.con.execute("SELECT DISTINCT dataset FROM evaluations").fetchall()}
     if stmt.sources is not None:
         src_names = []
@@ -175,6 +156,11 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
         else:
             m = found[0]
         sources.append((s, m, int(tasks[s]["n_queries"])))
+    _check_evaluated(bc, names, sources)
+    return sources
+
+
+def _check_evaluated(bc: BindContext, names: list[str], sources: list[tuple]) -> None:
     marks = ", ".join("?" for _ in names)
     conds = " OR ".join("(dataset = ? AND metric = ?)" for _ in sources)
     flat = [x for s, m, _ in sources for x in (s, m)]
@@ -186,6 +172,37 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
         raise BindError(f"model(s) {', '.join(missing)} have no evaluations on any source task "
                         f"({', '.join(s for s, _, _ in sources)}); IMPORT EVALUATIONS for them or leave them "
                         f"out with WHERE")
+
+
+@binds(A.RankModels)
+def _bind_rank(stmt: A.RankModels, bc: BindContext):
+    method = "conductance" if stmt.method is None else str(value_of(stmt.method)).lower()
+    if method not in METHODS:
+        raise BindError(f"unknown ranking method {method!r}{suggest(method, METHODS)} (methods: {', '.join(METHODS)})")
+    opts = options_dict(stmt.options)
+    for key in opts:
+        if key not in OPTIONS:
+            raise BindError(f"unknown option {key!r} for RANK MODELS{suggest(key, OPTIONS)} "
+                            f"(options: {', '.join(OPTIONS)})")
+    eta = _number(opts, "eta", D.DEFAULT_ETA, 0)
+    gamma = _number(opts, "gamma", D.DEFAULT_GAMMA, 0)
+    steps = _integer(opts, "steps", D.DEFAULT_STEPS, 1)
+    batch_size = _integer(opts, "batch_size", 8, 1)
+    metric = opts.get("metric")
+    if metric is not None and not isinstance(metric, str):
+        raise BindError(f"option metric must be a 'string', got {metric!r}")
+    top = int_of(value_of(stmt.top), "TOP") if stmt.top is not None else None
+    n_draws = _integer(opts, "draws", 1, 1)
+
+    tasks = T.task_rows(bc.con)
+    name = str(value_of(stmt.task))
+    target = _image_task(name, tasks, "target")
+    redraws = _target_draws(target, n_draws) if n_draws > 1 else []
+
+    vlm, where_text = _ranked_models(stmt, bc)
+    names = [r[0] for r in vlm]
+
+    sources = _sources(stmt, bc, tasks, name, names, metric)
 
     # ---- what is cached ----------------------------------------------------------------
     fps, cached = [], []

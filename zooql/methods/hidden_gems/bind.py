@@ -19,6 +19,7 @@ from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.storage import catalog as C
+from zooql.plan.logical import Logical
 
 DEFAULT_STRATEGY = "sequential_halving"
 
@@ -46,7 +47,7 @@ _MODEL_COLUMNS = "id, name, source, checkpoint, loadable, downloads, preprocess"
 
 
 @dataclass(frozen=True)
-class BoundDiscover:
+class BoundDiscover(Logical):
     tree: str
     task: str
     source: str                # recorded | live | python

@@ -109,109 +109,32 @@ class Discover(Operator):
         return out
 
     def run(self, ctx: ExecContext, inputs):
+        from zooql.core import evaluators as E
         from zooql.methods.hidden_gems import discover as D
-        from zooql.core import tasks as T
 
-        con = ctx.con
         models = self._models(ctx)
         M = len(models)
-        src = T.open_source(con, self.task, models, trusted=bool(ctx.setting("trust_code", False)),
+        src = E.open_source(ctx.con, self.task, models, trusted=bool(ctx.setting("trust_code", False)),
                             runtime_fn=lambda: ctx.runtime, batch_size=self.batch_size)
         Q = len(src.query_ids)
         asked = self.per_model * M if self.per_model is not None else (self.requested or self.budget)
         B = int(min(asked, M * Q))
-        recorded = src.kind == "recorded"
-
-        # the cache: (model index * Q + query index) -> score
-        id_to_idx = {m["id"]: i for i, m in enumerate(models)}
-        q_to_idx = {q: j for j, q in enumerate(src.query_ids)}
-        cache: dict[int, float] = {}
-        for mid, qid, score in con.execute(
-                "SELECT model_id, query_id, score FROM discover_cache WHERE task = ? AND fingerprint = ? "
-                "AND list_contains(?, model_id)", [src.task, src.fingerprint, list(id_to_idx)]).fetchall():
-            j = q_to_idx.get(qid)
-            if j is not None:
-                cache[id_to_idx[mid] * Q + j] = float(score)
-
-        new_m: list[int] = []
-        new_q: list[int] = []
-        new_s: list[float] = []
-        calls: list[tuple[int, int, float]] = []     # (evaluations, new, seconds) per oracle call
-        done = [0]
-
-        def oracle(mi: np.ndarray, qi: np.ndarray) -> np.ndarray:
-            t0 = time.perf_counter()
-            keys = (mi * Q + qi).tolist()
-            hit = np.fromiter((k in cache for k in keys), dtype=bool, count=len(keys))
-            scores = np.empty(len(keys))
-            if recorded:
-                scores[:] = src.evaluate(mi, qi)
-            else:
-                if hit.any():
-                    scores[hit] = [cache[k] for k, h in zip(keys, hit) if h]
-                miss = np.nonzero(~hit)[0]
-                if miss.size:
-                    mm = mi[miss]
-                    for m in np.unique(mm):
-                        sel = miss[mm == m]
-                        ctx.report(f"discover {self.task}", done[0], B)
-                        scores[sel] = np.asarray(src.evaluate(int(m), qi[sel]), dtype=np.float64)
-            miss = np.nonzero(~hit)[0]
-            for j in miss:
-                cache[keys[j]] = float(scores[j])
-            new_m.extend(mi[miss].tolist())
-            new_q.extend(qi[miss].tolist())
-            new_s.extend(scores[miss].tolist())
-            done[0] += len(keys)
-            calls.append((len(keys), int(miss.size), time.perf_counter() - t0))
-            ctx.report(f"discover {self.task}", done[0], B)
-            return scores
-
-        opts = dict(self.options)
+        oracle = _CachedOracle(src, Q, _load_cache(ctx.con, src, models, Q),
+                               lambda done: ctx.report(f"discover {self.task}", done, B))
         try:
-            res = D.discover(oracle, M, Q, B, strategy=self.strategy, seed=self.seed, k=self.k, **opts)
+            res = D.discover(oracle, M, Q, B, strategy=self.strategy, seed=self.seed, k=self.k,
+                             **dict(self.options))
         except D.DiscoverBudgetError as exc:  # pragma: no cover - a bug in a strategy
             raise ExecutionError(f"internal error in strategy {self.strategy}: {exc}") from None
         except TypeError as exc:
             raise ExecutionError(f"strategy {self.strategy} rejected its OPTIONS: {exc}") from None
         finally:
             src.close()
-
-        if new_m:
-            import pyarrow as pa
-
-            data = pa.table({
-                "task": pa.array([src.task] * len(new_m), pa.string()),
-                "fingerprint": pa.array([src.fingerprint] * len(new_m), pa.string()),
-                "model_id": pa.array([models[i]["id"] for i in new_m], pa.int32()),
-                "model": pa.array([models[i]["name"] for i in new_m], pa.string()),
-                "query_id": pa.array([src.query_ids[j] for j in new_q], pa.string()),
-                "score": pa.array(new_s, pa.float64())})
-            con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
-            con.register("_zooql_discover_new", data)
-            try:
-                con.execute("INSERT INTO discover_cache (task, fingerprint, model_id, model, query_id, score) "
-                            "SELECT task, fingerprint, model_id, model, query_id, score FROM _zooql_discover_new")
-            finally:
-                con.unregister("_zooql_discover_new")
-
-        n_new = len(new_m)
+        _store_new(ctx.con, src, models, oracle)
+        n_new = len(oracle.new_m)
         cached = res.spent - n_new
-        gems = self._hidden_gems(models, src, cache, Q)
-        est = res.estimates
-        elim = res.eliminated_round
-        if self.show_all:
-            key_est = np.where(np.isnan(est), -np.inf, est)
-            order = [int(i) for i in np.lexsort((np.arange(M), -key_est, -np.where(elim < 0, 10**9, elim)))]
-        else:
-            order = list(res.ranking)
-        rows = []
-        for rank, i in enumerate(order, 1):
-            rows.append((rank, models[i]["name"], None if np.isnan(est[i]) else float(est[i]),
-                         int(res.n_evaluated[i]), None if elim[i] < 0 else int(elim[i]) + 1,
-                         None if gems is None else bool(gems[i])))
-
-        self._record_stats(ctx, res, calls, n_new, cached, [models[i]["name"] for i in res.ranking])
+        rows = self._result_rows(models, res, self._hidden_gems(models, src, oracle.cache, Q))
+        self._record_stats(ctx, res, oracle.calls, n_new, cached, [models[i]["name"] for i in res.ranking])
         best = ", ".join(models[i]["name"] for i in res.ranking)
         msg = (f"{self.strategy} searched {M} models of tree {self.tree} on {self.task}: spent {res.spent} "
                f"of budget {B} ({n_new} new evaluations, {cached} cached); best: {best}")
@@ -220,6 +143,19 @@ class Discover(Operator):
         if asked > B:
             msg += f"; budget capped at models x queries = {B}"
         return Rows(list(RESULT_COLUMNS), rows, message=msg)
+
+    def _result_rows(self, models, res, gems) -> list[tuple]:
+        est, elim = res.estimates, res.eliminated_round
+        if self.show_all:
+            key_est = np.where(np.isnan(est), -np.inf, est)
+            order = [int(i) for i in np.lexsort((np.arange(len(models)), -key_est,
+                                                 -np.where(elim < 0, 10**9, elim)))]
+        else:
+            order = list(res.ranking)
+        return [(rank, models[i]["name"], None if np.isnan(est[i]) else float(est[i]),
+                 int(res.n_evaluated[i]), None if elim[i] < 0 else int(elim[i]) + 1,
+                 None if gems is None else bool(gems[i]))
+                for rank, i in enumerate(order, 1)]
 
     def _hidden_gems(self, models, src, cache, Q):
         """is_hidden_gem per model when every model's full score is known, else None."""
@@ -264,3 +200,83 @@ class Discover(Operator):
 
 def _drop_cached(ctx: ExecContext, model_id: int, name: str) -> None:
     ctx.con.execute("DELETE FROM discover_cache WHERE model_id = ?", [model_id])
+
+
+# ---- the outcome cache ---------------------------------------------------------------------
+
+def _load_cache(con, src, models: list[dict], Q: int) -> dict[int, float]:
+    """Cached evaluations of this task definition: (model index * Q + query index) -> score."""
+    id_to_idx = {m["id"]: i for i, m in enumerate(models)}
+    q_to_idx = {q: j for j, q in enumerate(src.query_ids)}
+    cache: dict[int, float] = {}
+    for mid, qid, score in con.execute(
+            "SELECT model_id, query_id, score FROM discover_cache WHERE task = ? AND fingerprint = ? "
+            "AND list_contains(?, model_id)", [src.task, src.fingerprint, list(id_to_idx)]).fetchall():
+        j = q_to_idx.get(qid)
+        if j is not None:
+            cache[id_to_idx[mid] * Q + j] = float(score)
+    return cache
+
+
+class _CachedOracle:
+    """The oracle DISCOVER's strategies call: answers (model, query) pairs from the cache
+    when it can and from the task's evaluation source otherwise, remembering what was new."""
+
+    def __init__(self, src, Q: int, cache: dict[int, float], report):
+        self.src, self.Q, self.cache, self.report = src, Q, cache, report
+        self.recorded = src.kind == "recorded"
+        self.new_m: list[int] = []
+        self.new_q: list[int] = []
+        self.new_s: list[float] = []
+        self.calls: list[tuple[int, int, float]] = []     # (evaluations, new, seconds) per call
+        self.done = 0
+
+    def __call__(self, mi: np.ndarray, qi: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        keys = (mi * self.Q + qi).tolist()
+        hit = np.fromiter((k in self.cache for k in keys), dtype=bool, count=len(keys))
+        scores = np.empty(len(keys))
+        if self.recorded:
+            scores[:] = self.src.evaluate(mi, qi)
+        else:
+            if hit.any():
+                scores[hit] = [self.cache[k] for k, h in zip(keys, hit) if h]
+            miss = np.nonzero(~hit)[0]
+            mm = mi[miss]
+            for m in np.unique(mm):
+                sel = miss[mm == m]
+                self.report(self.done)
+                scores[sel] = np.asarray(self.src.evaluate(int(m), qi[sel]), dtype=np.float64)
+        miss = np.nonzero(~hit)[0]
+        for j in miss:
+            self.cache[keys[j]] = float(scores[j])
+        self.new_m.extend(mi[miss].tolist())
+        self.new_q.extend(qi[miss].tolist())
+        self.new_s.extend(scores[miss].tolist())
+        self.done += len(keys)
+        self.calls.append((len(keys), int(miss.size), time.perf_counter() - t0))
+        self.report(self.done)
+        return scores
+
+
+def _store_new(con, src, models: list[dict], oracle: _CachedOracle) -> None:
+    """Insert the evaluations this search paid for into discover_cache (one statement)."""
+    if not oracle.new_m:
+        return
+    import pyarrow as pa
+
+    n = len(oracle.new_m)
+    data = pa.table({
+        "task": pa.array([src.task] * n, pa.string()),
+        "fingerprint": pa.array([src.fingerprint] * n, pa.string()),
+        "model_id": pa.array([models[i]["id"] for i in oracle.new_m], pa.int32()),
+        "model": pa.array([models[i]["name"] for i in oracle.new_m], pa.string()),
+        "query_id": pa.array([src.query_ids[j] for j in oracle.new_q], pa.string()),
+        "score": pa.array(oracle.new_s, pa.float64())})
+    con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+    con.register("_zooql_discover_new", data)
+    try:
+        con.execute("INSERT INTO discover_cache (task, fingerprint, model_id, model, query_id, score) "
+                    "SELECT task, fingerprint, model_id, model, query_id, score FROM _zooql_discover_new")
+    finally:
+        con.unregister("_zooql_discover_new")

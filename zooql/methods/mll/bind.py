@@ -23,10 +23,11 @@ from zooql.core.binder import BindContext, bind_model_filter, int_of, options_di
 from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
+from zooql.plan.logical import Logical
 
 
 @dataclass(frozen=True)
-class BoundCreateGraph:
+class BoundCreateGraph(Logical):
     graph: str
     folder: str
     root: str | None
@@ -36,7 +37,7 @@ class BoundCreateGraph:
 
 
 @dataclass(frozen=True)
-class BoundLabel:
+class BoundLabel(Logical):
     graph: str
     plan: tuple
     n_nodes: int
@@ -46,7 +47,7 @@ class BoundLabel:
 
 
 @dataclass(frozen=True)
-class BoundSelect:
+class BoundSelect(Logical):
     task: str
     graph: str
     classes: tuple
@@ -60,7 +61,7 @@ class BoundSelect:
 
 
 @dataclass(frozen=True)
-class BoundClassify:
+class BoundClassify(Logical):
     select: BoundSelect
     folder: str
     images: tuple

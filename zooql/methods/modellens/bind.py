@@ -19,6 +19,7 @@ from zooql.core.binder import BindContext, bind_model_filter, options_dict, valu
 from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import Compiled, suggest
+from zooql.plan.logical import Logical
 
 DEFAULT_TOP = 10
 _NO_EVALUATIONS = ("no evaluations in this hub; IMPORT EVALUATIONS FROM 'file.csv' first "
@@ -26,7 +27,7 @@ _NO_EVALUATIONS = ("no evaluations in this hub; IMPORT EVALUATIONS FROM 'file.cs
 
 
 @dataclass(frozen=True)
-class BoundRecommend:
+class BoundRecommend(Logical):
     dataset: str
     metric: str
     method: str
@@ -44,7 +45,7 @@ class BoundRecommend:
 
 
 @dataclass(frozen=True)
-class BoundTrainRecommender:
+class BoundTrainRecommender(Logical):
     reuse: bool
     reason: str | None
     config: tuple

@@ -20,6 +20,7 @@ from zooql.core.binder import (BindContext, bind_model_filter, binds, int_of, op
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.storage import catalog as C
+from zooql.plan.logical import Logical
 
 FIND_OPTIONS = ("topk_probes", "method", "index", "pool", "ef")
 METHODS = ("asymmetric", "full", "model")
@@ -41,7 +42,7 @@ class ProbeSetRef:
 
 
 @dataclass(frozen=True)
-class BoundCreateProbeSet:
+class BoundCreateProbeSet(Logical):
     name: str
     kind: str
     path: str | None
@@ -51,7 +52,7 @@ class BoundCreateProbeSet:
 
 
 @dataclass(frozen=True)
-class BoundProbe:
+class BoundProbe(Logical):
     ps: ProbeSetRef
     models: tuple
     already: tuple
@@ -63,13 +64,13 @@ class BoundProbe:
 
 
 @dataclass(frozen=True)
-class BoundRefresh:
+class BoundRefresh(Logical):
     ps: ProbeSetRef
     params: dict
 
 
 @dataclass(frozen=True)
-class BoundFind:
+class BoundFind(Logical):
     target: str
     ps: ProbeSetRef
     query: str                     # text | logit | model
