@@ -9,13 +9,9 @@ import textwrap
 import pytest
 
 import zooql
-from conftest import GOLDEN, ROOT, golden_compare
+from conftest import ROOT
 from zooql.plan.nodes import OPERATORS, Operator
 from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
-
-
-def _cases(name):
-    return [c.strip() for c in (GOLDEN / name).read_text().split("\n\n") if c.strip()]
 
 
 @pytest.fixture
@@ -27,24 +23,6 @@ def small_hub(hub, tmp_path):
     (tmp_path / "evals.csv").write_text("model,dataset,metric,score\nbase,gsm8k,acc,0.5\nft_a,gsm8k,acc,0.6\n")
     hub.execute("IMPORT EVALUATIONS FROM 'evals.csv'", base_dir=str(tmp_path))
     return hub
-
-
-def test_explain_golden(small_hub):
-    out = []
-    for case in _cases("explain_cases.zql"):
-        out.append(case + "\n" + small_hub.execute(case).to_arrow().column("plan").to_pylist().__str__())
-    text = "\n\n".join(case + "\n" + "\n".join(r[0] for r in small_hub.execute(case).rows)
-                       for case in _cases("explain_cases.zql"))
-    golden_compare("explain_cases.out", text + "\n")
-
-
-def test_bind_errors_golden(small_hub):
-    out = []
-    for case in _cases("bind_error_cases.zql"):
-        with pytest.raises(BindError) as exc:
-            small_hub.execute(case)
-        out.append(case + "\n=> " + str(exc.value))
-    golden_compare("bind_error_cases.out", "\n\n".join(out) + "\n")
 
 
 def test_every_operator_has_a_printer():
