@@ -14,8 +14,6 @@ from typing import Any, Callable, ClassVar
 from zooql.plan.nodes import ExecContext, Expr, Operator, Rows
 from zooql.errors import BindError, ExecutionError
 
-# Hooks later issues register: called inside the statement's transaction.
-
 NAME_ONLY_PREFIXES = ("hf:", "name:", "api:")
 
 

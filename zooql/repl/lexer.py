@@ -1,7 +1,7 @@
 """Tokenizer for ZooQL text, shared by the REPL's highlighter, its statement splitter
 and its completer.
 
-It mirrors the lexical rules of ``zooql/query/grammar.lark`` (bare identifiers with
+It mirrors the lexical rules of ``zooql/lang/grammar.lark`` (bare identifiers with
 inner hyphens, ``"double quoted"`` identifiers, ``'single quoted'`` strings with ``''``
 escapes, ``--`` line comments, ``?`` and ``:name`` parameters) but never fails: text
 the grammar would reject still tokenizes (as ``error`` tokens), so highlighting works

@@ -1,8 +1,8 @@
-"""The DCD paper's ranking metrics (Yang et al. 2026, App. F.2, Eq. 54-55), next to the
-project's LOVM / SWAB conventions of :mod:`zooql.methods.modellens.metrics`.
+"""Ranking metrics shared by the methods: the DCD paper's (Yang et al. 2026, App. F.2,
+Eq. 54-55) beside ModelLens' LOVM / SWAB conventions, and the helpers both use (clean
+score vectors, a stable descending order, Kendall's tau-b).
 
-Our reading of Eq. 54-55 (the appendix text was not available offline; this follows the
-description in issue 17):
+Our reading of Eq. 54-55 (the appendix text was not available offline):
 
 * :func:`ndcg5_paper` -- NDCG@k with exponential gains ``2^rel - 1``: the true top-k
   models get relevance ``k, k-1, ..., 1`` (the true best ``k``), every other model 0, so

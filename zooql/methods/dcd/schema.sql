@@ -3,7 +3,7 @@
 CREATE TABLE IF NOT EXISTS dcd_vectors (
     model VARCHAR NOT NULL,           -- model name
     task VARCHAR NOT NULL,            -- CREATE TASK name
-    fingerprint VARCHAR NOT NULL,     -- zooql.engine.dcd.vector_fingerprint
+    fingerprint VARCHAR NOT NULL,     -- zooql.methods.dcd.conductance.vector_fingerprint
     n_images INTEGER NOT NULL,
     steps INTEGER NOT NULL,           -- captum LayerConductance n_steps
     blocks VARCHAR[] NOT NULL,        -- coarse block names, in depth order

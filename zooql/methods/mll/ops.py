@@ -1,7 +1,7 @@
 """Operators of MLL (Model Label Learning, :mod:`zooql.methods.mll.labels`): CREATE SEMANTIC GRAPH,
 LABEL MODELS, SELECT MODELS FOR TASK ... USING LABELS and CLASSIFY ... USING LABELS ENSEMBLE.
 
-Storage (``storage/schema_mll.sql``, all inside the statement's DuckDB transaction):
+Storage (``methods/mll/schema.sql``, all inside the statement's DuckDB transaction):
 ``mll_graphs`` / ``mll_nodes`` (the graph, with each node's image list and hash),
 ``mll_embeddings`` (per model and node: the image embeddings and the caption embedding,
 keyed by the node's images hash and caption, so that LABEL only runs the forward passes

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS probe_masks (
     completion VARCHAR,               -- provisional | fold-in | refit
     PRIMARY KEY (probe_set_id, model_id)
 );
--- The probe factors of the last completion fit (file in <dir>/completion/, see zooql/engine/completion.py).
+-- The probe factors of the last completion fit (file in <dir>/completion/, see zooql/methods/probelog/completion.py).
 CREATE TABLE IF NOT EXISTS probe_factors (
     probe_set_id INTEGER PRIMARY KEY,
     method VARCHAR NOT NULL,
