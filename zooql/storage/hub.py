@@ -6,7 +6,7 @@
 * Every statement runs in one DuckDB transaction (:meth:`HubStore.write`): an error or
   an interrupt rolls it back, so a failed statement leaves the hub as it was. Files
   beside the catalog are written to a temporary name and renamed into place
-  (:func:`atomic_write_bytes`, :func:`replace_file`).
+  (:func:`atomic_write_bytes`).
 """
 from __future__ import annotations
 
@@ -44,11 +44,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def replace_file(tmp: Path, final: Path) -> None:
-    """Rename a fully written temporary file into place (atomic on POSIX)."""
-    os.replace(tmp, final)
 
 
 class HubStore:

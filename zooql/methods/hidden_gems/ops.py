@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zooql.core import ops as ops_catalog
 from zooql.plan.nodes import ExecContext, Expr, OpStats, Operator, Rows
 from zooql.errors import ExecutionError
 

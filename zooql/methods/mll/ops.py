@@ -22,7 +22,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from zooql.core import ops as ops_catalog
 from zooql.methods.mll.labels import DEFAULT_ALPHA, DEFAULT_NODES_PER_CLASS, DEFAULT_PROMPT, DEFAULT_WEIGHTS
 from zooql.plan.nodes import ExecContext, Operator, Rows
 from zooql.runtime.images import IMAGE_EXTS

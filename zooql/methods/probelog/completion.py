@@ -196,10 +196,6 @@ def load_factors(files) -> tuple[np.ndarray, dict] | None:
     return V, meta
 
 
-def has_factors(store_path: str, ps_dir: str) -> bool:
-    return os.path.exists(os.path.join(store_path, ps_dir, "completion", "factors.json"))
-
-
 def save_factors(files, V: np.ndarray, meta: dict) -> None:
     """Atomically write the factors (new file name) and then the json that names them."""
     from pathlib import Path

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zooql.core import ops as ops_catalog
 from zooql.runtime.loading import load_model, model_options, runtime_for  # noqa: F401
 from zooql.plan.nodes import ExecContext, Operator, Rows
 from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported for the binder)
@@ -42,7 +41,7 @@ from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported fo
 )
 from zooql.errors import ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
-    tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, model_row_by_id, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
+    tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
 )
 
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).

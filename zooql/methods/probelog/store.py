@@ -68,13 +68,6 @@ def run_columns(first: np.ndarray, ncols: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(f, f + n, dtype=np.int64) for f, n in zip(first, ncols)])
 
 
-def model_row_by_id(con, model_id: int) -> dict | None:
-    from zooql.storage import catalog as C
-
-    row = con.execute("SELECT name FROM models WHERE id = ?", [model_id]).fetchone()
-    return C.model_row(con, row[0]) if row else None
-
-
 # ==== files of a probe set ===================================================================
 
 class ProbeSetFiles:
