@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zooql.testing.irt_sim import _sigmoid, fit_abilities
+from zooql.testing.irt_sim import IRTPool, _sigmoid, fit_abilities
 
 
 @dataclass
@@ -45,16 +45,8 @@ class ClusteredTree:
     head: np.ndarray        # index of the model each one copies (itself for heads and broken uploads)
     kind: np.ndarray        # "base", "lineage", "reupload", "variant", "broken" per model
 
-    @property
-    def full_scores(self) -> np.ndarray:
-        return self.outcomes.mean(axis=1)
-
-    def oracle(self):
-        out = self.outcomes
-
-        def f(models: np.ndarray, queries: np.ndarray) -> np.ndarray:
-            return out[models, queries]
-        return f
+    full_scores = IRTPool.full_scores     # mean outcome per model
+    oracle = IRTPool.oracle               # (models, queries) -> outcomes
 
 
 def _assign_heads(rng, n_copies: int, n_lineages: int, dup_share: float) -> np.ndarray:
