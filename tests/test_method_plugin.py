@@ -3,6 +3,7 @@
 The toy method ``GREET MODELS [WHERE ...]`` has its own grammar fragment, AST node,
 Transformer mixin, binder, planner, operator (with its printer), schema table and drop
 hook; the test registers it, then parses, binds, explains and runs it."""
+import dataclasses
 import sys
 import types
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from zooql.lang.ast import Node, Statement, Span, _span
 from zooql.lang.parser import span
 from zooql.methods import registry
 from zooql.methods.registry import Method
-from zooql.plan.hooks import binds, plans
+from zooql.plan.hooks import binds, plans, rule
+from zooql.plan.logical import Logical
 from zooql.plan.nodes import Expr, Operator, Rows
 
 GRAMMAR = """
@@ -39,10 +41,19 @@ class Syntax:
 
 
 @dataclass(frozen=True)
-class BoundGreet:
+class BoundGreet(Logical):
     sql: str
     params: tuple
     filter: str | None
+    scope: str = "filtered"
+
+
+@rule("greet_scope")
+def greet_scope(b):
+    """A logical rewrite: a GREET without WHERE greets every model."""
+    if isinstance(b, BoundGreet) and b.filter is None and b.scope != "all":
+        return dataclasses.replace(b, scope="all")
+    return b
 
 
 @binds(Greet)
@@ -84,7 +95,7 @@ def toy_method():
     pkg = types.ModuleType("zooql_toy")
     pkg.__path__ = []
     mod = types.ModuleType("zooql_toy.bind")
-    for obj in (bind_greet, plan_greet, drop_greetings):
+    for obj in (bind_greet, plan_greet, drop_greetings, greet_scope):
         setattr(mod, obj.__name__, obj)
         obj.__module__ = mod.__name__
     sys.modules.update({"zooql_toy": pkg, "zooql_toy.bind": mod})
@@ -114,6 +125,27 @@ def test_toy_method_parses_binds_explains_runs(toy_method, tmp_path):
         hub.execute("DROP MODEL one")          # the method's on_drop hook runs
         with hub.store.read() as con:
             assert con.execute("SELECT model FROM greetings").fetchall() == [("two",)]
+
+
+def test_explain_verbose_shows_logical_plan_rules_and_physical_plan(toy_method, tmp_path):
+    with zooql.connect(tmp_path / "hub") as hub:
+        hub.execute("ADD MODEL 'hf:a/one' AS one WITH (tree = 'x')")
+        lines = [r[0] for r in hub.execute("EXPLAIN VERBOSE GREET MODELS")]
+        assert lines[:2] == ["logical_plan:", "  Greet: scope=filtered"]
+        assert "rule: name=toy.greet_scope phase=logical changed=true" in lines
+        i = lines.index("logical_plan_after_rules:")
+        assert lines[i + 1] == "  Greet: scope=all"
+        assert lines[-2:] == ["physical_plan:", "  GreetOp:"]
+        lines = [r[0] for r in hub.execute("EXPLAIN VERBOSE GREET MODELS WHERE tree = 'x'")]
+        assert "rule: name=toy.greet_scope phase=logical changed=false" in lines
+        assert "logical_plan_after_rules:" not in lines
+
+
+def test_logical_nodes_are_validated():
+    with pytest.raises(TypeError, match="BoundGreet.sql must be str"):
+        BoundGreet(sql=3, params=(), filter=None)
+    with pytest.raises(TypeError, match="params must be tuple"):
+        BoundGreet(sql="", params=[1], filter=None)
 
 
 def test_unregistered_method_is_gone(toy_method):
