@@ -10,7 +10,7 @@ import pytest
 
 import zooql
 from conftest import ROOT
-from zooql.plan.nodes import OPERATORS, Operator
+from zooql.plan.nodes import DETAILS, OPERATORS
 from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
 
 
@@ -34,7 +34,9 @@ def test_every_operator_has_a_printer():
     for info in pkgutil.walk_packages(zooql.__path__, "zooql."):
         if not info.name.startswith(("zooql.repl", "zooql.demo", "zooql.__main__")):
             importlib.import_module(info.name)   # every module of every method is loaded
-    assert len(OPERATORS) >= 30
+    assert len(OPERATORS) >= 30 and DETAILS
+    for name, cls in DETAILS.items():
+        assert "explain_params" in cls.__dict__, f"plan detail {name} has no printer"
     for name, cls in OPERATORS.items():
         assert "explain_params" in cls.__dict__, f"operator {name} has no printer"
         assert "run" in cls.__dict__, f"operator {name} cannot run"

@@ -129,6 +129,11 @@ class Operator:
     def children(self) -> tuple["Operator", ...]:
         return tuple(getattr(self, "child", None) and (self.child,) or ())
 
+    @property
+    def details(self) -> tuple["Detail", ...]:
+        """Plan lines printed under this operator that are not operators (default none)."""
+        return ()
+
     def explain_params(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no printer")
 
@@ -144,14 +149,42 @@ class Operator:
         return self.writes or any(c.any_writes() for c in self.children)
 
 
-def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 0) -> list[str]:
-    line = "  " * depth + op.explain_line()
-    if stats is not None and id(op) in stats:
-        st = stats[id(op)]
+DETAILS: dict[str, type["Detail"]] = {}
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A line of an operator's plan that is not an operator: what it will do, printed under
+    it (e.g. DISCOVER's planned rounds). Details never run; EXPLAIN ANALYZE shows what
+    their operator recorded for them."""
+
+    name: ClassVar[str] = "Detail"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("name") is None or cls.__dict__.get("name") == "Detail":
+            cls.name = cls.__name__
+        DETAILS[cls.name] = cls
+
+    def explain_params(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no printer")
+
+    explain_line = Operator.explain_line
+
+
+def _with_stats(line: str, node, stats: dict[int, OpStats] | None) -> str:
+    if stats is not None and id(node) in stats:
+        st = stats[id(node)]
         line += f" rows={st.rows} elapsed={st.elapsed * 1000:.1f}ms"
         for k, v in st.extra.items():
             line += f" {k}={fmt_value(v)}"
-    out = [line]
+    return line
+
+
+def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 0) -> list[str]:
+    out = [_with_stats("  " * depth + op.explain_line(), op, stats)]
+    for d in op.details:
+        out.append(_with_stats("  " * (depth + 1) + d.explain_line(), d, stats))
     for c in op.children:
         out.extend(explain(c, stats, depth + 1))
     return out

@@ -20,15 +20,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zooql.plan.nodes import ExecContext, Expr, OpStats, Operator, Rows
+from zooql.plan.nodes import Detail, ExecContext, Expr, OpStats, Operator, Rows
 from zooql.errors import ExecutionError
 
 RESULT_COLUMNS = ("rank", "model", "score", "queries", "eliminated_round", "hidden_gem")
 
 
 @dataclass(frozen=True)
-class DiscoverRound(Operator):
-    """One planned elimination round (printing only; the search runs in ``Discover``)."""
+class DiscoverRound(Detail):
+    """One planned elimination round (a plan line of ``Discover``, which runs the search)."""
 
     name: ClassVar[str] = "Round"
     index: int = 0
@@ -40,12 +40,9 @@ class DiscoverRound(Operator):
         return {"index": self.index, "survivors": self.survivors,
                 "queries_per_model": self.queries_per_model, "cost": self.cost}
 
-    def run(self, ctx, inputs):
-        return Rows(["round"], [])
-
 
 @dataclass(frozen=True)
-class DiscoverAdaptive(Operator):
+class DiscoverAdaptive(Detail):
     """An adaptive strategy: no fixed schedule, it decides as evaluations come in."""
 
     name: ClassVar[str] = "Adaptive"
@@ -54,9 +51,6 @@ class DiscoverAdaptive(Operator):
 
     def explain_params(self):
         return {"strategy": self.strategy, "description": self.description}
-
-    def run(self, ctx, inputs):
-        return Rows(["round"], [])
 
 
 @dataclass(frozen=True)
@@ -79,11 +73,11 @@ class Discover(Operator):
     show_all: bool = False
     batch_size: int = 64
     planned: int | None = None       # total cost of the planned rounds (SH-type strategies)
-    rounds: tuple = ()               # child operators (Round / Adaptive)
+    rounds: tuple = ()               # plan details (Round / Adaptive lines)
     writes: ClassVar[bool] = True    # the outcome cache
 
     @property
-    def children(self):
+    def details(self):
         return tuple(self.rounds)
 
     def explain_params(self):
