@@ -7,6 +7,8 @@ plan -- and whether the statement writes -- is fixed before it runs and EXPLAIN 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ from zooql.errors import BindError
 from zooql.methods.probelog import ast as A
 from zooql.core.binder import (BindContext, bind_model_filter, binds, int_of, options_dict, string_of,
                                 value_of)
-from zooql.plan.hooks import plans
+from zooql.plan.hooks import plans, rule
 from zooql.core.where import suggest
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
@@ -83,7 +85,7 @@ class BoundFind(Logical):
     aligner_why: str | None = None
     method: str = "asymmetric"
     topk_probes: int | None = None
-    index: str = "exact"
+    index: str = "auto"            # auto (the choose_find_index rule decides) | exact | hnsw
     reason: str = ""
     top: int = F.DEFAULT_TOP
     gallery_sql: str = ""
@@ -97,6 +99,7 @@ class BoundFind(Logical):
     sampled: bool = False           # the probe set has sampled (completed) runs: add `observed`
     query_mode: str | None = None   # OPTIONS (query = ...): None / 'stored' = the stored descriptor
     full_query: tuple | None = None  # (model, observed, forward passes): a sampled query model to probe fully
+    total_logits: int = 0           # logits in the probe set after on-demand probing (the index's size)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -409,13 +412,13 @@ def _bind_find(stmt: A.Find, bc: BindContext):
         topk = min(opts["topk_probes"] or default_k_probes(ps.n_probes), ps.n_probes)
     elif opts["topk_probes"] is not None:
         raise BindError(f"topk_probes applies to method 'asymmetric', not {method!r}")
-    index, reason = _choose_index(stmt.target, opts["index"], total, g_logits)
+    index, reason = _check_index(stmt.target, opts["index"])
     return BoundFind(stmt.target, ps, query, text, model, logit, label,
                      aligner.kind if aligner else None, aligner.model if aligner else None,
                      aligner.why if aligner else None, method, topk, index, reason, top,
                      gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
                      tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps), opts["query"],
-                     _full_query(bc, ps, model, opts["query"]))
+                     _full_query(bc, ps, model, opts["query"]), total)
 
 
 def _full_query(bc: BindContext, ps: ProbeSetRef, model: str | None, mode: str | None) -> tuple | None:
@@ -436,7 +439,8 @@ def _sampled(bc: BindContext, ps: ProbeSetRef) -> bool:
     return CP.has_sampled(bc.con, ps.id)
 
 
-def _choose_index(target: str, requested: str, total: int, gallery: int) -> tuple[str, str]:
+def _check_index(target: str, requested: str) -> tuple[str, str]:
+    """The index the user asked for, validated; ``auto`` is left to :func:`choose_find_index`."""
     from zooql.methods.probelog import ann
 
     if target == "models":
@@ -450,11 +454,22 @@ def _choose_index(target: str, requested: str, total: int, gallery: int) -> tupl
         if ann.hnswlib is None:
             raise BindError("index = 'hnsw' needs hnswlib, which is not installed")
         return "hnsw", "OPTIONS (index = 'hnsw')"
-    sel = gallery / total if total else 1.0
-    index, reason = ann.plan_index(total, sel)
+    return "auto", ""
+
+
+@rule("choose_find_index")
+def choose_find_index(b):
+    """FIND LOGITS with ``index = 'auto'``: exact scan or HNSW from the index's size and the
+    share of it the gallery filter admits (:func:`zooql.methods.probelog.ann.plan_index`)."""
+    if not isinstance(b, BoundFind) or b.index != "auto":
+        return b
+    from zooql.methods.probelog import ann
+
+    total = b.total_logits
+    index, reason = ann.plan_index(total, b.gallery_logits / total if total else 1.0)
     if index == "hnsw" and ann.hnswlib is None:
-        return "exact", reason + "; but hnswlib is not installed: exact scan"
-    return index, reason
+        index, reason = "exact", reason + "; but hnswlib is not installed: exact scan"
+    return dataclasses.replace(b, index=index, reason=reason)
 
 
 @plans(BoundFind)
