@@ -5,7 +5,12 @@ Protocols (all on the real tables in the shared data folder, see recommend_data.
 1. Leave-one-dataset-out (LODO): for every dataset, hide all its records, train on
    the rest, rank the models on it from its *description only*, compare with the
    hidden truth (every metric list of the held-out dataset counts once).
+   Methods: auto (the default of RECOMMEND: ModelLens trained and validated inside the
+   training split by zooql.engine.recommend_select, which keeps ModelLens, a baseline or a
+   blend), pure modellens and the baselines.
    Metrics: NDCG@5 (graded top-5 relevance, see zooql.engine.recommend.ndcg_at_k),
+   ndcg5_lovm (the LOVM/DCD definition, DCD App. F.2: gains 2^rel - 1 of the true score
+   as a fraction, only for models in both the predicted and the true top-5),
    Kendall tau@5 (LOVM: over the intersection of predicted and true top-5),
    R@5 (top-5 overlap), top-1 regret (table units), Spearman rho over all models,
    and pool-NDCG@5: NDCG@5 among random pools of 40 candidate models (mean of 50
@@ -19,11 +24,14 @@ Protocols (all on the real tables in the shared data folder, see recommend_data.
    the held-out models, and the mean |predicted - true| percentile of each held-out
    model inside the full list (other models at their true scores).
 5. Learning curve: LODO with only a random 10/25/50/100% of the training records.
+6. train: what TRAIN RECOMMENDER does on the whole table (ModelLens fit + validation +
+   choice), timed, with the validation table.
 
 Usage:
     python benchmarks/recommend_bench.py            # full (~15-20 min on 1 core)
     python benchmarks/recommend_bench.py --quick    # subset of folds (~3 min)
     python benchmarks/recommend_bench.py --tables openclip --protocols lodo,seeds
+    python benchmarks/recommend_bench.py --tables openclip --protocols train,lovm,lodo
 """
 from __future__ import annotations
 
