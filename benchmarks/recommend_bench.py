@@ -5,7 +5,12 @@ Protocols (all on the real tables in the shared data folder, see recommend_data.
 1. Leave-one-dataset-out (LODO): for every dataset, hide all its records, train on
    the rest, rank the models on it from its *description only*, compare with the
    hidden truth (every metric list of the held-out dataset counts once).
-   Metrics: NDCG@5 (graded top-5 relevance, see zooql.methods.modellens.recommender.ndcg_at_k),
+   Methods: auto (the default of RECOMMEND: ModelLens trained and validated inside the
+   training split by zooql.methods.modellens.select, which keeps ModelLens, a baseline or a
+   blend), pure modellens and the baselines.
+   Metrics: NDCG@5 (graded top-5 relevance, see zooql.methods.modellens.metrics.ndcg_at_k),
+   ndcg5_lovm (the LOVM/DCD definition, DCD App. F.2: gains 2^rel - 1 of the true score
+   as a fraction, only for models in both the predicted and the true top-5),
    Kendall tau@5 (LOVM: over the intersection of predicted and true top-5),
    R@5 (top-5 overlap), top-1 regret (table units), Spearman rho over all models,
    and pool-NDCG@5: NDCG@5 among random pools of 40 candidate models (mean of 50
@@ -19,11 +24,14 @@ Protocols (all on the real tables in the shared data folder, see recommend_data.
    the held-out models, and the mean |predicted - true| percentile of each held-out
    model inside the full list (other models at their true scores).
 5. Learning curve: LODO with only a random 10/25/50/100% of the training records.
+6. train: what TRAIN RECOMMENDER does on the whole table (ModelLens fit + validation +
+   choice), timed, with the validation table.
 
 Usage:
     python benchmarks/recommend_bench.py            # full (~15-20 min on 1 core)
     python benchmarks/recommend_bench.py --quick    # subset of folds (~3 min)
     python benchmarks/recommend_bench.py --tables openclip --protocols lodo,seeds
+    python benchmarks/recommend_bench.py --tables openclip --protocols train,lovm,lodo
 """
 from __future__ import annotations
 
@@ -47,6 +55,8 @@ from zooql.methods.modellens.recommender import (Records, Recommender, SideInfo,
                                     kendall_tau_at_k, ndcg_at_k, recall_at_k, spearman,
                                     top1_regret)
 from zooql.methods.modellens.baselines import BASELINES  # noqa: E402
+from zooql.methods.modellens.metrics import ndcg_lovm_at_k  # noqa: E402
+from zooql.methods.modellens.select import AutoRecommender, train_default  # noqa: E402
 
 REPO = ROOT
 
@@ -176,7 +186,8 @@ def load_openclip():
     feats = {m: _openclip_features(a, p, pm, gf) for m, a, p, pm, gf in
              zip(mods["model"], mods["arch"], mods["pretrained"], mods["params_m"], mods["gflops"])}
     side = SideInfo(dataset_text=dict(OPENCLIP_DESCRIPTIONS), model_features=feats)
-    return recs, side, {"reference": "ImageNet 1k", "units": "accuracy points x100", "scale": 100.0}
+    return recs, side, {"reference": "ImageNet 1k", "units": "accuracy points x100", "scale": 100.0,
+                        "rel_scale": 1.0}
 
 
 def load_timm():
@@ -194,7 +205,7 @@ def load_timm():
                       "interpolation": g("interpolation"), "pretrain": g("in1k_metadata_pretrain"),
                       "throughput": g("infer_samples_per_sec")}
     side = SideInfo(dataset_text=dict(TIMM_DESCRIPTIONS), model_features=feats)
-    return recs, side, {"reference": "imagenet", "units": "accuracy %", "scale": 1.0}
+    return recs, side, {"reference": "imagenet", "units": "accuracy %", "scale": 1.0, "rel_scale": 0.01}
 
 
 LLM_BENCHMARKS = ("arc", "hellaswag", "mmlu", "truthfulqa", "winogrande", "gsm8k")
@@ -216,7 +227,7 @@ def load_llm():
                        "org": t["org"][i], "name": name.split("/", 1)[-1]}
     recs = Records.from_rows(rows)
     side = SideInfo(dataset_text=dict(LLM_DESCRIPTIONS), model_features=feats)
-    return recs, side, {"reference": "mmlu", "units": "accuracy %", "scale": 1.0}
+    return recs, side, {"reference": "mmlu", "units": "accuracy %", "scale": 1.0, "rel_scale": 0.01}
 
 
 LOADERS = {"openclip": load_openclip, "timm": load_timm, "llm": load_llm}
@@ -241,13 +252,16 @@ LOVM_DATASETS = ("Stanford Cars", "CIFAR-100", "CLEVR Distance", "CLEVR Counts",
                  "KITTI Vehicle Distance", "MNIST", "PatchCamelyon", "Oxford-IIIT Pet",
                  "Rendered SST2", "RESISC45", "STL-10", "SUN397", "SVHN", "Pascal VOC 2007")
 
-METHODS = ("modellens", "avg_rank", "imagenet", "size", "knn_dataset")
-METRIC_COLS = ("ndcg5", "tau5", "r5", "regret", "rho", "pool_ndcg5")
+METHODS = ("auto", "modellens", "avg_rank", "imagenet", "size", "knn_dataset")
+METRIC_COLS = ("ndcg5", "ndcg5_lovm", "tau5", "r5", "regret", "rho", "pool_ndcg5")
 POOL, POOL_DRAWS = 40, 50
 
 
 def make_methods(meta, cfg):
+    # auto = the default of RECOMMEND: TRAIN RECOMMENDER's fit + validation + choice
+    # (recommend_select), with the reference dataset that the imagenet baseline uses
     return {
+        "auto": AutoRecommender(Recommender(**cfg).config, reference=meta["reference"]),
         "modellens": Recommender(**cfg),
         "avg_rank": BASELINES["avg_rank"](),
         "imagenet": BASELINES["imagenet"](reference=meta["reference"]),
@@ -267,8 +281,9 @@ def pool_ndcg(true, pred, rng):
     return float(np.mean(vals))
 
 
-def score_list(true, pred, scale, rng):
-    return {"ndcg5": ndcg_at_k(true, pred), "tau5": kendall_tau_at_k(true, pred),
+def score_list(true, pred, scale, rng, rel_scale=None):
+    return {"ndcg5": ndcg_at_k(true, pred), "ndcg5_lovm": ndcg_lovm_at_k(true, pred, rel_scale=rel_scale),
+            "tau5": kendall_tau_at_k(true, pred),
             "r5": recall_at_k(true, pred), "regret": top1_regret(true, pred) * scale,
             "rho": spearman(true, pred), "pool_ndcg5": pool_ndcg(true, pred, rng)}
 
@@ -287,7 +302,7 @@ def predict_vec(method, dataset, metric, models, description=None, given=None):
 
 
 def lodo(recs, side, meta, cfg, folds, rng, keep_frac=1.0, seeds_list=(), methods=METHODS,
-         log=None):
+         log=None, choices=None):
     """-> ({method: [row dicts]}, {n_seeds: [row dicts]} for modellens/knn)."""
     rows = {m: [] for m in methods}
     seed_rows: dict[str, list] = {}
@@ -302,11 +317,13 @@ def lodo(recs, side, meta, cfg, folds, rng, keep_frac=1.0, seeds_list=(), method
         ms = {k: v for k, v in make_methods(meta, cfg).items() if k in methods}
         for m in ms.values():
             m.fit(train, side_tr)
+        if choices is not None and "auto" in ms:
+            choices.append(ms["auto"].selection.describe())
         desc = side.dataset_text.get(d)
         for metric, models, true in held_out_lists(recs, di):
             for name, m in ms.items():
                 pred = predict_vec(m, d, metric, models, description=desc)
-                rows[name].append(score_list(true, pred, meta["scale"], rng))
+                rows[name].append(score_list(true, pred, meta["scale"], rng, meta.get("rel_scale")))
             for n in seeds_list:
                 pick = rng.choice(len(models), n, replace=False) if n else np.array([], int)
                 given = {models[i]: float(true[i]) for i in pick}
@@ -320,7 +337,7 @@ def lodo(recs, side, meta, cfg, folds, rng, keep_frac=1.0, seeds_list=(), method
                     pred = predict_vec(ms[name], d, metric, sub_models, description=dsc,
                                        given=given or None)
                     seed_rows.setdefault(f"{name}|{n}", []).append(
-                        score_list(true[rest], pred, meta["scale"], rng))
+                        score_list(true[rest], pred, meta["scale"], rng, meta.get("rel_scale")))
         if log:
             log(f"  fold {d!r} done")
     return rows, seed_rows
@@ -375,6 +392,18 @@ def cold_models(recs, side, meta, cfg, rng, n_folds=5, max_folds=None):
     return {k: {m: float(np.nanmean(v)) for m, v in d.items()} for k, d in res.items()}
 
 
+def choice_note(agg, choices):
+    """What the default chose in each outer fold, and its margin over the best baseline."""
+    if "auto" not in agg:
+        return ""
+    base = {m: agg[m]["ndcg5"] for m in ("avg_rank", "imagenet", "size", "knn_dataset") if m in agg}
+    best = max(base, key=base.get)
+    counts = {c: choices.count(c) for c in sorted(set(choices), key=choices.index)}
+    return (f"auto (the default) chose, per fold: " + "; ".join(f"{c} x{n}" for c, n in counts.items())
+            + f". auto ndcg5 - best baseline ({best}) = {agg['auto']['ndcg5'] - base[best]:+.3f} "
+              f"(target >= +0.02)")
+
+
 def mean_rows(rows):
     return {c: float(np.nanmean([r[c] for r in rows])) for c in METRIC_COLS} if rows else {}
 
@@ -404,7 +433,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="subset of folds, fewer epochs")
     ap.add_argument("--tables", default="openclip,timm,llm")
-    ap.add_argument("--protocols", default="lodo,lovm,seeds,cold,curve")
+    ap.add_argument("--protocols", default="lodo,lovm,seeds,cold,curve",
+                    help="any of train,lodo,lovm,seeds,cold,curve")
     ap.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", default="{}", help="JSON of Recommender overrides, e.g. '{\"dim\": 16}'")
@@ -425,6 +455,15 @@ def main(argv=None):
     t_all = time.time()
     for table in args.tables.split(","):
         recs, side, meta = LOADERS[table]()
+        if "train" in protocols:
+            t0 = time.time()
+            rec = train_default(recs, side, Recommender(**cfg).config, reference=meta["reference"])
+            md = (f"### {table} -- TRAIN RECOMMENDER (ModelLens fit + validation + choice on all "
+                  f"{len(recs)} records): {time.time() - t0:.0f}s\n\n{rec.selection.summary()}\n")
+            out_md.append(md)
+            print(md, flush=True)
+            out_json.setdefault(table, {})["train"] = {"seconds": time.time() - t0,
+                                                       "selection": rec.selection.to_json()}
         rng = np.random.default_rng(args.seed)
         D = len(recs.datasets)
         folds = list(range(D)) if not args.quick else list(range(0, D, max(1, D // 6)))[:6]
@@ -436,10 +475,13 @@ def main(argv=None):
         if protocols & {"lodo", "seeds"}:
             t0 = time.time()
             seeds = (0, 3, 5, 10) if "seeds" in protocols else ()
-            rows, seed_rows = lodo(recs, side, meta, cfg, folds, rng, seeds_list=seeds, log=log)
+            choices = []
+            rows, seed_rows = lodo(recs, side, meta, cfg, folds, rng, seeds_list=seeds, log=log,
+                                   choices=choices)
             agg = {m: mean_rows(r) for m, r in rows.items()}
             dt = time.time() - t0
-            md = fmt_table(f"{table} -- leave-one-dataset-out ({len(folds)} folds, {dt:.0f}s)", agg)
+            md = fmt_table(f"{table} -- leave-one-dataset-out ({len(folds)} folds, {dt:.0f}s)", agg,
+                           note=choice_note(agg, choices))
             out_md.append(md)
             print(md, flush=True)
             res_t["lodo"] = agg
@@ -462,14 +504,15 @@ def main(argv=None):
             f2 = list(range(len(sub.datasets)))
             if args.quick:
                 f2 = f2[::4]
-            rows, _ = lodo(sub, side2, meta, cfg, f2, rng, log=log)
+            choices = []
+            rows, _ = lodo(sub, side2, meta, cfg, f2, rng, log=log, choices=choices)
             agg = {m: mean_rows(r) for m, r in rows.items()}
             md = fmt_table(
                 f"openclip LOVM-comparable subset: {len(sub.models)} LOVM models x {len(sub.datasets)} "
                 f"LOVM datasets, LODO ({time.time() - t0:.0f}s)", agg,
                 note="Literature anchors on LOVM (35-48 VLMs x ~21 datasets, their own ground truth "
                      "and NDCG@5 implementation): ModelGPT 0.544, ImageNet 0.539, AvgRank 0.524, "
-                     "SWAB 0.616. Not the same numbers -- indicative only.")
+                     "SWAB 0.616. Not the same numbers -- indicative only.\n\n" + choice_note(agg, choices))
             out_md.append(md)
             print(md, flush=True)
             res_t["lovm_subset"] = agg

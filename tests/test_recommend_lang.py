@@ -243,7 +243,8 @@ def test_train_caches_reuses_and_imports_invalidate(table, tmp_path):
     folder, _, _ = table
     h = _open(tmp_path / "hub", folder, register=False)
     q = "RECOMMEND MODELS FOR DATASET birds TOP 3"
-    assert _plan(h, q) == ["Recommend: dataset=birds metric=top1 method=modellens top=3 case=known",
+    # the default (auto) ranks a known dataset with ModelLens itself
+    assert _plan(h, q) == ["Recommend: dataset=birds metric=top1 method=auto top=3 case=known chosen=modellens",
                            "  TrainRecommender: reuse=false reason=untrained"]
     assert _plan(h, TRAIN) == ["TrainRecommender: reuse=false reason=untrained with={dim: 8, epochs: 100}"]
     out = h.execute(TRAIN)
@@ -315,9 +316,10 @@ def test_described_as_uses_the_text_tower(table, tmp_path):
     assert all(r[4] is False for r in res)
     # the description can live in the datasets table instead (ALTER DATASET)
     h.execute("ALTER DATASET 'gardens' SET description = 'photographs of trees and plants in parks'")
-    assert _plan(h, "RECOMMEND MODELS FOR DATASET gardens")[:2] == [
-        "Recommend: dataset=gardens metric=top1 method=modellens top=10 case=text",
-        "  TrainRecommender: reuse=true"]               # an unseen dataset's description is not training data
+    plan = _plan(h, "RECOMMEND MODELS FOR DATASET gardens")
+    # the default (auto) ranks an unseen dataset with what TRAIN RECOMMENDER's validation chose
+    assert plan[0].startswith("Recommend: dataset=gardens metric=top1 method=auto top=10 case=text chosen=")
+    assert plan[1] == "  TrainRecommender: reuse=true"   # an unseen dataset's description is not training data
     res = h.execute("RECOMMEND MODELS FOR DATASET gardens TOP 3")
     assert res.rows[0][1] == "natking"
     # knn_dataset uses the same descriptions

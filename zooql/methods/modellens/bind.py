@@ -42,6 +42,8 @@ class BoundRecommend(Logical):
     reuse: bool = True
     reason: str | None = None
     config: tuple = ()
+    chosen: str | None = None       # method auto: what will rank the dataset (when known)
+    weights: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class BoundTrainRecommender(Logical):
     reason: str | None
     config: tuple
     options: tuple
+    chosen: str | None = None       # the cached validation choice (when reused)
+    weights: tuple = ()
+    validation: tuple = ()
 
 
 def _number(v, what: str) -> float:
@@ -76,7 +81,7 @@ def _bind_recommend(stmt: A.Recommend, bc: BindContext):
     if not isinstance(dataset, str) or not dataset:
         raise BindError(f"RECOMMEND ... FOR DATASET needs a dataset name, got {dataset!r}")
 
-    method = "modellens"
+    method = R.DEFAULT_METHOD
     if stmt.method is not None:
         method = str(value_of(stmt.method)).lower()
         if method not in R.METHODS:
@@ -151,7 +156,7 @@ def _bind_recommend(stmt: A.Recommend, bc: BindContext):
         case = "given"
     else:
         case = "prior"
-    if case == "prior" and method in ("modellens", "knn_dataset"):
+    if case == "prior" and method in ("modellens", "auto", "knn_dataset"):
         datasets = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM evaluations").fetchall()]
         raise BindError(
             f"dataset {dataset!r} has no evaluations{suggest(dataset, datasets)}, no description and "
@@ -168,11 +173,19 @@ def _bind_recommend(stmt: A.Recommend, bc: BindContext):
             raise BindError(f"TOP must be a positive integer, got {top!r}")
 
     reuse, reason, config = True, None, ()
-    if method == "modellens":
+    chosen, weights = None, ()
+    if method in ("modellens", "auto"):
         reuse, reason, cfg = R.recommender_status(con)
         config = tuple(sorted(cfg.items()))
+    if method == "auto":
+        if case in ("known", "given", "text+given"):
+            chosen = "modellens"            # the validated choice is for unseen datasets without seeds
+        elif reuse and (sel := R.cached_selection(con)) is not None:
+            chosen = sel.method
+            weights = tuple(sel.weights_text().items()) if sel.method == "blend" else ()
     return BoundRecommend(dataset, metric, method, top, case, description, tuple(given), where,
-                          where_text, include_observed, tuple(options), reuse, reason, config)
+                          where_text, include_observed, tuple(options), reuse, reason, config,
+                          chosen, weights)
 
 
 def _config_options() -> dict:
@@ -210,8 +223,11 @@ def _bind_train(stmt: A.TrainRecommender, bc: BindContext):
                 raise BindError(f"TRAIN RECOMMENDER option {key} expects a number, got {value!r}")
             if isinstance(default, int) and not float(value).is_integer():
                 raise BindError(f"TRAIN RECOMMENDER option {key} expects an integer, got {value!r}")
-            if key in ("dim", "epochs", "hidden", "bpr_pairs", "max_tokens") and value < 1:
+            if key in ("dim", "epochs", "hidden", "bpr_pairs", "max_tokens", "val_epochs") and value < 1:
                 raise BindError(f"TRAIN RECOMMENDER option {key} must be at least 1, got {value!r}")
+            if key == "val_folds" and value not in (0,) and value < 2:
+                raise BindError(f"TRAIN RECOMMENDER option val_folds must be 0 (every dataset) or at "
+                                f"least 2, got {value!r}")
             if key in ("lr", "temperature") and value <= 0:
                 raise BindError(f"TRAIN RECOMMENDER option {key} must be positive, got {value!r}")
             if key.endswith("dropout") and not 0 <= value < 1:
@@ -225,13 +241,18 @@ def _bind_train(stmt: A.TrainRecommender, bc: BindContext):
     if R.evaluation_count(bc.con) == 0:
         raise BindError(f"TRAIN RECOMMENDER: {_NO_EVALUATIONS}")
     reuse, reason, _ = R.recommender_status(bc.con, config)
+    chosen, weights, validation = None, (), ()
+    if reuse and (sel := R.cached_selection(bc.con)) is not None:
+        chosen = sel.method
+        weights = tuple(sel.weights_text().items()) if sel.method == "blend" else ()
+        validation = tuple((m, round(v["ndcg5"], 3)) for m, v in sel.table.items())
     return BoundTrainRecommender(reuse, reason, tuple(sorted(config.items())),
-                                 tuple(opts.items()))
+                                 tuple(opts.items()), chosen, weights, validation)
 
 
 @plans(BoundRecommend)
 def _plan_recommend(b: BoundRecommend) -> Operator:
-    if b.method == "modellens":
+    if b.method in ("modellens", "auto"):
         child = R.TrainRecommender(reuse=b.reuse, reason=b.reason, config=b.config)
     else:
         child = R.FitBaseline(method=b.method, options=b.options)
@@ -239,10 +260,11 @@ def _plan_recommend(b: BoundRecommend) -> Operator:
                        case=b.case, description=b.description, given=b.given,
                        filter_sql=b.where.sql if b.where else None,
                        filter_params=tuple(b.where.params) if b.where else (),
-                       filter_text=b.where_text, include_observed=b.include_observed)
+                       filter_text=b.where_text, include_observed=b.include_observed,
+                       chosen=b.chosen, weights=b.weights)
 
 
 @plans(BoundTrainRecommender)
 def _plan_train(b: BoundTrainRecommender) -> Operator:
     return R.TrainRecommender(reuse=b.reuse, reason=b.reason, config=b.config, options=b.options,
-                              explicit=True)
+                              explicit=True, chosen=b.chosen, weights=b.weights, validation=b.validation)

@@ -44,6 +44,35 @@ def ndcg_at_k(true_scores, pred_scores, k: int = 5, gain: str = "rank") -> float
     return dcg / idcg if idcg > 0 else 0.0
 
 
+def ndcg_lovm_at_k(true_scores, pred_scores, k: int = 5, rel_scale: float | None = None) -> float:
+    """NDCG@k in the LOVM / DCD definition (DCD App. F.2, Eq. 54-55).
+
+    The gain of a model is ``2**rel - 1`` with ``rel`` its true score, and only models in
+    *both* the predicted top-k and the true top-k earn it:
+    ``DCG = sum_{i in P_k, i in T_k} (2**rel_i - 1) / log2(pos_P(i) + 1)`` over positions
+    ``pos_P = 1..k`` of the predicted top-k ``P_k``; ``IDCG`` is the same sum over the true
+    top-k ``T_k`` in its own order. ``rel`` is the score as a fraction: ``rel_scale=None``
+    uses the score itself when every |score| <= 1.5 and score / 100 otherwise (a table in
+    percent). NaN true scores are ignored.
+    """
+    t, p = _clean(true_scores, pred_scores)
+    n = len(t)
+    if n == 0:
+        return float("nan")
+    k = min(k, n)
+    if rel_scale is None:
+        rel_scale = 1.0 if float(np.max(np.abs(t))) <= 1.5 else 0.01
+    gain = np.power(2.0, t * rel_scale) - 1.0
+    true_top = _order(t)[:k]
+    in_true = np.zeros(n, dtype=bool)
+    in_true[true_top] = True
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    pred_top = _order(p)[:k]
+    dcg = float(np.sum(np.where(in_true[pred_top], gain[pred_top], 0.0) * disc))
+    idcg = float(np.sum(gain[true_top] * disc))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
 def kendall_tau_at_k(true_scores, pred_scores, k: int = 5) -> float:
     """Kendall's tau over the intersection of the predicted and the true top-k.
 

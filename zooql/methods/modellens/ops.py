@@ -38,10 +38,12 @@ import duckdb
 from zooql.plan.nodes import ExecContext, Expr, Operator, OpStats, Rows
 from zooql.errors import ExecutionError
 
-METHODS = ("modellens", "avg_rank", "imagenet", "size", "knn_dataset")
+METHODS = ("modellens", "avg_rank", "imagenet", "size", "knn_dataset", "auto")
+# the default: ModelLens, or what TRAIN RECOMMENDER's validation chose (recommend_select)
+DEFAULT_METHOD = "auto"
 # OPTIONS (...) a RECOMMEND accepts, per method (name -> python type).
 COMMON_OPTIONS = {"include_observed": bool}
-METHOD_OPTIONS = {"modellens": {}, "avg_rank": {}, "imagenet": {"reference": str},
+METHOD_OPTIONS = {"modellens": {}, "auto": {}, "avg_rank": {}, "imagenet": {"reference": str},
                   "size": {"key": str}, "knn_dataset": {"k": int}}
 RECOMMENDER_NAME = "modellens"
 CACHE_DIR = "recommender"
@@ -99,6 +101,27 @@ def cached_row(con) -> dict | None:
     out = dict(zip(keys, row))
     out["config"] = json.loads(out["config"]) if out["config"] else {}
     return out
+
+
+def cached_selection(con):
+    """The validation choice (a ``recommend_select.Selection``) of the cached recommender,
+    read from its file without torch; None when there is none."""
+    row = cached_row(con)
+    if row is None:
+        return None
+    path = os.path.join(hub_dir(con), CACHE_DIR, row["file"])
+    if path in _LOADED:
+        return getattr(_LOADED[path], "selection", None)
+    try:
+        import numpy as np
+
+        from zooql.methods.modellens.select import Selection
+
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["config"].item())
+        return Selection.from_json(meta.get("selection"))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def hub_dir(con) -> str:
@@ -348,6 +371,9 @@ class TrainRecommender(Operator):
     config: tuple = ()            # full Recommender config as sorted (key, value) pairs
     options: tuple = ()           # what the statement gave in WITH (...), for EXPLAIN
     explicit: bool = False
+    chosen: str | None = None     # the cached validation choice (EXPLAIN TRAIN RECOMMENDER)
+    weights: tuple = ()           # its blend weights as (method, weight) pairs
+    validation: tuple = ()        # its (candidate, NDCG@5) pairs
 
     @property
     def writes(self) -> bool:  # type: ignore[override]
@@ -355,10 +381,12 @@ class TrainRecommender(Operator):
 
     def explain_params(self):
         return {"reuse": self.reuse, "reason": self.reason,
-                "with": dict(self.options) if self.options else None}
+                "with": dict(self.options) if self.options else None,
+                "chosen": self.chosen, "weights": dict(self.weights) if self.weights else None,
+                "validation": dict(self.validation) if self.validation else None}
 
     def _fit(self, ctx: ExecContext, config: dict):
-        from zooql.methods.modellens.recommender import Recommender
+        from zooql.methods.modellens.select import train_default
 
         recs = load_records(ctx.con)
         if len(recs) == 0:
@@ -370,9 +398,12 @@ class TrainRecommender(Operator):
         def progress(step, total, loss):
             ctx.report("train recommender", step, total)
 
+        def val_progress(done, total):
+            ctx.report("validate recommender", done, total)
+
         t0 = time.perf_counter()
         try:
-            rec = Recommender(**config).fit(recs, side, progress=progress)
+            rec = train_default(recs, side, config, progress=progress, val_progress=val_progress)
         except ImportError as exc:
             raise ExecutionError(f"training the recommender needs {exc.name or 'torch'}: {exc}") from None
         ctx.report("train recommender", steps, steps)
@@ -431,6 +462,11 @@ class TrainRecommender(Operator):
             if self.writes:
                 fname = self._save(ctx, rec, recs, seconds, fp, config)
         stats.extra["trained"] = trained
+        sel = getattr(rec, "selection", None)
+        if sel is not None:
+            stats.extra["chosen"] = sel.method
+            if sel.method == "blend":
+                stats.extra["weights"] = sel.weights_text()
         if not self.explicit:
             msg = None
             if trained and not self.writes:
@@ -446,6 +482,8 @@ class TrainRecommender(Operator):
             n_r, n_m, n_d, n_k, seconds = (row["records"], row["models"], row["datasets"],
                                            row["metrics"], row["train_seconds"] or 0.0)
             msg = f"recommender is up to date (trained {row['trained_at']:%Y-%m-%d %H:%M:%S}); reused"
+        if sel is not None:
+            msg += "; " + sel.summary()
         return Rows(["records", "models", "datasets", "metrics", "seconds", "reused", "file"],
                     [(n_r, n_m, n_d, n_k, round(float(seconds), 3), not trained, fname)], message=msg)
 
@@ -505,13 +543,16 @@ class Recommend(Operator):
     filter_params: tuple = ()
     filter_text: str | None = None
     include_observed: bool = True
+    chosen: str | None = None     # method=auto: what ranks this dataset, when known at plan time
+    weights: tuple = ()           # ... and its blend weights as (method, weight) pairs
 
     def explain_params(self):
         return {"dataset": self.dataset, "metric": self.metric, "method": self.method,
                 "top": self.top, "case": self.case,
                 "given": [m for m, _ in self.given] if self.given else None,
                 "filter": Expr(self.filter_text) if self.filter_text else None,
-                "include_observed": False if not self.include_observed else None}
+                "include_observed": False if not self.include_observed else None,
+                "chosen": self.chosen, "weights": dict(self.weights) if self.weights else None}
 
     def _candidates(self, con) -> list[str]:
         names = [r[0] for r in con.execute(
@@ -534,7 +575,10 @@ class Recommend(Operator):
         if not candidates:
             return Rows(RESULT_COLUMNS, [], message="no candidate models"
                         + (f" match WHERE {self.filter_text}" if self.filter_text else ""))
-        if self.method == "modellens":
+        used = self.method
+        if self.method == "auto":
+            model, used = self._auto(con, model, given)
+        if self.method in ("modellens", "auto"):
             preds = model.predict(self.dataset, metric=self.metric, models=candidates,
                                   description=self.description, given=given or None)
             calib, units = None, True
@@ -552,7 +596,7 @@ class Recommend(Operator):
                     continue
                 rows.append((shown[m], pos, m, None, True))
                 continue
-            if self.method != "modellens":
+            if self.method not in ("modellens", "auto"):
                 if not (math.isfinite(p) and p > -1e5):   # the baseline has no score for it
                     p, u = math.nan, None
                 elif calib is not None:
@@ -565,9 +609,22 @@ class Recommend(Operator):
         out = [(i + 1, m, v, (float(u) if u is not None else None), obs)
                for i, (v, _, m, u, obs) in enumerate(rows[: self.top])]
         n_obs = sum(1 for m in candidates if m in shown)
-        msg = (f"{self.method}: top {len(out)} of {len(candidates)} candidate models for dataset "
+        head = self.method if used == self.method else f"{self.method} ({used})"
+        msg = (f"{head}: top {len(out)} of {len(candidates)} candidate models for dataset "
                f"{self.dataset!r} ({self.case}), metric {self.metric}; {n_obs} observed")
         if not units:
             msg += (f"; predicted_score is the {self.method} baseline's own score, not in "
                     f"{self.metric} units (no observed scores to calibrate it)")
         return Rows(list(RESULT_COLUMNS), out, message=msg)
+
+    def _auto(self, con, rec, given):
+        """The default method: the validated choice of TRAIN RECOMMENDER for an unseen
+        dataset without seeds, ModelLens otherwise. -> (predictor, what it is)."""
+        from zooql.methods.modellens.select import AutoRecommender
+
+        auto = AutoRecommender()
+        auto.rec, auto.selection = rec, getattr(rec, "selection", None)
+        if not auto.applies(self.dataset, given):
+            return rec, "modellens"
+        auto.attach(rec, load_records(con), side_info(con))
+        return auto, auto.selection.describe()

@@ -65,7 +65,7 @@ __all__ = [
     "ModelFeaturizer",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def _embed(texts: list[str]) -> np.ndarray:
@@ -85,6 +85,7 @@ class Recommender:
                  dataset_dropout: float | None = None, att_reg: float = 1e-2,
                  dropout_mode: str = "expected", neighbour_residual: bool = True,
                  given_ridge_min: int = 25, tau_min: float = 0.0,
+                 validate: bool = True, val_folds: int = 16, val_epochs: int = 100,
                  text_embedder: Callable[[list[str]], np.ndarray] | None = None):
         if loss not in ("listnet", "bpr"):
             raise ValueError("loss must be 'listnet' or 'bpr'")
@@ -98,7 +99,8 @@ class Recommender:
                            dataset_dropout=None if dataset_dropout is None else float(dataset_dropout),
                            att_reg=float(att_reg), dropout_mode=str(dropout_mode),
                            neighbour_residual=bool(neighbour_residual),
-                           given_ridge_min=int(given_ridge_min), tau_min=float(tau_min))
+                           given_ridge_min=int(given_ridge_min), tau_min=float(tau_min),
+                           validate=bool(validate), val_folds=int(val_folds), val_epochs=int(val_epochs))
         self._embedder = text_embedder or _embed
         self.fitted = False
 
@@ -228,7 +230,9 @@ class Recommender:
                 drop_d = torch.from_numpy(rng.random(D) < p_drop_d) | no_d
                 data_loss = list_loss(self._forward(P, Xt, Et, ht, ld, lk, drop_m, drop_d))
             else:
-                data_loss = sum(w * list_loss(self._forward(P, Xt, Et, ht, ld, lk, dm, dd))
+                # the towers do not depend on the dropout case: compute them once per step
+                towers = (*self._feat_tower(P, Xt, torch), self._text_tower_torch(P, Et, ht))
+                data_loss = sum(w * list_loss(self._forward(P, Xt, Et, ht, ld, lk, dm, dd, towers))
                                 for w, dm, dd in combos)
             l2 = cfg["reg"] * ((P["U"] ** 2).sum(1).mean() + (P["V"] ** 2).sum(1).mean()
                                + (P["b"] ** 2).mean() + ((P["W"] - 1) ** 2).mean())
@@ -313,6 +317,7 @@ class Recommender:
             "version": STATE_VERSION, "config": self.config,
             "models": self.models, "datasets": self.datasets, "metrics": self.metrics,
             "featurizer": self.featurizer.state(), "resid": self.resid,
+            "selection": sel.to_json() if (sel := getattr(self, "selection", None)) is not None else None,
         }
         out = {k: np.array(v) for k, v in self.params.items()}
         out.update({
@@ -339,6 +344,9 @@ class Recommender:
         self._k_index = {k: i for i, k in enumerate(self.metrics)}
         self.featurizer = ModelFeaturizer.from_state(meta["featurizer"])
         self.resid = {k: float(v) for k, v in meta["resid"].items()}
+        from zooql.methods.modellens.select import Selection
+
+        self.selection = Selection.from_json(meta.get("selection"))
         self.params = {k: np.array(d[k]) for k in _PARAM_NAMES}
         self.X = np.array(d["X"], dtype=np.float32)
         self.E = np.array(d["E"], dtype=np.float32)
@@ -406,14 +414,14 @@ class Recommender:
             g = g + torch.where(has_text[:, None], E @ P["T"], torch.zeros_like(g))
         return g
 
-    def _forward(self, P, X, E, has_text, ld, lk, drop_m, drop_d):
+    def _forward(self, P, X, E, has_text, ld, lk, drop_m, drop_d, towers=None):
         import torch
 
-        uf, bf = self._feat_tower(P, X, torch)
+        uf, bf, g = towers if towers is not None else (
+            *self._feat_tower(P, X, torch), self._text_tower_torch(P, E, has_text))
         keep_m = (~drop_m).float()[:, None]
         U = keep_m * P["U"] + uf
         b = keep_m[:, 0] * P["b"] + bf
-        g = self._text_tower_torch(P, E, has_text)
         # warm datasets use their own ID vector; cold (dropped / unseen) ones the text
         # tower, which mixes *full* neighbour vectors (so both live in one space)
         V = torch.where(drop_d[:, None], g, P["V"])
