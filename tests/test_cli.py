@@ -44,7 +44,7 @@ def project(tmp_path):
 
 
 def test_c_success(tmp_path):
-    r = zooql_cmd("--hub", str(tmp_path / "hub"), "-c", "SHOW DATASETS;")
+    r = zooql_cmd("--hub", str(tmp_path / "hub"), "--create", "-c", "SHOW DATASETS;")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split(" | ")[0].strip() == "dataset"
@@ -94,8 +94,9 @@ def test_format_csv_and_json(project):
     hub = str(project / "hub")
     r = zooql_cmd("--hub", hub, "run", str(project / "scripts" / "load.zql"), "--format", "json")
     assert r.returncode == 0, r.stderr
-    # one JSON array per statement with columns; messages go to stderr
-    docs = [json.loads(part) for part in r.stdout.replace("]\n[", "]\x00[").split("\x00")]
+    # JSON Lines: one JSON array per statement, each on its own line; messages go to stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(docs) == 2
     assert docs[0] == [{"imported": 2}]
     assert docs[1][0]["dataset"] == "cifar10" and docs[1][0]["description"] is None
     assert "imported 2 evaluations" in r.stderr
@@ -108,7 +109,7 @@ def test_format_csv_and_json(project):
 
 def test_statements_from_stdin_when_not_a_tty(project):
     hub = str(project / "hub")
-    r = zooql_cmd("--hub", hub, "--format", "csv", stdin="SHOW DATASETS;\nSHOW TREES;\n")
+    r = zooql_cmd(hub, "--create", "--format", "csv", stdin="SHOW DATASETS;\nSHOW TREES;\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("dataset,")
     r = zooql_cmd("--hub", hub, stdin="SHOW DATASETS;\nbogus;\n")

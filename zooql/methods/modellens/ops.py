@@ -48,6 +48,7 @@ CACHE_DIR = "recommender"
 # Bump when the side features below change meaning: cached recommenders are retrained.
 FEATURES_VERSION = 1
 RESULT_COLUMNS = ["rank", "model", "predicted_score", "uncertainty", "observed"]
+RESULT_TYPES = ["BIGINT", "VARCHAR", "DOUBLE", "DOUBLE", "BOOLEAN"]
 
 # ---- reading the catalog -------------------------------------------------------------------
 
@@ -533,7 +534,7 @@ class Recommend(Operator):
         shown = {**observed, **given}
         if not candidates:
             return Rows(RESULT_COLUMNS, [], message="no candidate models"
-                        + (f" match WHERE {self.filter_text}" if self.filter_text else ""))
+                        + (f" match WHERE {self.filter_text}" if self.filter_text else ""), types=RESULT_TYPES)
         if self.method == "modellens":
             preds = model.predict(self.dataset, metric=self.metric, models=candidates,
                                   description=self.description, given=given or None)
@@ -570,4 +571,4 @@ class Recommend(Operator):
         if not units:
             msg += (f"; predicted_score is the {self.method} baseline's own score, not in "
                     f"{self.metric} units (no observed scores to calibrate it)")
-        return Rows(list(RESULT_COLUMNS), out, message=msg)
+        return Rows(list(RESULT_COLUMNS), out, message=msg, types=RESULT_TYPES)
