@@ -281,7 +281,7 @@ def _run_init(args: argparse.Namespace, session: Any) -> None:
     path = args.init or rc_path()
     if args.init is None and not os.path.isfile(path):
         return
-    session.run_file(path)
+    session.run_file(path, quiet=True)
 
 
 def _scripts(args: argparse.Namespace) -> list[tuple[str, str, str | None]] | int:
@@ -328,6 +328,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if isinstance(scripts, int):
         return scripts
     session = _session(args, mode, progress, banner=False)
+    session.quiet = True
     try:
         _run_init(args, session)
         if args.format:

@@ -120,7 +120,7 @@ def _mode(repl, arg: str) -> None:
     if m not in MODES:
         raise DotCommandError(f"unknown mode {arg!r}; usage: .mode [{'|'.join(MODES)}]")
     repl.mode = m
-    repl.print(f"mode: {m}")
+    repl.say(f"mode: {m}")
 
 
 @command(".pager", ".pager [on|off]", "Page results longer than the terminal ($ZOOQL_PAGER, $PAGER or "
@@ -128,7 +128,7 @@ def _mode(repl, arg: str) -> None:
 def _pager(repl, arg: str) -> None:
     current = repl.pager if repl.pager is not None else True
     repl.pager = _on_off(arg, current, ".pager [on|off]")
-    repl.print(f"pager: {'on' if repl.pager else 'off'}")
+    repl.say(f"pager: {'on' if repl.pager else 'off'}")
 
 
 @command(".progress", ".progress [on|off|verbose]",
@@ -141,7 +141,7 @@ def _progress(repl, arg: str) -> None:
         repl.progress = _on_off(a, repl.progress is not False, ".progress [on|off|verbose]")
         repl.verbose = False
     state = "off" if repl.progress is False else ("verbose" if repl.verbose else "on")
-    repl.print(f"progress: {state}")
+    repl.say(f"progress: {state}")
 
 
 @command(".tables", ".tables [PATTERN]", "List the hub's catalog tables and their row counts.")
@@ -165,7 +165,7 @@ def _schema(repl, arg: str) -> None:
 @command(".timer", ".timer [on|off]", "Print the time each statement takes.")
 def _timer(repl, arg: str) -> None:
     repl.timer = _on_off(arg, repl.timer, ".timer [on|off]")
-    repl.print(f"timer: {'on' if repl.timer else 'off'}")
+    repl.say(f"timer: {'on' if repl.timer else 'off'}")
 
 
 @command(".open", ".open PATH", "Close this hub and open the hub at PATH (a new one is created by "

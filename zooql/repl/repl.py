@@ -124,6 +124,7 @@ class Repl:
         self.pager = pager        # None: page long results when stdout is a terminal
         self._width = width       # None: the terminal's width (no limit when not a terminal)
         self._create = create     # None: create a hub only on the first statement that writes
+        self.quiet = False        # True: dot-commands that change a setting do not confirm it
         self.banner = banner
         self._connect = connect
         self._owns_hub = hub is None
@@ -172,6 +173,12 @@ class Repl:
     # -- output ---------------------------------------------------------------
     def print(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
+
+    def say(self, text: str) -> None:
+        """A dot-command's confirmation (``mode: csv``); silent while a script or the rc file
+        runs (``quiet``)."""
+        if not self.quiet:
+            self.print(text)
 
     def _stdout_is_tty(self) -> bool:
         try:
@@ -236,9 +243,10 @@ class Repl:
             self.completer.refresh(self.hub)
         return ok
 
-    def run_file(self, path: str) -> bool:
-        """Run a file of statements and dot-commands (``.read``, the rc file); paths in it
-        resolve against its folder. Stops at the first error; True when all succeeded."""
+    def run_file(self, path: str, *, quiet: bool = False) -> bool:
+        """Run a file of statements and dot-commands (``.read``, the rc file: `quiet`, setting
+        commands do not confirm); paths in it resolve against its folder. Stops at the first
+        error; True when all succeeded."""
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -246,6 +254,7 @@ class Repl:
             self.error(f"cannot read {path}: {e.strerror or e}")
             return False
         base_dir = os.path.dirname(os.path.abspath(path))
+        was, self.quiet = self.quiet, self.quiet or quiet
         try:
             for kind, stmt in split_script(text):
                 if kind == "dot":
@@ -254,6 +263,7 @@ class Repl:
                 elif not self._run_one(stmt.padded(text), base_dir):
                     return False
         finally:
+            self.quiet = was
             self.completer.refresh(self.hub)
         return True
 

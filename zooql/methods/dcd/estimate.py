@@ -8,14 +8,16 @@ steps). The seconds per pass of a model come from, in order:
   its images x steps);
 * ``scaled``: the hub's runs of other models, in seconds per pass per parameter, times this
   model's parameter count;
-* ``prior``: :data:`PRIOR_SECONDS_PER_PARAM` times the parameter count (88M, a ViT-B/32
-  visual tower, when the count is unknown). The prior is the figure reported on a 2-core
-  CPU: 2 small ViTs x 7 images x 50 steps took about an hour, ~5 s per pass for ~88M
-  parameters. It is a rough order of magnitude, not a measurement of this machine.
+* ``prior``: :data:`PRIOR_SECONDS_PER_PARAM` times the parameter count (that of an
+  open_clip ViT-B-32, ~151M, when the count is unknown). The prior is the figure reported
+  on a shared 2-core CPU (issue 19): 2 small CLIP ViTs x 7 images x 50 steps took about an
+  hour, ~5 s per pass; it is taken as 5.1 s for a ViT-B-32 and scaled by parameter count.
+  It is an order of magnitude, not a measurement of this machine; the hub's own
+  measurements replace it after the first RANK.
 """
 from __future__ import annotations
 
-PRIOR_PARAMS = 88_000_000
+PRIOR_PARAMS = 151_000_000
 PRIOR_SECONDS_PER_PARAM = 5.1 / PRIOR_PARAMS
 
 
