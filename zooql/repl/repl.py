@@ -208,7 +208,8 @@ class Repl:
         """Print a result, through the pager when it is longer than the terminal."""
         cols, rows = self.terminal_size()
         paging = self.pager if self.pager is not None else True
-        if paging and rows and self._stdout_is_tty() and data.count("\n") + 1 >= rows - 1:
+        # (a terminal reporting a tiny or zero size is not paged: its size is unknown)
+        if paging and rows and rows >= 8 and self._stdout_is_tty() and data.count("\n") + 1 >= rows - 1:
             if page(data, self.err):
                 return
         self.print(data)
