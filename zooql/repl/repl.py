@@ -6,11 +6,16 @@
 * Ctrl-C clears the input, or cancels the running statement; Ctrl-D quits;
 * history is kept in a file (``$ZOOQL_HISTORY``, else
   ``$XDG_STATE_HOME/zooql/history``, else ``~/.local/state/zooql/history``);
-* keywords and the hub's names complete with Tab; names are reloaded after every
-  statement.
+* Tab completes what the grammar accepts at the cursor (:mod:`zooql.repl.completer`);
+  names are reloaded after every statement;
+* results fit the terminal's width and go through a pager when longer than the screen
+  (``.pager on|off``; never when stdout is not a terminal);
+* a running statement draws one progress bar (:mod:`zooql.repl.progress`) and the
+  terminal does not echo keys typed meanwhile (they wait for the next prompt).
 
 For tests, :func:`run_repl` takes prompt_toolkit ``input``/``output`` objects
-(``create_pipe_input()``, ``DummyOutput()``) and text streams for results and errors.
+(``create_pipe_input()``, ``DummyOutput()`` or one with a fixed ``get_size()``) and text
+streams for results and errors.
 """
 from __future__ import annotations
 
