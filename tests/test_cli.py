@@ -22,10 +22,29 @@ ROOT = Path(__file__).resolve().parents[1]
 EVALS = "model,dataset,metric,score\nresnet18,cifar10,top1,0.93\nvit-b-16,cifar10,top1,0.9812345\n"
 
 
-def zooql_cmd(*args, cwd=None, stdin=None, timeout=60):
+_HOME = None
+
+
+def _empty_home():
+    """A HOME without a .zooqlrc, so the tests never run the user's rc file."""
+    global _HOME
+    if _HOME is None:
+        import tempfile
+
+        _HOME = tempfile.mkdtemp(prefix="zooql-home-")
+    return _HOME
+
+
+@pytest.fixture(autouse=True)
+def _no_user_rc(monkeypatch):
+    monkeypatch.setenv("HOME", _empty_home())
+
+
+def zooql_cmd(*args, cwd=None, stdin=None, timeout=60, home=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["ZOOQL_HISTORY"] = os.devnull
+    env["HOME"] = str(home) if home is not None else _empty_home()
     return subprocess.run([sys.executable, "-m", "zooql", *args], cwd=cwd, input=stdin,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -44,7 +63,7 @@ def project(tmp_path):
 
 
 def test_c_success(tmp_path):
-    r = zooql_cmd("--hub", str(tmp_path / "hub"), "-c", "SHOW DATASETS;")
+    r = zooql_cmd("--hub", str(tmp_path / "hub"), "--create", "-c", "SHOW DATASETS;")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split(" | ")[0].strip() == "dataset"
@@ -94,8 +113,9 @@ def test_format_csv_and_json(project):
     hub = str(project / "hub")
     r = zooql_cmd("--hub", hub, "run", str(project / "scripts" / "load.zql"), "--format", "json")
     assert r.returncode == 0, r.stderr
-    # one JSON array per statement with columns; messages go to stderr
-    docs = [json.loads(part) for part in r.stdout.replace("]\n[", "]\x00[").split("\x00")]
+    # JSON Lines: one JSON array per statement, each on its own line; messages go to stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(docs) == 2
     assert docs[0] == [{"imported": 2}]
     assert docs[1][0]["dataset"] == "cifar10" and docs[1][0]["description"] is None
     assert "imported 2 evaluations" in r.stderr
@@ -108,7 +128,7 @@ def test_format_csv_and_json(project):
 
 def test_statements_from_stdin_when_not_a_tty(project):
     hub = str(project / "hub")
-    r = zooql_cmd("--hub", hub, "--format", "csv", stdin="SHOW DATASETS;\nSHOW TREES;\n")
+    r = zooql_cmd(hub, "--create", "--format", "csv", stdin="SHOW DATASETS;\nSHOW TREES;\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("dataset,")
     r = zooql_cmd("--hub", hub, stdin="SHOW DATASETS;\nbogus;\n")
@@ -120,6 +140,111 @@ def test_run_missing_file_and_usage_errors(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("Error: cannot read")
     r = zooql_cmd("--format", "xml", "-c", "SHOW MODELS")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Conventions (issue 19, item 10)
+# ---------------------------------------------------------------------------
+
+def test_path_argument_and_no_hub_made_by_a_read(project):
+    hub = project / "hub"
+    r = zooql_cmd(str(hub), "-c", "SHOW MODELS")  # mistyped / missing path, read-only statement
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: no hub at {hub}") and "--create" in r.stderr
+    assert not hub.exists()
+    r = zooql_cmd(str(hub), "-c", "EXPLAIN IMPORT EVALUATIONS FROM 'scripts/evals.csv'", cwd=project)
+    assert r.returncode == 1 and "no hub at" in r.stderr and not hub.exists()  # EXPLAIN writes nothing
+    # a statement that writes creates it; then the path opens it (like `duckdb f.db`)
+    r = zooql_cmd(str(hub), "-c", "IMPORT EVALUATIONS FROM 'scripts/evals.csv'", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert (hub / "zooql_hub.json").exists()
+    r = zooql_cmd(str(hub), "-f", "csv", "-c", "SHOW DATASETS")
+    assert r.returncode == 0 and r.stdout.startswith("dataset,") and "cifar10" in r.stdout
+    # --create makes it at once
+    other = project / "other-hub"
+    r = zooql_cmd(str(other), "--create", "-c", "SHOW MODELS")
+    assert r.returncode == 0 and r.stdout.strip().endswith("(0 rows)") and (other / "zooql_hub.json").exists()
+    # a folder with other things in it is not taken for a hub
+    r = zooql_cmd(str(project / "scripts"), "-c", "IMPORT EVALUATIONS FROM 'evals.csv'")
+    assert r.returncode == 1 and "is not a ZooQL hub" in r.stderr
+
+
+def test_c_repeatable_in_order_and_leading_dash(project):
+    hub = str(project / "hub")
+    r = zooql_cmd(hub, "--create", "-f", "csv", "-c", "-- first, a comment line\nSHOW TREES",
+                  "-c", "IMPORT EVALUATIONS FROM 'scripts/evals.csv'", "-c", "SHOW DATASETS", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["tree,models,roots,max_downloads", "imported", "2",
+                                     "dataset,evaluations,models,metrics,outcomes,description",
+                                     "cifar10,2,2,top1,0,"]
+    r = zooql_cmd("-V")
+    assert r.returncode == 0 and r.stdout.strip() == f"zooql {zooql.__version__}"
+
+
+def test_json_lines_one_document_per_statement(project):
+    hub = str(project / "hub")
+    r = zooql_cmd(hub, "-f", "json", "-c", "IMPORT EVALUATIONS FROM 'scripts/evals.csv'; SHOW DATASETS; SHOW TREES",
+                  cwd=project)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3
+    docs = [json.loads(line) for line in lines]
+    assert docs[0] == [{"imported": 2}] and docs[1][0]["dataset"] == "cifar10" and docs[2] == []
+
+
+def test_rc_file_and_init_option(project):
+    home = project / "home"
+    home.mkdir()
+    (home / ".zooqlrc").write_text("-- my settings\n.mode csv\n.timer on\n")
+    hub = str(project / "hub")
+    r = zooql_cmd(hub, "--create", "-c", "SHOW TREES", home=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["tree,models,roots,max_downloads"]  # .mode csv from ~/.zooqlrc, quietly
+    assert "Time: " in r.stderr
+    init = project / "init.zql"
+    init.write_text(".mode line\nIMPORT EVALUATIONS FROM 'scripts/evals.csv';\n")
+    r = zooql_cmd(hub, "-init", str(init), "-c", "SHOW DATASETS", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "imported = 2" in r.stdout and "dataset = cifar10" in r.stdout  # -init replaces ~/.zooqlrc
+    assert "Time: " not in r.stderr
+    r = zooql_cmd(hub, "--no-init", "-c", "SHOW TREES", home=home)
+    assert r.stdout.splitlines()[0].startswith("tree ")  # table: no rc file
+    r = zooql_cmd(hub, "-f", "json", "-c", "SHOW TREES", home=home)
+    assert json.loads(r.stdout) == []  # an explicit -f wins over the rc file's .mode
+
+
+def test_tables_and_schema(project):
+    hub = str(project / "hub")
+    r = zooql_cmd(hub, "--create", "-f", "csv", "-c", ".tables models\n.schema models")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["table,rows", "models,0"]
+    assert "CREATE TABLE models(" in r.stdout and "\"name\" VARCHAR NOT NULL" in r.stdout
+    r = zooql_cmd(hub, "-c", ".schema nope")
+    assert r.returncode == 1 and "no catalog table 'nope'" in r.stderr
+
+
+def test_run_errors_name_the_file_and_line(project):
+    hub = str(project / "hub")
+    script = project / "scripts" / "bad2.zql"
+    script.write_text("IMPORT EVALUATIONS FROM 'evals.csv';\n-- a comment\nDESCRIBE MODEL nope;\n")
+    r = zooql_cmd(hub, "run", str(script))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"Error: {script}:3: ") and "nope" in r.stderr
+    script.write_text("SHOW DATASETS;\n\nSHOW MODELZ;\n")
+    r = zooql_cmd(hub, "run", str(script))
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: {script}:3: ")
+    script.write_text("SHOW DATASETS;\n.mode xml\n")
+    r = zooql_cmd(hub, "run", str(script))
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: {script}:2: unknown mode 'xml'")
+
+
+def test_normalize_argv():
+    n = cli.normalize_argv
+    assert n(["myhub"]) == ["--hub=myhub"]
+    assert n(["myhub", "-c", "-- x", "-f", "csv"]) == ["--hub=myhub", "--command=-- x", "-f", "csv"]
+    assert n(["-f", "csv", "run", "a.zql", "b"]) == ["-f", "csv", "run", "a.zql", "b"]
+    assert n(["h", "run", "a.zql"]) == ["--hub=h", "run", "a.zql"]
+    assert n(["-init", "f.zql", "--hub", "x"]) == ["--init", "f.zql", "--hub", "x"]
 
 
 # ---------------------------------------------------------------------------

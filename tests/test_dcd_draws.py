@@ -71,7 +71,8 @@ def test_rank_draws_through_the_language(tmp_path, files):  # noqa: F811
     q = "RANK MODELS FOR TASK tgt USING CONDUCTANCE OPTIONS (steps = 4, draws = 3)"
     plan = hub.explain(q).splitlines()
     assert plan[0].endswith("draws=3")
-    assert plan[1] == "  Conductance: task=tgt role=target images=2 steps=4 models=3 cached=0 new=3 passes=24 draw=0 seed=0"
+    assert plan[1].startswith("  Conductance: task=tgt role=target images=2 steps=4 models=3 cached=0 new=3 passes=24 "
+                              "est_time=~") and plan[1].endswith(" est_basis=prior draw=0 seed=0")
     assert plan[2].startswith("  Conductance: task=tgt#draw1 role=target images=2") and plan[2].endswith("draw=1 seed=1")
     assert plan[3].endswith("draw=2 seed=2") and "task=s1 role=source" in plan[4]
     res = hub.execute(q)

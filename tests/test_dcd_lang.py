@@ -11,6 +11,7 @@ import pytest
 
 import zooql
 from zooql.methods.dcd import conductance as D
+from zooql.methods.dcd import estimate as E
 from zooql.errors import BindError
 
 torch = pytest.importorskip("torch")
@@ -73,11 +74,14 @@ def test_rank_models_using_conductance(tmp_path, files):
     hub = zooql.connect(tmp_path / "hub")
     _setup(hub, d)
     plan = hub.explain(Q)
-    assert plan.splitlines() == [
-        "RankModels: task=tgt method=conductance models=3 sources=[s1, s2] metric=acc1 eta=2 gamma=5 top=3",
-        "  Conductance: task=tgt role=target images=2 steps=8 models=3 cached=0 new=3 passes=48",
-        "  Conductance: task=s1 role=source images=3 steps=8 models=3 cached=0 new=3 passes=72",
-        "  Conductance: task=s2 role=source images=3 steps=8 models=3 cached=0 new=3 passes=72"]
+    lines = plan.splitlines()
+    assert lines[0] == "RankModels: task=tgt method=conductance models=3 sources=[s1, s2] metric=acc1 eta=2 gamma=5 top=3"
+    # passes and their estimated time (no conductance computed on this hub yet: the CPU prior)
+    prior = sum(E.PRIOR_SECONDS_PER_PARAM * (r["params"] or E.PRIOR_PARAMS) for r in hub.execute("SHOW MODELS").to_dicts())
+    for line, (task, role, n, passes) in zip(lines[1:], [("tgt", "target", 2, 48), ("s1", "source", 3, 72),
+                                                         ("s2", "source", 3, 72)]):
+        assert line == (f"  Conductance: task={task} role={role} images={n} steps=8 models=3 cached=0 new=3 "
+                        f"passes={passes} est_time={E.fmt_duration(prior * n * 8)} est_basis=prior")
     res = hub.execute(Q)
     assert res.columns == ["rank", "model", "predicted_rank", "nearest_source", "weight", "divergence", "sources"]
     assert "9 computed, 0 cached" in res.message
@@ -128,6 +132,12 @@ def test_rank_models_using_conductance(tmp_path, files):
     hub.execute(f"CREATE TASK s2 FROM IMAGES '{d}/s3'")
     lines = hub.explain(Q).splitlines()
     assert "cached=3 new=0" in lines[1] and "cached=3 new=0" in lines[2] and "cached=0 new=3 passes=48" in lines[3]
+    # the estimate now comes from the seconds this hub measured for each model
+    with hub.store.read() as con:
+        per_pass = {m: s / n for m, s, n in con.execute(
+            "SELECT model, sum(seconds), sum(n_images * steps) FROM dcd_vectors GROUP BY model").fetchall()}
+    assert lines[3].endswith(f"est_time={E.fmt_duration(sum(per_pass.values()) * 2 * 8)} est_basis=measured")
+    assert "est_time" not in lines[1]
     # DROP MODEL removes the model's conductance vectors (DCD's on_drop hook)
     hub.execute("DROP MODEL v2")
     assert {m for m, _ in _vectors(hub)} == {"r1", "v1"}

@@ -195,7 +195,8 @@ def test_internal_error_is_one_line_and_loop_continues():
 def test_progress_bar_shown_when_enabled():
     rc, out, err, hub = drive("SLOW;\r\x04", progress=True)
     assert "slow done" in out
-    assert "\rslow work" in err and "3/3" in err and "100%" in err and err.endswith("\n")
+    assert "slow work" in err and "3/3" in err and "100%" in err and err.endswith("\x1b[?25h")
+    assert err.count("\n") == 1  # one bar, finished once
     rc, out, err, hub = drive("SLOW;\r\x04")  # stderr is not a terminal: no bar
     assert err == ""
 
@@ -371,7 +372,8 @@ def test_value_formatting():
     assert format_cell(True) == "true"
     assert format_cell(b"abc") == "<3 bytes>"
     assert format_cell([0.5, 1]) == "[0.5000, 1]"
-    assert format_cell("x" * 100).endswith("…") and len(format_cell("x" * 100)) == 60
+    assert format_cell("x" * 100) == "x" * 100  # never cut by itself
+    assert format_cell("x" * 100, max_width=60).endswith("…") and len(format_cell("x" * 100, max_width=60)) == 60
 
 
 def test_render_modes():
@@ -397,32 +399,218 @@ def test_numpy_values_format():
 def test_progress_bar_rendering():
     now = [0.0]
     stream = io.StringIO()
-    bar = ProgressBar(stream, enabled=True, delay=0.5, min_interval=0.1, width=80, clock=lambda: now[0])
-    bar("embedding", 1, 10)  # within the delay: nothing
+    bar = ProgressBar(stream, enabled=True, delay=0.5, width=100, clock=lambda: now[0], verbose=True)
+    bar._timer.cancel()  # the test's clock decides
+    bar("probing m0", 50, 100)  # within the delay: nothing
     assert stream.getvalue() == ""
-    now[0] = 1.0
-    bar("embedding", 5, 10)
-    line = stream.getvalue()
-    assert line.startswith("\rembedding") and "5/10" in line and "50%" in line and "#" in line
-    now[0] = 1.05
-    bar("embedding", 6, 10)  # throttled
-    assert stream.getvalue() == line
-    now[0] = 2.0
-    bar("embedding", 10, 10)  # finished: drawn and ended
-    assert stream.getvalue().endswith("\n") and "10/10" in stream.getvalue()
-    now[0] = 3.0
-    bar("scanning", 7, 0)  # unknown total
+    # PROBE's nesting: per-batch "probing <model>" inside per-model "probing"
+    for m in range(4):
+        for k in (50, 100):
+            now[0] += 1.0
+            bar(f"probing m{m}", k, 100)
+            if (m, k) == (2, 50):
+                # one bar: the outer label, rate and ETA from its real average (the model's
+                # batches count as a fraction), the model as a suffix
+                assert bar.status_line() == "probing  2/4   62%  0:05 < 0:03  0.50/s  · probing m2 50/100"
+        bar("probing", m + 1, 4)
+    assert bar.stats()["rate"] == pytest.approx(4 / 8) and bar.stats()["eta"] == 0
     bar.close()
-    assert "scanning  7 [" in stream.getvalue() and stream.getvalue().endswith("\n")
+    text = stream.getvalue()
+    assert "probing m1: 100/100 in 2.0 s\n" in text  # verbose: a line per finished model
+    assert text.count("\n") == 5  # 4 model lines and the bar's one final line
+    # unknown total
+    b2 = ProgressBar(io.StringIO(), enabled=True, delay=0, clock=lambda: 10.0)
+    b2("scanning", 7, 0)
+    assert b2.status_line().startswith("scanning  7  0:00")
+    b2.close()
     # Not a terminal and not forced: silent.
     quiet = io.StringIO()
     ProgressBar(quiet)("x", 1, 2)
     assert quiet.getvalue() == ""
 
 
+def test_progress_bar_redraws_inside_a_long_batch_and_not_for_quick_work():
+    stream = io.StringIO()
+    with ProgressBar(stream, enabled=True, delay=0.2, width=100, refresh_per_second=10) as bar:
+        bar("embedding", 1, 10)
+        time.sleep(1.4)  # no callback for 1.4 s: the timer starts the bar, rich redraws it
+    frames = stream.getvalue().split("\r")
+    assert len(frames) >= 5, frames
+    assert "0:01" in stream.getvalue()  # elapsed time moved without a callback
+    quick = io.StringIO()
+    with ProgressBar(quick, enabled=True, delay=0.5) as bar:
+        for i in range(10):
+            bar("quick", i + 1, 10)
+    assert quick.getvalue() == ""  # work under the delay draws nothing
+
+
+def test_no_echo_while_a_statement_runs():
+    import os
+    import pty
+    import termios
+
+    from zooql.repl.progress import no_echo
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "r", closefd=False) as tty:
+            assert termios.tcgetattr(slave)[3] & termios.ECHO
+            with no_echo(tty):
+                assert not termios.tcgetattr(slave)[3] & termios.ECHO
+                assert termios.tcgetattr(slave)[3] & termios.ISIG  # Ctrl-C still interrupts
+            assert termios.tcgetattr(slave)[3] & termios.ECHO
+        with no_echo(io.StringIO()):  # not a terminal: nothing to do
+            pass
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_dotcommand_registry():
     assert {".help", ".mode", ".timer", ".open", ".quit", ".exit", ".models", ".read"} <= set(dotcommands.names())
     assert dotcommands.is_dot_command("  .mode csv")
+
+
+# ---------------------------------------------------------------------------
+# Fitted to the terminal (issue 19, item 5)
+# ---------------------------------------------------------------------------
+
+class SizedOutput(DummyOutput):
+    """A terminal of a fixed size for the REPL under test."""
+
+    def __init__(self, columns, rows=40):
+        super().__init__()
+        self.size = (columns, rows)
+
+    def get_size(self):
+        from prompt_toolkit.data_structures import Size
+
+        return Size(rows=self.size[1], columns=self.size[0])
+
+
+LONG = "/data/hubs/" + "very-long-folder/" * 8 + "model.pt"
+
+
+class PathHub(FakeHub):
+    def __init__(self, n=2):
+        super().__init__()
+        self.n = n
+
+    def execute(self, text, params=None, *, progress=None, base_dir=None):
+        self.calls.append({"text": text})
+        return FakeResult(["name", "checkpoint", "top1"],
+                          [(f"m{i}", LONG, 0.5) for i in range(self.n)])
+
+
+def drive_sized(keys, columns, rows=40, hub=None, **kwargs):
+    hub = hub if hub is not None else PathHub()
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as inp:
+        inp.send_text(keys)
+        rc = run_repl(hub, input=inp, output=SizedOutput(columns, rows), stdout=out, stderr=err,
+                      history_path="", banner=False, **kwargs)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_table_fits_the_terminal_width():
+    rc, out, err = drive_sized("SHOW MODELS;\r\x04", columns=60)
+    lines = out.splitlines()
+    assert lines[-1] == "(2 rows)"
+    assert max(len(line) for line in lines) <= 60
+    assert lines[2].startswith("m0   | /data/hubs/very-long") and lines[2].endswith("… | 0.5000")  # widest cut
+    # a wide terminal shows the whole path: no fixed 60-character cut
+    rc, out, err = drive_sized("SHOW MODELS;\r\x04", columns=200)
+    assert LONG in out and "…" not in out
+    # the short columns keep their width when the long one shrinks
+    widths = [len(c) for c in format_table(["a", "b", "long"], [("x", "yy", "z" * 300)], width=40).splitlines()[1].split("-+-")]
+    assert widths[:2] == [1, 2] and sum(widths) + 6 <= 40
+
+
+def test_fit_widths_shrinks_widest_first():
+    from zooql.repl.formatting import fit_widths
+
+    assert fit_widths([5, 50, 30], None) == [5, 50, 30]
+    assert fit_widths([5, 50, 30], 100) == [5, 50, 30]
+    assert fit_widths([5, 50, 30], 51) == [5, 20, 20]   # 51 - 2 separators = 45 = 5 + 20 + 20
+    assert fit_widths([5, 50, 12], 40) == [5, 17, 12]   # the 12-wide column stays whole
+    assert min(fit_widths([30, 30, 30, 30], 10)) >= 8  # never below the minimum column width
+
+
+def test_mode_line_and_markdown_never_cut():
+    rc, out, err = drive_sized(".mode line\rSHOW MODELS;\r.mode markdown\rSHOW MODELS;\r\x04", columns=40)
+    assert err == ""
+    assert f"      name = m0\ncheckpoint = {LONG}\n      top1 = 0.5000\n\n      name = m1" in out
+    assert "| name | checkpoint | top1 |\n|---|---|---:|\n| m0 | " + LONG + " | 0.5000 |" in out
+    assert render(FakeResult(["a"], [("x|y",)]), "markdown") == "| a |\n|---|\n| x\\|y |"
+
+
+def test_pager_for_long_results(tmp_path, monkeypatch):
+    paged = tmp_path / "paged.txt"
+    monkeypatch.setenv("ZOOQL_PAGER", f"cat > {paged}")
+    monkeypatch.setattr(Repl, "_stdout_is_tty", lambda self: True)
+    rc, out, err = drive_sized("SHOW MODELS;\r\x04", columns=100, rows=10, hub=PathHub(30))
+    assert paged.read_text().rstrip().endswith("(30 rows)") and "(30 rows)" not in out
+    paged.unlink()
+    rc, out, err = drive_sized("SHOW MODELS;\r\x04", columns=100, rows=40, hub=PathHub(3))  # fits: printed
+    assert not paged.exists() and "(3 rows)" in out
+    rc, out, err = drive_sized(".pager off\rSHOW MODELS;\r\x04", columns=100, rows=10, hub=PathHub(30))
+    assert not paged.exists() and "(30 rows)" in out and "pager: off" in out
+    monkeypatch.undo()
+    monkeypatch.setenv("ZOOQL_PAGER", f"cat > {paged}")
+    rc, out, err = drive_sized("SHOW MODELS;\r\x04", columns=100, rows=10, hub=PathHub(30))
+    assert not paged.exists() and "(30 rows)" in out  # output is not a terminal: never paged
+
+
+# ---------------------------------------------------------------------------
+# Completion follows the grammar (issue 19, item 7)
+# ---------------------------------------------------------------------------
+
+class KindsHub(FakeHub):
+    def completions(self):
+        got = super().completions()
+        got.update(tasks=["digits", "pets"], columns=["name", "tree", "downloads"])
+        return got
+
+    def logit_labels(self, model):
+        return ["espresso", "espresso maker", "cat's eye"] if model == "resnet18" else []
+
+
+def _complete(comp, text, tab=True):
+    event = CompleteEvent(completion_requested=tab, text_inserted=not tab)
+    return [c.text for c in comp.get_completions(Document(text), event)]
+
+
+def test_completion_offers_what_the_grammar_accepts():
+    comp = ZooQLCompleter(KindsHub())
+    shown = _complete(comp, "SHOW ")
+    assert {"DATASETS", "MODELS", "TREES"} <= set(shown) and all(w.isupper() for w in shown)
+    assert not {"resnet18", "vit-b-16"} & set(_complete(comp, "SHOW "))  # no model names after SHOW
+    assert _complete(comp, "SHOW M") == ["MODELS"]  # not MAX / METRIC
+    described = _complete(comp, "DESCRIBE ")
+    assert {"DATASET", "MODEL"} <= set(described) and "resnet18" not in described and "SHOW" not in described
+    assert _complete(comp, "DESCRIBE MODEL ") == ["resnet18", "vit-b-16"]
+    assert _complete(comp, "DROP MODEL IF EXISTS v") == ["vit-b-16"]
+    assert _complete(comp, "RANK MODELS FOR TASK ") == ["digits", "pets"]  # tasks after TASK
+    assert _complete(comp, "SHOW MODELS; DESCRIBE MODEL r") == ["resnet18"]
+    assert _complete(comp, "SHOW MODELS WHERE t") == ["tree", "TRUE"]  # columns in WHERE, bare
+    assert _complete(comp, "ADD MODEL 'x' AS ") == []  # a new name
+    assert "WHERE" in _complete(comp, "SHOW MODELS ") and "MODELS" not in _complete(comp, "SHOW MODELS ")
+
+
+def test_completion_of_logit_labels_and_paths(tmp_path):
+    comp = ZooQLCompleter(KindsHub())
+    assert _complete(comp, "FIND LOGITS LIKE resnet18.logit['esp") == ["espresso']", "espresso maker']"]
+    assert _complete(comp, "FIND LOGITS LIKE resnet18.logit['cat") == ["cat''s eye']"]
+    (tmp_path / "probes.npy").write_text("")
+    assert _complete(comp, f"CREATE PROBE SET p FROM '{tmp_path}/pro") == ["bes.npy"]
+
+
+def test_no_popup_on_empty_continuation_lines():
+    comp = ZooQLCompleter(KindsHub())
+    assert _complete(comp, "SHOW MODELS\n", tab=False) == []      # typing Enter: nothing pops up
+    assert _complete(comp, "SHOW MODELS\n   ", tab=False) == []
+    assert "WHERE" in _complete(comp, "SHOW MODELS\n", tab=True)  # Tab still completes
+    assert _complete(comp, "SHOW MODELS\nWH", tab=False) == ["WHERE"]
 
 
 # ---------------------------------------------------------------------------

@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterator
 import duckdb
 
 from zooql.core.binder import BindContext, BoundExplain, bind
-from zooql.errors import ExecutionError, ZooQLError
+from zooql.errors import ExecutionError, StorageError, ZooQLError
 from zooql.lang import ast as A
 from zooql.methods import registry
 from zooql.plan import nodes as P
 from zooql.plan.planner import plan as make_plan
 from zooql.storage import catalog as C
-from zooql.storage.hub import HubStore, default_hub_path
+from zooql.storage.hub import MARKER, HubStore, default_hub_path
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -32,8 +32,10 @@ class Result:
     from DuckDB) or row tuples; ``to_arrow()`` hands over the table without a copy."""
 
     def __init__(self, columns: list[str], rows: list[tuple] | None = None, *, message: str | None = None,
-                 elapsed: float = 0.0, kind: str = "", plan_text: str | None = None, table=None):
-        self._data = P.Rows(columns, rows, message, table=table)
+                 elapsed: float = 0.0, kind: str = "", plan_text: str | None = None, table=None,
+                 types=None):
+        self._data = P.Rows(columns, rows, message, table=table, types=types)
+        self.results: list["Result"] = [self]  # every statement's result, when several ran
         self.columns = list(columns)
         self.message = message
         self.elapsed = elapsed
@@ -45,6 +47,11 @@ class Result:
         res = cls(out.columns, [], message=out.message, **kw)
         res._data = out
         return res
+
+    @property
+    def types(self) -> list[str | None]:
+        """The declared type of each column (``VARCHAR``, ``DOUBLE``, ...; None: from the data)."""
+        return self._data.column_types()
 
     @property
     def rows(self) -> list[tuple]:
@@ -66,7 +73,8 @@ class Result:
         return [dict(zip(self.columns, r)) for r in self.rows]
 
     def to_arrow(self):
-        """The rows as a ``pyarrow.Table``."""
+        """The rows as a ``pyarrow.Table``; columns have their declared types even when every
+        value is NULL (the schema does not depend on the data)."""
         return self._data.table
 
     def to_pandas(self):
@@ -103,10 +111,16 @@ class Hub:
     """An open hub. Not thread-safe; one Hub per thread."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, trust_code: bool = False,
-                 device: str | None = None):
-        self.store = HubStore(path if path is not None else default_hub_path(),
-                              schemas=registry.schemas())
-        self.path = str(self.store.path)
+                 device: str | None = None, create: bool | str = True):
+        path = path if path is not None else default_hub_path()
+        self._scratch = None  # an empty catalog to bind against until a pending hub exists
+        if create == "on_write" and not hub_exists(path):
+            self.store = None
+            self._pending = os.path.abspath(os.path.expanduser(str(path)))
+            HubStore.check_creatable(self._pending)
+        else:
+            self.store = HubStore(path, create=bool(create), schemas=registry.schemas())
+        self.path = str(self.store.path) if self.store is not None else self._pending
         self.session: dict[str, Any] = {}
         if trust_code:
             self.session["trust_code"] = True
@@ -139,15 +153,18 @@ class Hub:
     # ---- statements ----------------------------------------------------------------------
     def execute(self, query: str, params: Any = None, *, progress: ProgressFn | None = None,
                 base_dir: str | None = None) -> Result:
-        """Run every statement in ``query``; return the result of the last one."""
+        """Run every statement in ``query`` in order and return the last one's result; its
+        ``results`` attribute lists every statement's result. Each statement is atomic on
+        its own: when one fails, the ones before it stay done and the error propagates."""
         self._check_open()
         stmts = registry.parse(query)
         if not stmts:
             return Result([], [], message="no statement", kind="empty")
-        result = None
+        results = []
         for stmt in stmts:
-            result = self._run_one(stmt, params, progress, base_dir or os.getcwd())
-        return result
+            results.append(self._run_one(stmt, params, progress, base_dir or os.getcwd()))
+        results[-1].results = results
+        return results[-1]
 
     def explain(self, query: str, params: Any = None, *, base_dir: str | None = None) -> str:
         stmts = registry.parse(query)
@@ -160,6 +177,8 @@ class Hub:
         return "\n".join(r[0] for r in res.rows)
 
     def _bind_and_plan(self, stmt, params, base_dir):
+        if self.store is None:
+            return self._bind_pending(stmt, params, base_dir)
         with self.store.read() as con:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                            dispatch=registry.dispatch(), settings=registry.settings()))
@@ -200,11 +219,77 @@ class Hub:
             return Result(["plan"], [(line,) for line in lines], kind="explain_analyze", elapsed=elapsed)
         return Result._of(out, elapsed=elapsed, kind=_kind(stmt))
 
+    def _bind_pending(self, stmt, params, base_dir):
+        """A hub opened with ``create="on_write"`` that does not exist yet: bind against an
+        empty catalog; a statement that writes creates the hub (then binds against it), a
+        read-only one is an error, so a mistyped path does not leave a new hub behind."""
+        import tempfile
+
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="zooql-scratch-")
+            self._scratch_store = HubStore(os.path.join(self._scratch.name, "hub"), schemas=registry.schemas())
+        real, self.store = self.store, self._scratch_store
+        try:
+            bound, op = self._bind_and_plan(stmt, params, base_dir)
+        finally:
+            self.store = real
+        if not op.any_writes() or (isinstance(bound, BoundExplain) and not bound.analyze):
+            raise StorageError(f"no hub at {self._pending} (a read-only statement does not create one; "
+                               "run a statement that writes, or start with --create)")
+        self.store = HubStore(self._pending, schemas=registry.schemas())
+        self.path = str(self.store.path)
+        self._drop_scratch()
+        return self._bind_and_plan(stmt, params, base_dir)
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    @property
+    def exists(self) -> bool:
+        """False while a hub opened with ``create="on_write"`` has not been created yet."""
+        return self.store is not None
+
     # ---- catalog helpers -----------------------------------------------------------------
+    def catalog_tables(self) -> list[tuple[str, int]]:
+        """(table, rows) of every table in the catalog database (the REPL's ``.tables``)."""
+        if self.store is None:
+            return []
+        with self.store.read() as con:
+            names = [r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
+            return [(n, con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names]
+
+    def catalog_schema(self, table: str | None = None) -> list[tuple[str, str]]:
+        """(table, CREATE TABLE statement) of the catalog's tables, or of one (``.schema``)."""
+        if self.store is None:
+            return []
+        sql = "SELECT table_name, sql FROM duckdb_tables() WHERE schema_name = 'main'"
+        args: list = []
+        if table:
+            sql += " AND lower(table_name) = lower(?)"
+            args.append(table)
+        with self.store.read() as con:
+            return [(r[0], r[1]) for r in con.execute(sql + " ORDER BY 1", args).fetchall()]
+
+    def logit_labels(self, model: str) -> list[str]:
+        """The logit labels of a registered model, in logit order (for completion)."""
+        if self.store is None:
+            return []
+        with self.store.read() as con:
+            try:
+                m = C.model_row(con, model)
+            except ZooQLError:
+                return []
+            return [x for x in C.model_labels(con, m["id"]) if x is not None]
+
     def completions(self) -> dict[str, list[str]]:
+        if self.store is None:
+            return {"models": [], "datasets": [], "trees": [], "columns": [*C.MODEL_COLUMNS, "tags"]}
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
-                   "trees": C.tree_names(con)}
+                   "trees": C.tree_names(con), "columns": [*C.MODEL_COLUMNS, "tags"]}
             sources = {"tasks": "SELECT name FROM tasks ORDER BY 1", **registry.completion_sources()}
             for key, sql in sources.items():
                 try:
@@ -220,6 +305,7 @@ class Hub:
     def close(self) -> None:
         self._closed = True
         self._runtime = None
+        self._drop_scratch()
 
     def __enter__(self) -> "Hub":
         return self
@@ -229,6 +315,27 @@ class Hub:
 
 
 def connect(path: str | os.PathLike | None = None, *, trust_code: bool = False,
-            device: str | None = None) -> Hub:
-    """Open (creating if needed) the hub at ``path``; ``None`` opens the embedded default hub."""
-    return Hub(path, trust_code=trust_code, device=device)
+            device: str | None = None, create: bool | str = True) -> Hub:
+    """Open the hub at ``path``; ``None`` opens the embedded default hub.
+
+    ``create``: True (the default) creates a missing hub at once; False makes a missing hub
+    a :class:`StorageError`; ``"on_write"`` creates it on the first statement that writes
+    and makes a read-only statement on a missing hub an error (what the ``zooql`` command
+    does, so that a mistyped path is not silently made into a new hub)."""
+    if create not in (True, False, "on_write"):
+        raise ValueError(f"create must be True, False or 'on_write', not {create!r}")
+    return Hub(path, trust_code=trust_code, device=device, create=create)
+
+
+def hub_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a ZooQL hub."""
+    return os.path.isfile(os.path.join(os.path.expanduser(str(path)), MARKER))
+
+
+def expected(text: str) -> dict | None:
+    """What the grammar accepts after ``text`` (the text before the cursor, without the
+    word being typed): ``{"keywords": [...], "names": bool, "strings": bool, "numbers": bool,
+    "punct": [...]}``, or None when ``text`` does not parse so far (for completion)."""
+    from zooql.lang.complete import expected_after
+
+    return expected_after(registry.parser().lark, text)

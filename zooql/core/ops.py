@@ -197,7 +197,7 @@ class InsertModels(Operator):
                                 [(row[0], i) for i in range(num_logits)])
             names.append(spec["name"])
         msg = (f"added model {names[0]}" if len(names) == 1 else f"added {len(names)} models")
-        return Rows(["model"], [(n,) for n in names], message=msg)
+        return Rows(["model"], [(n,) for n in names], message=msg, types=["VARCHAR"])
 
 
 # ---- reads -------------------------------------------------------------------------------
@@ -223,6 +223,18 @@ class CatalogScan(Operator):
         return Rows(list(self.columns), table=table.rename_columns(list(self.columns)))
 
 
+PROPERTY_TYPES = ("VARCHAR", "VARCHAR")
+
+
+def property_text(v):
+    """A DESCRIBE value as text: booleans as true/false (as the language writes them)."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
 @dataclass(frozen=True)
 class DescribeModel(Operator):
     model: str = ""
@@ -245,7 +257,7 @@ class DescribeModel(Operator):
         rows.append(("labels", shown or None))
         for hook in ctx.hooks.get("on_describe", ()):
             rows.extend(hook(ctx, m))
-        return Rows(["property", "value"], [(k, None if v is None else str(v)) for k, v in rows])
+        return Rows(["property", "value"], [(k, property_text(v)) for k, v in rows], types=PROPERTY_TYPES)
 
 
 @dataclass(frozen=True)
@@ -266,7 +278,7 @@ class DescribeDataset(Operator):
                 ("domain", meta[1] if meta else None), ("tags", meta[2] if meta else None),
                 ("evaluations", ev[0]), ("evaluated_models", ev[1]), ("metrics", ev[2]),
                 ("outcomes", oc[0]), ("outcome_models", oc[1]), ("queries", oc[2])]
-        return Rows(["property", "value"], [(k, None if v is None else str(v)) for k, v in rows])
+        return Rows(["property", "value"], [(k, property_text(v)) for k, v in rows], types=PROPERTY_TYPES)
 
 
 # ---- writes ------------------------------------------------------------------------------
@@ -284,13 +296,14 @@ class DropModel(Operator):
         row = ctx.con.execute("SELECT id FROM models WHERE name = ?", [self.model]).fetchone()
         if row is None:
             if self.if_exists:
-                return Rows(["model"], [], message=f"model {self.model} does not exist; nothing dropped")
+                return Rows(["model"], [], message=f"model {self.model} does not exist; nothing dropped",
+                            types=["VARCHAR"])
             raise ExecutionError(f"model {self.model!r} does not exist")
         for hook in ctx.hooks.get("on_drop", ()):
             hook(ctx, row[0], self.model)
         ctx.con.execute("DELETE FROM logits WHERE model_id = ?", [row[0]])
         ctx.con.execute("DELETE FROM models WHERE id = ?", [row[0]])
-        return Rows(["model"], [(self.model,)], message=f"dropped model {self.model}")
+        return Rows(["model"], [(self.model,)], message=f"dropped model {self.model}", types=["VARCHAR"])
 
 
 @dataclass(frozen=True)
@@ -319,7 +332,7 @@ class AlterModel(Operator):
                 else:
                     tags[k] = value
         ctx.con.execute("UPDATE models SET tags = ? WHERE id = ?", [json.dumps(tags), m["id"]])
-        return Rows(["model"], [(self.model,)], message=f"altered model {self.model}")
+        return Rows(["model"], [(self.model,)], message=f"altered model {self.model}", types=["VARCHAR"])
 
 
 @dataclass(frozen=True)
@@ -345,7 +358,7 @@ class AlterDataset(Operator):
                 tags[key[5:] if key.lower().startswith("tags.") else key] = value
         con.execute("INSERT OR REPLACE INTO datasets VALUES (?, ?, ?, ?)",
                     [self.dataset, desc, domain, json.dumps(tags)])
-        return Rows(["dataset"], [(self.dataset,)], message=f"altered dataset {self.dataset}")
+        return Rows(["dataset"], [(self.dataset,)], message=f"altered dataset {self.dataset}", types=["VARCHAR"])
 
 
 _IMPORT_COLUMNS = {

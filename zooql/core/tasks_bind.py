@@ -69,7 +69,8 @@ class CreateTask(Operator):
         if dropped:
             msg += f" (definition changed: {dropped} cached evaluations dropped)"
         return Rows(["task", "kind", "queries", "evaluator"],
-                    [(t.name, t.kind, len(t.queries), t.evaluator)], message=msg)
+                    [(t.name, t.kind, len(t.queries), t.evaluator)], message=msg,
+                    types=["VARCHAR", "VARCHAR", "BIGINT", "VARCHAR"])
 
 
 @dataclass(frozen=True)

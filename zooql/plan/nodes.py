@@ -15,20 +15,56 @@ from typing import Any, Callable, ClassVar
 OPERATORS: dict[str, type["Operator"]] = {}
 
 
+# Column types an operator may declare (DuckDB spelling); "T[]" is a list of T.
+_ARROW_TYPES = {
+    "VARCHAR": "string", "TEXT": "string", "DOUBLE": "float64", "FLOAT": "float32", "REAL": "float32",
+    "BIGINT": "int64", "INTEGER": "int32", "INT": "int32", "SMALLINT": "int16", "BOOLEAN": "bool_",
+    "TIMESTAMP": "timestamp", "JSON": "string", "BLOB": "binary",
+}
+
+
+def arrow_type(name: str):
+    """The pyarrow type of a declared column type such as ``DOUBLE`` or ``FLOAT[]``."""
+    import pyarrow as pa
+
+    up = name.strip().upper()
+    if up.endswith("[]"):
+        return pa.list_(arrow_type(up[:-2]))
+    key = _ARROW_TYPES.get(up)
+    if key is None:
+        raise ValueError(f"unknown column type {name!r}")
+    return pa.timestamp("us") if key == "timestamp" else getattr(pa, key)()
+
+
 class Rows:
     """An operator's output: column names plus either row tuples or a ``pyarrow.Table``
     (taken straight from DuckDB, or built column-wise). Each form is derived from the other
-    only when asked for, so an Arrow result reaches ``Result.to_arrow()`` without a copy."""
+    only when asked for, so an Arrow result reaches ``Result.to_arrow()`` without a copy.
 
-    __slots__ = ("columns", "_rows", "_table", "message")
+    ``types`` declares each column's type (``"VARCHAR"``, ``"DOUBLE"``, ``"BIGINT"``,
+    ``"BOOLEAN"``, ``"FLOAT[]"``, ...; None for a column typed from its values): the Arrow
+    table built from row tuples then has that schema whatever the values, all-NULL included."""
 
-    def __init__(self, columns, rows=None, message: str | None = None, *, table=None):
+    __slots__ = ("columns", "_rows", "_table", "message", "types")
+
+    def __init__(self, columns, rows=None, message: str | None = None, *, table=None, types=None):
         self.columns = list(columns)
         self._rows = None if rows is None else list(rows)
         self._table = table
         self.message = message
+        self.types = None if types is None else list(types)
+        if self.types is not None and len(self.types) != len(self.columns):
+            raise ValueError(f"{len(self.types)} column types for {len(self.columns)} columns")
         if rows is None and table is None:
             self._rows = []
+
+    def column_types(self) -> list[str | None]:
+        """Declared types, or (for an Arrow result) the DuckDB-style name of each Arrow type."""
+        if self.types is not None:
+            return list(self.types)
+        if self._table is not None:
+            return [str(f.type) for f in self._table.schema]
+        return [None] * len(self.columns)
 
     @classmethod
     def from_arrow(cls, table, message: str | None = None) -> "Rows":
@@ -52,7 +88,8 @@ class Rows:
             import pyarrow as pa
 
             cols = list(zip(*self._rows)) if self._rows else [() for _ in self.columns]
-            self._table = pa.table({c: pa.array(list(v)) for c, v in zip(_unique(self.columns), cols)})
+            types = self.types or [None] * len(self.columns)
+            self._table = pa.table({c: _array(list(v), t) for c, v, t in zip(_unique(self.columns), cols, types)})
         return self._table
 
     def __len__(self) -> int:
@@ -64,6 +101,17 @@ class Rows:
 
     def __repr__(self) -> str:
         return f"Rows(columns={self.columns}, rows={len(self)}, message={self.message!r})"
+
+
+def _array(values: list, type_name: str | None):
+    import pyarrow as pa
+
+    if type_name is None:
+        return pa.array(values)
+    t = arrow_type(type_name)
+    if pa.types.is_list(t):
+        values = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    return pa.array(values, type=t)
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -1,6 +1,13 @@
-"""Tab completion for the REPL: keywords (upper case), names of models, datasets,
-trees and probe sets from ``hub.completions()``, dot-commands, and file paths inside
-string literals."""
+"""Tab completion for the REPL, following the grammar.
+
+The text before the cursor (without the word being typed) goes through Lark's interactive
+LALR parser (``zooql.api.expected``), which says what may come next: the keywords the
+grammar accepts there, and whether a name or a string may follow. Names are of the kind
+the preceding keyword asks for (models after MODEL or LIKE, tasks after TASK or SOURCES,
+probe sets after WITH or PROBES, model columns in WHERE, ...; from ``hub.completions()``);
+inside ``model.logit['...`` the model's logit labels are offered, in other strings file
+paths. Text the grammar already rejects falls back to keyword and name prefixes. Nothing
+pops up by itself on an empty (continuation) line; Tab still completes there."""
 from __future__ import annotations
 
 import threading
@@ -13,24 +20,34 @@ from zooql.repl import lexer as lx
 
 CATEGORIES = ("models", "datasets", "trees", "probesets")
 
-# Which kind of name usually follows a keyword; the names of that kind are offered first.
+# Which kind of name follows a keyword where the grammar accepts a name.
 _CONTEXT = {
     "MODEL": "models",
     "MODELS": "models",
+    "LIKE": "models",
     "DATASET": "datasets",
     "DATASETS": "datasets",
-    "ON": "datasets",
+    "ON": "tasks",
     "TREE": "trees",
     "TREES": "trees",
     "PROBESET": "probesets",
     "PROBESETS": "probesets",
     "PROBES": "probesets",
+    "WITH": "probesets",
     "TASK": "tasks",
     "SOURCES": "tasks",
     "GRAPH": "graphs",
+    "WHERE": "columns",
+    "AND": "columns",
+    "OR": "columns",
+    "NOT": "columns",
+    "BY": "columns",
+    "AS": None,       # a new name: nothing to offer
+    "SET": None,
 }
+_SKIP = {",", "(", "IF", "EXISTS"}
 
-_META = {"models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task",
+_META = {"columns": "column", "labels": "logit label", "models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task",
          "graphs": "semantic graph"}
 
 
@@ -42,18 +59,58 @@ def quote_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _expected(text: str) -> dict | None:
+    try:
+        from zooql.api import expected
+
+        return expected(text)
+    except Exception:  # completion never fails the prompt
+        return None
+
+
+def _bare_ok(before: str, name: str) -> bool:
+    """Whether `name` written bare after `before` is read as a name (not a keyword)."""
+    exp = _expected(before + name + " ")
+    return exp is not None and exp["previous"][-1:] == [name]
+
+
+def _wanted(previous: list[str]) -> str | None:
+    """The kind of name asked for after these tokens: a category, '' for none (a new
+    name), None when any name fits."""
+    for tok in reversed(previous):
+        up = tok.upper()
+        if up in _SKIP:
+            continue
+        if up in _CONTEXT:
+            return _CONTEXT[up] if _CONTEXT[up] is not None else ""
+        if tok in (".", "=", "<", ">", "<=", ">=", "!=", "<>"):
+            return ""
+        return None
+    return None
+
+
+def _prev_keyword(toks) -> str | None:
+    for t in reversed(toks):
+        if t.kind in (lx.WS, lx.COMMENT):
+            continue
+        return _CONTEXT.get(t.text.upper()) if t.kind == lx.WORD else None
+    return None
+
+
 class ZooQLCompleter(Completer):
     def __init__(self, hub=None, *, dot_commands: Iterable[str] = ()):
         self._lock = threading.Lock()
         self.names: dict[str, list[str]] = {c: [] for c in CATEGORIES}
         self.dot_commands = sorted(dot_commands)
         self._paths = PathCompleter(expanduser=True)
+        self._hub = hub
         if hub is not None:
             self.refresh(hub)
 
     # -- names ------------------------------------------------------------------
     def refresh(self, hub) -> None:
         """Reload names from the hub; a hub that fails to answer leaves them as they were."""
+        self._hub = hub
         try:
             got = hub.completions() or {}
         except Exception:
@@ -90,40 +147,40 @@ class ZooQLCompleter(Completer):
         if last is not None and last.kind == lx.COMMENT:
             return
         if last is not None and last.kind == lx.STRING and last.unterminated:
-            # A path inside a '...' literal.
-            yield from self._path_completions(last.text[1:], complete_event)
+            yield from self._string_completions(text[:last.start], last.text[1:], complete_event)
             return
 
         # The word being typed.
         if last is not None and last.kind == lx.WORD and last.end == len(text):
             word = last.text
-            prev_toks = toks[:-1]
         elif last is not None and last.kind == lx.QUOTED_IDENT and last.unterminated:
             word = last.text  # includes the opening quote
-            prev_toks = toks[:-1]
         else:
             word = ""
-            prev_toks = toks
+        if not word and not complete_event.completion_requested and not text.rsplit("\n", 1)[-1].strip():
+            return  # an empty (continuation) line: no pop-up while typing
+        before = text[:len(text) - len(word)]
+        exp = _expected(before)
+        if exp is None:  # not valid so far: plain prefixes
+            yield from self._word_completions(word, _prev_keyword(toks[:-1] if word else toks), None)
+            return
+        wanted = _wanted(exp["previous"]) if exp["names"] else None
+        yield from self._word_completions(word, wanted, exp, before)
 
-        prev_kw = None
-        for t in reversed(prev_toks):
-            if t.kind == lx.WS or t.kind == lx.COMMENT:
-                continue
-            if t.kind == lx.WORD:
-                prev_kw = t.text.upper()
-            break
-
-        yield from self._word_completions(word, prev_kw)
-
-    def _word_completions(self, word: str, prev_kw: str | None):
+    def _word_completions(self, word: str, wanted: str | None, exp: dict | None, before: str = ""):
+        """Names (of kind `wanted` first) and keywords starting with `word`. With `exp`
+        (the grammar's expectations) only what the grammar accepts is offered."""
         quoted = word.startswith('"')
         prefix = word[1:] if quoted else word
         low = prefix.lower()
         with self._lock:
             names = dict(self.names)
-
-        wanted = _CONTEXT.get(prev_kw or "")
-        order = ([wanted] if wanted in names else []) + [c for c in names if c != wanted]
+        if exp is None:
+            order = ([wanted] if wanted in names else []) + [c for c in names if c not in (wanted, "columns")]
+        elif not exp["names"] or wanted == "":
+            order = []
+        else:
+            order = [wanted] if wanted else [c for c in names if c != "columns"]
         seen: set[str] = set()
         name_hits = []
         for cat in order:
@@ -135,14 +192,16 @@ class ZooQLCompleter(Completer):
         def name_completions():
             for n, cat in name_hits:
                 text = ('"' + n.replace('"', '""') + '"') if quoted else quote_name(n)
+                if exp is not None and not quoted and text != n and lx.IDENT_RE.match(n) and _bare_ok(before, n):
+                    text = n  # a keyword-like name the grammar takes bare here (WHERE tree = ...)
                 yield Completion(text, start_position=-len(word), display=n,
                                  display_meta=_META.get(cat, cat))
 
         def keyword_completions():
-            if quoted or not prefix:
+            if quoted or (exp is None and not prefix):
                 return
             up = prefix.upper()
-            for kw in lx.keywords():
+            for kw in (exp["keywords"] if exp is not None else lx.keywords()):
                 if kw.startswith(up) and kw != up:
                     yield Completion(kw, start_position=-len(word), display_meta="keyword")
 
@@ -152,6 +211,31 @@ class ZooQLCompleter(Completer):
         else:
             yield from keyword_completions()
             yield from name_completions()
+
+    def _string_completions(self, before: str, partial: str, complete_event):
+        """Inside a '...' literal: logit labels after ``model.logit[``, else file paths."""
+        exp = _expected(before)
+        prev = exp["previous"] if exp is not None else []
+        if len(prev) >= 4 and prev[-1] == "[" and prev[-2].upper() == "LOGIT" and prev[-3] == ".":
+            model = prev[-4]
+            if model.startswith('"'):
+                model = model[1:-1].replace('""', '"')
+            typed = partial.replace("''", "'").lower()
+            for label in self._labels(model):
+                if label.lower().startswith(typed):
+                    yield Completion(label.replace("'", "''") + "']", start_position=-len(partial),
+                                     display=label, display_meta="logit label")
+            return
+        if exp is not None and not exp["strings"]:
+            return
+        yield from self._path_completions(partial, complete_event)
+
+    def _labels(self, model: str) -> list[str]:
+        hub = self._hub
+        try:
+            return list(hub.logit_labels(model)) if hub is not None else []
+        except Exception:
+            return []
 
     def _path_completions(self, partial: str, complete_event):
         partial = partial.replace("''", "'")
@@ -169,8 +253,8 @@ class ZooQLCompleter(Completer):
             for m in MODES:
                 if m.startswith(arg):
                     yield Completion(m, start_position=-len(arg))
-        elif cmd == ".timer":
-            for m in ("on", "off"):
+        elif cmd in (".timer", ".pager", ".progress"):
+            for m in ("on", "off") + (("verbose",) if cmd == ".progress" else ()):
                 if m.startswith(arg):
                     yield Completion(m, start_position=-len(arg))
         elif cmd in (".open", ".read"):

@@ -110,7 +110,8 @@ def _help(repl, arg: str) -> None:
     repl.print("\n".join(lines))
 
 
-@command(".mode", ".mode [table|csv|json]", "Set (or show) how results are printed.")
+@command(".mode", f".mode [{'|'.join(MODES)}]",
+         "Set (or show) how results are printed (line: one field per line).")
 def _mode(repl, arg: str) -> None:
     if not arg:
         repl.print(f"mode: {repl.mode}")
@@ -119,20 +120,61 @@ def _mode(repl, arg: str) -> None:
     if m not in MODES:
         raise DotCommandError(f"unknown mode {arg!r}; usage: .mode [{'|'.join(MODES)}]")
     repl.mode = m
-    repl.print(f"mode: {m}")
+    repl.say(f"mode: {m}")
+
+
+@command(".pager", ".pager [on|off]", "Page results longer than the terminal ($ZOOQL_PAGER, $PAGER or "
+         "less; never when output is not a terminal).")
+def _pager(repl, arg: str) -> None:
+    current = repl.pager if repl.pager is not None else True
+    repl.pager = _on_off(arg, current, ".pager [on|off]")
+    repl.say(f"pager: {'on' if repl.pager else 'off'}")
+
+
+@command(".progress", ".progress [on|off|verbose]",
+         "Progress bars: one per statement; verbose adds a line per finished model or step.")
+def _progress(repl, arg: str) -> None:
+    a = arg.lower()
+    if a == "verbose":
+        repl.progress, repl.verbose = (True if repl.progress is None else repl.progress), True
+    elif a:
+        repl.progress = _on_off(a, repl.progress is not False, ".progress [on|off|verbose]")
+        repl.verbose = False
+    state = "off" if repl.progress is False else ("verbose" if repl.verbose else "on")
+    repl.say(f"progress: {state}")
+
+
+@command(".tables", ".tables [PATTERN]", "List the hub's catalog tables and their row counts.")
+def _tables(repl, arg: str) -> None:
+    rows = repl.hub.catalog_tables()
+    if arg:
+        import fnmatch
+
+        rows = [r for r in rows if fnmatch.fnmatch(r[0].lower(), arg.lower())]
+    repl.show_rows(["table", "rows"], rows)
+
+
+@command(".schema", ".schema [TABLE]", "Show the CREATE TABLE statements of the catalog (or one table).")
+def _schema(repl, arg: str) -> None:
+    got = repl.hub.catalog_schema(arg or None)
+    if arg and not got:
+        raise DotCommandError(f"no catalog table {arg!r}; .tables lists them")
+    repl.print("\n".join(sql.rstrip(";") + ";" for _, sql in got))
 
 
 @command(".timer", ".timer [on|off]", "Print the time each statement takes.")
 def _timer(repl, arg: str) -> None:
     repl.timer = _on_off(arg, repl.timer, ".timer [on|off]")
-    repl.print(f"timer: {'on' if repl.timer else 'off'}")
+    repl.say(f"timer: {'on' if repl.timer else 'off'}")
 
 
-@command(".open", ".open PATH", "Close this hub and open (or create) the hub at PATH.")
+@command(".open", ".open PATH", "Close this hub and open the hub at PATH (a new one is created by "
+         "the first statement that writes).")
 def _open(repl, arg: str) -> None:
     path = _one_path(arg, ".open PATH")
     repl.open_hub(path)
-    repl.print(f"opened hub {repl.hub_path()}")
+    new = "" if getattr(repl.hub, "exists", True) else " (new: created by the first statement that writes)"
+    repl.print(f"opened hub {repl.hub_path()}{new}")
 
 
 @command(".hub", ".hub", "Show the path of the open hub.")
@@ -140,16 +182,14 @@ def _hub(repl, arg: str) -> None:
     repl.print(repl.hub_path())
 
 
-@command(".read", ".read FILE", "Run the statements in FILE (paths in it are relative to its folder).",
+@command(".read", ".read FILE", "Run the statements and dot-commands in FILE (paths in it are relative "
+         "to its folder).",
          aliases=(".run",))
 def _read(repl, arg: str) -> None:
     path = _one_path(arg, ".read FILE")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise DotCommandError(f"cannot read {path}: {e.strerror or e}") from None
-    repl.run_text(text, base_dir=os.path.dirname(os.path.abspath(path)))
+    if not os.path.isfile(path):
+        raise DotCommandError(f"cannot read {path}: no such file")
+    repl.run_file(path)
 
 
 @command(".explain", ".explain STATEMENT", "Show the plan of a statement without running it.")

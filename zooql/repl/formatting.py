@@ -1,4 +1,10 @@
-"""Rendering of statement results as an aligned table, CSV or JSON.
+"""Rendering of statement results as an aligned table, one field per line, Markdown,
+CSV or JSON.
+
+Tables fit the terminal width they are given (``width``): when the natural width is too
+wide the widest columns are shrunk first (their cells cut with an ellipsis) and short
+columns stay whole; with no width (output not a terminal) nothing is cut. ``line``,
+``markdown``, ``csv`` and ``json`` never cut a value.
 
 Works on anything shaped like :class:`zooql.Result` (``columns``, ``rows``,
 ``message``); nothing here depends on prompt_toolkit.
@@ -14,10 +20,10 @@ import json
 import math
 from typing import Any, Iterable, Sequence
 
-MODES = ("table", "csv", "json")
+MODES = ("table", "line", "markdown", "csv", "json")
 
 NULL = "NULL"
-MAX_CELL_WIDTH = 60
+MIN_COLUMN_WIDTH = 8  # a shrunk column keeps at least this many characters
 
 try:
     from prompt_toolkit.utils import get_cwidth as _cwidth
@@ -53,7 +59,7 @@ def _is_array_like(v: Any) -> bool:
     return hasattr(v, "tolist") and hasattr(v, "shape")
 
 
-def format_cell(v: Any, *, max_width: int | None = MAX_CELL_WIDTH) -> str:
+def format_cell(v: Any, *, max_width: int | None = None) -> str:
     """One value as table text: None as NULL, floats to 4 decimals, no newlines."""
     s = _cell_text(v)
     s = s.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r").replace("\t", " ")
@@ -145,23 +151,48 @@ def result_parts(result: Any) -> tuple[list[str], list[tuple], str | None]:
     return columns, rows, message
 
 
+def fit_widths(natural: Sequence[int], width: int | None, sep: int = 3) -> list[int]:
+    """Column widths that fit `width` characters (separators included): the widest
+    columns are cut down to a common cap, columns narrower than the cap stay whole, no
+    column goes below MIN_COLUMN_WIDTH (or its natural width). None: no limit."""
+    natural = list(natural)
+    if width is None or not natural:
+        return natural
+    budget = width - sep * (len(natural) - 1)
+    if sum(natural) <= budget:
+        return natural
+    lo, hi = 0, max(natural)
+    while lo < hi:  # the largest cap whose total fits
+        cap = (lo + hi + 1) // 2
+        if sum(min(w, max(cap, MIN_COLUMN_WIDTH)) for w in natural) <= budget:
+            lo = cap
+        else:
+            hi = cap - 1
+    cap = max(lo, MIN_COLUMN_WIDTH)
+    return [min(w, cap) for w in natural]
+
+
 def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-                 max_width: int | None = MAX_CELL_WIDTH, footer: bool = True) -> str:
-    """Aligned columns under a header, numbers right-aligned, then ``(N rows)``."""
+                 width: int | None = None, footer: bool = True) -> str:
+    """Aligned columns under a header, numbers right-aligned, then ``(N rows)``; fitted
+    to `width` characters (see :func:`fit_widths`), nothing cut when `width` is None."""
     rows = [tuple(r) for r in rows]
     ncols = len(columns)
-    cells = [[format_cell(v, max_width=max_width) for v in r] for r in rows]
-    header = [format_cell(c, max_width=max_width) for c in columns]
+    cells = [[format_cell(v) for v in r] for r in rows]
+    header = [format_cell(c) for c in columns]
     numeric = []
     for j in range(ncols):
         vals = [r[j] for r in rows if j < len(r) and r[j] is not None]
         numeric.append(bool(vals) and all(_is_numeric(v) for v in vals))
-    widths = [_width(h) for h in header]
+    natural = [_width(h) for h in header]
     for r in cells:
         for j, c in enumerate(r[:ncols]):
-            widths[j] = max(widths[j], _width(c))
+            natural[j] = max(natural[j], _width(c))
+    widths = fit_widths(natural, width)
 
     def pad(s: str, j: int, right: bool) -> str:
+        if _width(s) > widths[j]:
+            s = _truncate(s, widths[j])
         fill = " " * (widths[j] - _width(s))
         return fill + s if right else s + fill
 
@@ -173,8 +204,39 @@ def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
             r = list(r) + [""] * (ncols - len(r))
             lines.append(" | ".join(pad(c, j, numeric[j]) for j, c in enumerate(r[:ncols])).rstrip())
     if footer:
-        n = len(rows)
-        lines.append(f"({n} row{'s' if n != 1 else ''})")
+        lines.append(_footer(len(rows)))
+    return "\n".join(lines)
+
+
+def _footer(n: int) -> str:
+    return f"({n} row{'s' if n != 1 else ''})"
+
+
+def format_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """One field per line (``name = value``, names right-aligned), a blank line between
+    rows, like sqlite's and duckdb's ``.mode line``; values are never cut."""
+    names = [str(c) for c in columns]
+    w = max((_width(n) for n in names), default=0)
+    blocks = []
+    for r in rows:
+        blocks.append("\n".join(" " * (w - _width(n)) + n + " = " + format_cell(v)
+                                for n, v in zip(names, r)))
+    return "\n\n".join(blocks)
+
+
+def format_markdown(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned, ``|`` escaped)."""
+    rows = [tuple(r) for r in rows]
+
+    def cell(v: Any) -> str:
+        return format_cell(v).replace("|", "\\|")
+
+    aligns = []
+    for j in range(len(columns)):
+        vals = [r[j] for r in rows if j < len(r) and r[j] is not None]
+        aligns.append("---:" if vals and all(_is_numeric(v) for v in vals) else "---")
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -204,10 +266,11 @@ def _csv_value(v: Any) -> Any:
     return plain
 
 
-def format_json(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A JSON array with one object per row; NaN/Infinity become null."""
+def format_json(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, indent: int | None = 2) -> str:
+    """A JSON array with one object per row; NaN/Infinity become null. ``indent=None``
+    writes it on one line (JSON Lines: one document per statement)."""
     objs = [{c: _json_safe(v) for c, v in zip(columns, r)} for r in rows]
-    return json.dumps(objs, default=_json_default, ensure_ascii=False, indent=2)
+    return json.dumps(objs, default=_json_default, ensure_ascii=False, indent=indent)
 
 
 def _to_plain(v: Any) -> Any:
@@ -244,33 +307,26 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def render(result: Any, mode: str = "table") -> str:
+def render(result: Any, mode: str = "table", *, width: int | None = None) -> str:
     """The text to print for one result ('' when there is nothing to show).
 
     Results without columns (ADD MODEL, SET, ...) print their message. In table mode
-    a result with columns prints the table and then its message, if any; in csv and
-    json modes only the data is printed, so the output stays machine-readable.
+    a result with columns prints the table and then its message, if any; in the other
+    modes only the data is printed, so the output stays machine-readable.
     """
-    columns, rows, message = result_parts(result)
-    if mode not in MODES:
-        raise ValueError(f"unknown output mode {mode!r} (expected one of {', '.join(MODES)})")
-    if not columns:
-        return message or ""
-    if mode == "csv":
-        return format_csv(columns, rows)
-    if mode == "json":
-        return format_json(columns, rows)
-    if columns == ["plan"]:  # EXPLAIN output: one operator per line, never truncated
-        return "\n".join(str(r[0]) for r in rows)
-    text = format_table(columns, rows)
-    if message:
-        text += "\n" + message
-    return text
+    data, note = render_split(result, mode, width=width)
+    if not data:
+        return note
+    if mode == "table" and note:
+        return data + "\n" + note
+    return data
 
 
-def render_split(result: Any, mode: str = "table") -> tuple[str, str]:
+def render_split(result: Any, mode: str = "table", *, width: int | None = None,
+                 json_lines: bool = False) -> tuple[str, str]:
     """(data, note): the result's rows rendered in `mode`, and its message. Callers
-    print the note with the data in table mode and aside (stderr) in csv/json mode."""
+    print the note with the data in table mode and aside (stderr) in the other modes.
+    `width` fits tables to a terminal; `json_lines` prints a JSON document on one line."""
     columns, rows, message = result_parts(result)
     if mode not in MODES:
         raise ValueError(f"unknown output mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -279,10 +335,14 @@ def render_split(result: Any, mode: str = "table") -> tuple[str, str]:
     if mode == "csv":
         return format_csv(columns, rows), message or ""
     if mode == "json":
-        return format_json(columns, rows), message or ""
+        return format_json(columns, rows, indent=None if json_lines else 2), message or ""
+    if mode == "line":
+        return format_lines(columns, rows), message or ""
+    if mode == "markdown":
+        return format_markdown(columns, rows), message or ""
     if columns == ["plan"]:  # EXPLAIN output: one operator per line, never truncated
         return "\n".join(str(r[0]) for r in rows), message or ""
-    return format_table(columns, rows), message or ""
+    return format_table(columns, rows, width=width), message or ""
 
 
 def format_elapsed(seconds: float | None) -> str:

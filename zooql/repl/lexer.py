@@ -154,6 +154,28 @@ def split_statements(text: str) -> list[Statement]:
     return out
 
 
+def split_script(text: str) -> list[tuple[str, Statement]]:
+    """A script's items in order: ``("sql", statement)`` and ``("dot", line)`` for lines
+    starting with '.' between statements (dot-commands, as in the REPL). Offsets are those
+    of the whole text, so ``padded(text)`` keeps line numbers."""
+    out: list[tuple[str, Statement]] = []
+    region = 0
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.strip()
+        if body.startswith(".") and statement_complete_or_empty(text[region:pos]):
+            out += [("sql", Statement(st.text, st.start + region)) for st in split_statements(text[region:pos])]
+            out.append(("dot", Statement(body, pos + line.index(body))))
+            region = pos + len(line)
+        pos += len(line)
+    out += [("sql", Statement(st.text, st.start + region)) for st in split_statements(text[region:])]
+    return out
+
+
+def statement_complete_or_empty(text: str) -> bool:
+    return not split_statements(text) or statement_complete(text)
+
+
 def statement_complete(text: str) -> bool:
     """True when `text` ends a statement with ';' outside strings and comments."""
     last = None

@@ -6,15 +6,23 @@
 * Ctrl-C clears the input, or cancels the running statement; Ctrl-D quits;
 * history is kept in a file (``$ZOOQL_HISTORY``, else
   ``$XDG_STATE_HOME/zooql/history``, else ``~/.local/state/zooql/history``);
-* keywords and the hub's names complete with Tab; names are reloaded after every
-  statement.
+* Tab completes what the grammar accepts at the cursor (:mod:`zooql.repl.completer`);
+  names are reloaded after every statement;
+* results fit the terminal's width and go through a pager when longer than the screen
+  (``.pager on|off``; never when stdout is not a terminal);
+* a running statement draws one progress bar (:mod:`zooql.repl.progress`) and the
+  terminal does not echo keys typed meanwhile (they wait for the next prompt).
 
 For tests, :func:`run_repl` takes prompt_toolkit ``input``/``output`` objects
-(``create_pipe_input()``, ``DummyOutput()``) and text streams for results and errors.
+(``create_pipe_input()``, ``DummyOutput()`` or one with a fixed ``get_size()``) and text
+streams for results and errors.
 """
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -30,8 +38,8 @@ from prompt_toolkit.key_binding import KeyBindings
 from zooql.repl import dotcommands
 from zooql.repl.completer import ZooQLCompleter
 from zooql.repl.formatting import MODES, format_elapsed, render_split
-from zooql.repl.lexer import ZooQLLexer, input_complete, make_style, split_statements
-from zooql.repl.progress import ProgressBar
+from zooql.repl.lexer import ZooQLLexer, input_complete, make_style, split_script, split_statements
+from zooql.repl.progress import ProgressBar, no_echo
 
 PROMPT = "zooql> "
 CONTINUATION = "    -> "
@@ -78,6 +86,26 @@ class _Quit(Exception):
     pass
 
 
+def pager_command() -> str:
+    """``$ZOOQL_PAGER``, else ``$PAGER``, else ``less -FRX`` (quits at once when the text
+    fits on one screen)."""
+    return os.environ.get("ZOOQL_PAGER") or os.environ.get("PAGER") or "less -FRX"
+
+
+def page(text: str, err: TextIO) -> bool:
+    """Show `text` through the pager; False when no pager could be run (then the caller
+    prints it)."""
+    cmd = pager_command()
+    try:
+        if shlex.split(cmd)[0] in ("less", "more") and not shutil.which(shlex.split(cmd)[0]):
+            return False
+        subprocess.run(cmd, shell=True, input=(text + "\n").encode("utf-8"), check=False)
+        return True
+    except (OSError, ValueError, IndexError) as e:
+        print(f"Warning: pager {cmd!r} failed ({e}); printing instead", file=err)
+        return False
+
+
 class Repl:
     """One interactive session over a hub."""
 
@@ -85,7 +113,9 @@ class Repl:
                  connect: Callable[..., Any] | None = None, mode: str = "table", timer: bool = False,
                  input: Any = None, output: Any = None, stdout: TextIO | None = None,
                  stderr: TextIO | None = None, history_path: str | None = None,
-                 progress: bool | None = None, debug: bool = False, banner: bool = True):
+                 progress: bool | None = None, debug: bool = False, banner: bool = True,
+                 width: int | None = None, pager: bool | None = None, verbose: bool = False,
+                 create: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.out = stdout if stdout is not None else sys.stdout
@@ -95,6 +125,11 @@ class Repl:
         self.debug = debug
         self.trust_code = trust_code
         self.progress = progress  # None: draw when stderr is a terminal
+        self.verbose = verbose    # progress: one line per finished model / step as well
+        self.pager = pager        # None: page long results when stdout is a terminal
+        self._width = width       # None: the terminal's width (no limit when not a terminal)
+        self._create = create     # None: create a hub only on the first statement that writes
+        self.quiet = False        # True: dot-commands that change a setting do not confirm it
         self.banner = banner
         self._connect = connect
         self._owns_hub = hub is None
@@ -114,6 +149,9 @@ class Repl:
             import zooql
 
             connect = zooql.connect
+        if self._connect is None and path is not None:
+            return connect(path, trust_code=self.trust_code,
+                           create=True if self._create else "on_write")
         return connect(path, trust_code=self.trust_code)
 
     def open_hub(self, path: str) -> None:
@@ -141,12 +179,53 @@ class Repl:
     def print(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
+    def say(self, text: str) -> None:
+        """A dot-command's confirmation (``mode: csv``); silent while a script or the rc file
+        runs (``quiet``)."""
+        if not self.quiet:
+            self.print(text)
+
+    def _stdout_is_tty(self) -> bool:
+        try:
+            return bool(self.out.isatty())
+        except Exception:
+            return False
+
+    def terminal_size(self) -> tuple[int | None, int | None]:
+        """(columns, rows) of the terminal results are printed on; (None, None) when the
+        output is not a terminal (then tables are not cut and nothing is paged)."""
+        if self._pt_output is not None:
+            try:
+                size = self._pt_output.get_size()
+                cols, rows = size.columns, size.rows
+            except Exception:
+                cols, rows = None, None
+        elif self._stdout_is_tty():
+            size = shutil.get_terminal_size()
+            cols, rows = size.columns, size.lines
+        else:
+            cols, rows = None, None
+        if self._width is not None:
+            cols = self._width
+        return cols, rows
+
+    def emit(self, data: str) -> None:
+        """Print a result, through the pager when it is longer than the terminal."""
+        cols, rows = self.terminal_size()
+        paging = self.pager if self.pager is not None else True
+        # (a terminal reporting a tiny or zero size is not paged: its size is unknown)
+        if paging and rows and rows >= 8 and self._stdout_is_tty() and data.count("\n") + 1 >= rows - 1:
+            if page(data, self.err):
+                return
+        self.print(data)
+
     def show_rows(self, columns: list[str], rows: list[tuple]) -> None:
         """Print rows in the current output mode."""
         from types import SimpleNamespace
 
-        data, _ = render_split(SimpleNamespace(columns=columns, rows=rows, message=None), self.mode)
-        self.print(data)
+        data, _ = render_split(SimpleNamespace(columns=columns, rows=rows, message=None), self.mode,
+                               width=self.terminal_size()[0])
+        self.emit(data)
 
     def error(self, text: str) -> None:
         print(f"Error: {text}", file=self.err, flush=True)
@@ -170,15 +249,40 @@ class Repl:
             self.completer.refresh(self.hub)
         return ok
 
+    def run_file(self, path: str, *, quiet: bool = False) -> bool:
+        """Run a file of statements and dot-commands (``.read``, the rc file: `quiet`, setting
+        commands do not confirm); paths in it resolve against its folder. Stops at the first
+        error; True when all succeeded."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            self.error(f"cannot read {path}: {e.strerror or e}")
+            return False
+        base_dir = os.path.dirname(os.path.abspath(path))
+        was, self.quiet = self.quiet, self.quiet or quiet
+        try:
+            for kind, stmt in split_script(text):
+                if kind == "dot":
+                    if not self.handle_input(stmt.text):
+                        return False
+                elif not self._run_one(stmt.padded(text), base_dir):
+                    return False
+        finally:
+            self.quiet = was
+            self.completer.refresh(self.hub)
+        return True
+
     def _run_one(self, text: str, base_dir: str) -> bool:
         t0 = time.perf_counter()
-        bar = ProgressBar(self.err, enabled=self.progress)
+        bar = ProgressBar(self.err, enabled=self.progress, verbose=self.verbose)
         try:
             try:
-                res = self.hub.execute(text, progress=bar, base_dir=base_dir)
+                with no_echo():  # keys typed meanwhile wait for the next prompt, off the bar
+                    res = self.hub.execute(text, progress=bar, base_dir=base_dir)
             finally:
                 bar.close()
-            data, note = render_split(res, self.mode)
+            data, note = render_split(res, self.mode, width=self.terminal_size()[0])
         except KeyboardInterrupt:
             print("cancelled", file=self.err, flush=True)
             return False
@@ -196,7 +300,7 @@ class Repl:
                 traceback.print_exc(file=self.err)
             return False
         if data:
-            self.print(data)
+            self.emit(data)
         if note:
             if self.mode == "table" or not data:
                 self.print(note)
@@ -209,11 +313,12 @@ class Repl:
             self.print(format_elapsed(elapsed))
         return True
 
-    def handle_input(self, text: str) -> None:
-        """Handle what the user entered at the prompt (raises _Quit to leave)."""
+    def handle_input(self, text: str) -> bool:
+        """Handle what the user entered at the prompt (raises _Quit to leave); False when
+        it failed."""
         stripped = text.strip()
         if not stripped:
-            return
+            return True
         low = stripped.lower()
         if low in ("exit", "quit", r"\q"):
             self.quit()
@@ -222,6 +327,7 @@ class Repl:
         if dotcommands.is_dot_command(stripped):
             try:
                 dotcommands.run(self, stripped)
+                return True
             except dotcommands.DotCommandError as e:
                 self.error(str(e))
             except KeyboardInterrupt:
@@ -234,8 +340,8 @@ class Repl:
                 self.error(f"internal error: {type(e).__name__}: {e} (this is a bug)")
                 if self.debug:
                     traceback.print_exc(file=self.err)
-            return
-        self.run_text(text)
+            return False
+        return self.run_text(text)
 
     # -- the prompt -----------------------------------------------------------
     def _make_session(self) -> PromptSession:
@@ -281,7 +387,9 @@ class Repl:
                 from zooql import __version__ as version  # type: ignore
             except Exception:
                 version = ""
-            self.print(f"ZooQL {version}".rstrip() + f" - hub {self.hub_path()}\n"
+            new = "" if getattr(self.hub, "exists", True) else \
+                " (new: created by the first statement that writes)"
+            self.print(f"ZooQL {version}".rstrip() + f" - hub {self.hub_path()}{new}\n"
                        "Statements end with ';'. Type .help for help, Ctrl-D to quit.")
         try:
             while True:

@@ -58,6 +58,17 @@ class HubStore:
         self._open(create)
 
     # ---- opening and format ------------------------------------------------------------
+    @staticmethod
+    def check_creatable(path: str | os.PathLike) -> None:
+        """Raise StorageError unless a hub could be created at `path` (missing, or an empty
+        folder)."""
+        p = Path(path).expanduser().resolve()
+        if p.exists() and not p.is_dir():
+            raise StorageError(f"hub path {p} exists and is not a directory")
+        if p.exists() and not (p / MARKER).exists() and any(
+                x for x in p.iterdir() if not x.name.startswith(".")):
+            raise StorageError(f"{p} is not a ZooQL hub (no {MARKER}) and is not empty")
+
     def _open(self, create: bool) -> None:
         marker = self.path / MARKER
         if self.path.exists() and not self.path.is_dir():

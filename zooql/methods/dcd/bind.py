@@ -21,6 +21,7 @@ from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.plan.logical import Logical
+from zooql.methods.dcd.estimate import pass_seconds
 
 METHODS = ("conductance",)
 OPTIONS = ("eta", "gamma", "steps", "batch_size", "metric", "draws")
@@ -41,6 +42,7 @@ class BoundRank(Logical):
     top: int | None
     filter: str | None
     draws: tuple = ()       # redrawn targets (draws = k): ((name, seed, image paths), ...), k - 1 of them
+    pass_seconds: tuple = ()  # ((model, estimated seconds per pass, basis), ...) for EXPLAIN
 
 
 def _number(opts: dict, key: str, default: float, minimum: float) -> float:
@@ -217,7 +219,8 @@ def _bind_rank(stmt: A.RankModels, bc: BindContext):
     return BoundRank(task=name, task_images=int(target["n_queries"]), sources=tuple(sources), models=models,
                      fingerprints=tuple(fps), cached=tuple(cached), eta=eta, gamma=gamma, steps=steps,
                      batch_size=batch_size, top=top, filter=where_text,
-                     draws=tuple((n, seed, imgs) for n, seed, imgs, _ in redraws))
+                     draws=tuple((n, seed, imgs) for n, seed, imgs, _ in redraws),
+                     pass_seconds=tuple((m, *v) for m, v in pass_seconds(bc.con, names).items()))
 
 
 @plans(BoundRank)
@@ -230,8 +233,13 @@ def _plan_rank(b: BoundRank):
     for (task, role, n, imgs, draw, seed), pairs, cached in zip(tasks, b.fingerprints, b.cached):
         fp = dict(pairs)
         models = tuple((m[0], m[1], m[2], m[3], fp[m[0]]) for m in b.models)
+        est = {m: (sec, basis) for m, sec, basis in b.pass_seconds}
+        new = [m[0] for m in models if m[0] not in cached and m[0] in est]
+        seconds = sum(est[m][0] for m in new) * n * b.steps if new else None
+        basis = "+".join(sorted({est[m][1] for m in new})) if new else None
         children.append(OD.Conductance(task=task, role=role, n_images=n, steps=b.steps, batch_size=b.batch_size,
-                                       models=models, cached=cached, images=imgs, draw=draw, seed=seed))
+                                       models=models, cached=cached, images=imgs, draw=draw, seed=seed,
+                                       est_seconds=seconds, est_basis=basis))
     return OD.RankModels(task=b.task, method="conductance", sources=tuple((s, m) for s, m, _ in b.sources),
                          n_models=len(b.models), eta=b.eta, gamma=b.gamma, top=b.top, filter=b.filter,
                          conductances=tuple(children), draws=1 + len(b.draws))

@@ -3,7 +3,7 @@
 Plan shape::
 
     RankModels: task=t method=conductance models=3 sources=[s1, s2] metric=acc1 eta=2 gamma=5 top=5
-      Conductance: task=t role=target images=1 steps=50 models=3 cached=0 new=3 passes=150
+      Conductance: task=t role=target images=1 steps=50 models=3 cached=0 new=3 passes=150 est_time=~13min est_basis=prior
       Conductance: task=s1 role=source images=25 steps=50 models=3 cached=3 new=0 passes=0
 
 Each ``Conductance`` child yields the task vectors ``v_{m,tau}`` of one task for every
@@ -12,7 +12,8 @@ the row's fingerprint matches (same task images, same model source and checkpoin
 same captum steps), computed otherwise with captum's ``LayerConductance`` through the
 model runtime. ``passes`` is what the new vectors cost: new models x images x steps
 forward+backward passes of one interpolated image, per coarse block of the visual
-encoder. A new vector is committed as soon as it is computed (like PROBE), so an
+encoder; ``est_time`` is their estimated time and ``est_basis`` where the seconds per pass
+come from (:mod:`zooql.methods.dcd.estimate`: this hub's measured runs, or a CPU prior). A new vector is committed as soon as it is computed (like PROBE), so an
 interrupted RANK keeps what it finished and the next one resumes. The binder decides what
 is cached at plan time, so a RANK whose vectors are all cached runs read-only.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zooql.methods.dcd import conductance as D
+from zooql.methods.dcd import estimate as E
 from zooql.plan.nodes import ExecContext, Expr, Operator, OpStats, Rows
 from zooql.errors import ExecutionError, ZooQLError
 
@@ -76,6 +78,8 @@ class Conductance(Operator):
     images: tuple = ()              # a redrawn target (draws = k): its image paths (else the task's)
     draw: int | None = None         # draw number of a redrawn target, with its sample seed
     seed: int | None = None
+    est_seconds: float | None = None  # estimated time of the new vectors (zooql.methods.dcd.estimate)
+    est_basis: str | None = None      # measured | scaled | prior
 
     @property
     def writes(self) -> bool:  # type: ignore[override]
@@ -88,7 +92,9 @@ class Conductance(Operator):
     def explain_params(self):
         return {"task": self.task, "role": self.role, "images": self.n_images, "steps": self.steps,
                 "models": len(self.models), "cached": len(self.cached), "new": self.new,
-                "passes": self.new * self.n_images * self.steps, "draw": self.draw, "seed": self.seed}
+                "passes": self.new * self.n_images * self.steps,
+                "est_time": None if self.est_seconds is None else E.fmt_duration(self.est_seconds),
+                "est_basis": self.est_basis, "draw": self.draw, "seed": self.seed}
 
     def run(self, ctx, inputs):
         from zooql.core import tasks as T

@@ -24,6 +24,7 @@ from zooql.plan.nodes import Detail, ExecContext, Expr, OpStats, Operator, Rows
 from zooql.errors import ExecutionError
 
 RESULT_COLUMNS = ("rank", "model", "score", "queries", "eliminated_round", "hidden_gem")
+RESULT_TYPES = ("BIGINT", "VARCHAR", "DOUBLE", "BIGINT", "BIGINT", "BOOLEAN")
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Discover(Operator):
             msg += f"; pool: {Q} queries every model has outcomes for ({src.dropped} left out)"
         if asked > B:
             msg += f"; budget capped at models x queries = {B}"
-        return Rows(list(RESULT_COLUMNS), rows, message=msg)
+        return Rows(list(RESULT_COLUMNS), rows, message=msg, types=RESULT_TYPES)
 
     def _result_rows(self, models, res, gems) -> list[tuple]:
         est, elim = res.estimates, res.eliminated_round

@@ -50,6 +50,7 @@ CACHE_DIR = "recommender"
 # Bump when the side features below change meaning: cached recommenders are retrained.
 FEATURES_VERSION = 1
 RESULT_COLUMNS = ["rank", "model", "predicted_score", "uncertainty", "observed"]
+RESULT_TYPES = ["BIGINT", "VARCHAR", "DOUBLE", "DOUBLE", "BOOLEAN"]
 
 # ---- reading the catalog -------------------------------------------------------------------
 
@@ -574,7 +575,7 @@ class Recommend(Operator):
         shown = {**observed, **given}
         if not candidates:
             return Rows(RESULT_COLUMNS, [], message="no candidate models"
-                        + (f" match WHERE {self.filter_text}" if self.filter_text else ""))
+                        + (f" match WHERE {self.filter_text}" if self.filter_text else ""), types=RESULT_TYPES)
         used = self.method
         if self.method == "auto":
             model, used = self._auto(con, model, given)
@@ -615,7 +616,7 @@ class Recommend(Operator):
         if not units:
             msg += (f"; predicted_score is the {self.method} baseline's own score, not in "
                     f"{self.metric} units (no observed scores to calibrate it)")
-        return Rows(list(RESULT_COLUMNS), out, message=msg)
+        return Rows(list(RESULT_COLUMNS), out, message=msg, types=RESULT_TYPES)
 
     def _auto(self, con, rec, given):
         """The default method: the validated choice of TRAIN RECOMMENDER for an unseen

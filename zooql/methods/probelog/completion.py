@@ -426,4 +426,5 @@ class MarkObserved(Operator):
         if n_c:
             msg = (msg + "; " if msg else "") + (f"{n_c} result{'s' if n_c != 1 else ''} from sampled models "
                                                  f"with completed descriptors (observed < 1)")
-        return Rows(list(res.columns) + ["observed"], rows, message=msg)
+        types = res.types + ["DOUBLE"] if res.types is not None else None
+        return Rows(list(res.columns) + ["observed"], rows, message=msg, types=types)

@@ -30,6 +30,9 @@ from zooql.errors import ExecutionError, StorageError
 
 DEFAULT_TOP = 10
 
+# Declared result types (the Arrow schema of FIND results does not depend on the data).
+FIND_TYPES = {"rank": "BIGINT", "logit": "BIGINT", "distance": "DOUBLE", "score": "DOUBLE", "logits": "BIGINT"}
+
 
 # ==== query descriptors ==========================================================================
 
@@ -219,7 +222,7 @@ class Search(Operator):
         cols += ["source", "tree"] if self.target == "logits" else ["logits", "source", "tree"]
         if "aligner" in info:
             cols.append("aligner")
-        return Rows(cols, rows, message=msg)
+        return Rows(cols, rows, message=msg, types=[FIND_TYPES.get(c, "VARCHAR") for c in cols])
 
     # -- logits ---------------------------------------------------------------------------------------
     def _search_logits(self, ctx, files, dm, q, kp, mids, first, ncols, all_ncols, notes):
