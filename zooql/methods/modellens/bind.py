@@ -74,6 +74,48 @@ def _check_option(key: str, value, want: type, method: str):
     return value
 
 
+def _recommend_options(stmt, method: str, con) -> tuple[bool, list]:
+    """OPTIONS of RECOMMEND, validated for the method: (include_observed, [(key, value)])."""
+    allowed = {**R.COMMON_OPTIONS, **R.METHOD_OPTIONS[method]}
+    include_observed, options = True, []
+    for key, value in options_dict(stmt.options).items():
+        if key not in allowed:
+            raise BindError(f"unknown option {key!r} for RECOMMEND ... USING {method}"
+                            f"{suggest(key, allowed)} (options: {', '.join(sorted(allowed))})")
+        value = _check_option(key, value, allowed[key], method)
+        if key == "include_observed":
+            include_observed = value
+        else:
+            options.append((key, value))
+    if R.evaluation_count(con) == 0:
+        raise BindError(f"RECOMMEND needs evaluations to learn from: {_NO_EVALUATIONS}")
+    for key, value in options:
+        if key == "reference":
+            names = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM evaluations ORDER BY 1").fetchall()]
+            if value not in names:
+                raise BindError(f"reference dataset {value!r} has no evaluations{suggest(value, names)}")
+    return include_observed, options
+
+
+def _given_scores(stmt, con) -> list[tuple[str, float]]:
+    """GIVEN (model = score, ...): seed scores of evaluated models, each named once."""
+    models = [r[0] for r in con.execute(
+        "SELECT DISTINCT model FROM evaluations WHERE score IS NOT NULL AND isfinite(score) "
+        "ORDER BY 1").fetchall()]
+    model_set = set(models)
+    given, seen = [], set()
+    for opt in stmt.given:
+        name = opt.key
+        if name not in model_set:
+            raise BindError(f"GIVEN model {name!r} has no evaluations{suggest(name, models)}; "
+                            f"seed scores must be for models of the evaluations table")
+        if name in seen:
+            raise BindError(f"GIVEN model {name!r} appears twice")
+        seen.add(name)
+        given.append((name, _number(value_of(opt.value), f"GIVEN score of {name}")))
+    return given
+
+
 @binds(A.Recommend)
 def _bind_recommend(stmt: A.Recommend, bc: BindContext):
     con = bc.con
@@ -88,26 +130,7 @@ def _bind_recommend(stmt: A.Recommend, bc: BindContext):
             raise BindError(f"unknown recommendation method {method!r}{suggest(method, R.METHODS)} "
                             f"(methods: {', '.join(R.METHODS)})")
 
-    allowed = {**R.COMMON_OPTIONS, **R.METHOD_OPTIONS[method]}
-    include_observed, options = True, []
-    for key, value in options_dict(stmt.options).items():
-        if key not in allowed:
-            raise BindError(f"unknown option {key!r} for RECOMMEND ... USING {method}"
-                            f"{suggest(key, allowed)} (options: {', '.join(sorted(allowed))})")
-        value = _check_option(key, value, allowed[key], method)
-        if key == "include_observed":
-            include_observed = value
-        else:
-            options.append((key, value))
-
-    if R.evaluation_count(con) == 0:
-        raise BindError(f"RECOMMEND needs evaluations to learn from: {_NO_EVALUATIONS}")
-    for key, value in options:
-        if key == "reference":
-            names = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM evaluations ORDER BY 1").fetchall()]
-            if value not in names:
-                raise BindError(f"reference dataset {value!r} has no evaluations{suggest(value, names)}")
-
+    include_observed, options = _recommend_options(stmt, method, con)
     metric_counts = con.execute(
         "SELECT metric, count(*) AS n FROM evaluations WHERE score IS NOT NULL AND isfinite(score) "
         "GROUP BY metric ORDER BY n DESC, metric").fetchall()
@@ -131,31 +154,9 @@ def _bind_recommend(stmt: A.Recommend, bc: BindContext):
     else:
         description = R.catalog_dataset_text(con, dataset)
 
-    models = [r[0] for r in con.execute(
-        "SELECT DISTINCT model FROM evaluations WHERE score IS NOT NULL AND isfinite(score) "
-        "ORDER BY 1").fetchall()]
-    model_set = set(models)
-    given, seen = [], set()
-    for opt in stmt.given:
-        name = opt.key
-        if name not in model_set:
-            raise BindError(f"GIVEN model {name!r} has no evaluations{suggest(name, models)}; "
-                            f"seed scores must be for models of the evaluations table")
-        if name in seen:
-            raise BindError(f"GIVEN model {name!r} appears twice")
-        seen.add(name)
-        given.append((name, _number(value_of(opt.value), f"GIVEN score of {name}")))
-
-    if known:
-        case = "known"
-    elif description and given:
-        case = "text+given"
-    elif description:
-        case = "text"
-    elif given:
-        case = "given"
-    else:
-        case = "prior"
+    given = _given_scores(stmt, con)
+    case = "known" if known else {(True, True): "text+given", (True, False): "text",
+                                  (False, True): "given"}.get((bool(description), bool(given)), "prior")
     if case == "prior" and method in ("modellens", "auto", "knn_dataset"):
         datasets = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM evaluations").fetchall()]
         raise BindError(

@@ -57,6 +57,8 @@ import numpy as np
 
 from zooql.methods.modellens.data import Records, SideInfo
 from zooql.methods.modellens.features import ModelFeaturizer
+from zooql.methods.modellens.objective import _dropout_cases, _list_loss, _penalty
+from zooql.methods.modellens.seeds import SeedsAndCalibration
 from zooql.methods.modellens.metrics import kendall_tau_at_k, ndcg_at_k, recall_at_k, spearman, top1_regret
 
 __all__ = [
@@ -74,7 +76,7 @@ def _embed(texts: list[str]) -> np.ndarray:
     return embed_texts(texts)
 
 
-class Recommender:
+class Recommender(SeedsAndCalibration):
     """ModelLens latent-factor ranker.  See the module docstring for the model."""
 
     def __init__(self, dim: int = 32, epochs: int = 300, lr: float = 0.03, reg: float = 1e-3,
@@ -115,18 +117,57 @@ class Recommender:
         torch.manual_seed(cfg["seed"])
         if len(recs) == 0:
             raise ValueError("no records to fit")
+        rc = self._vocabulary(recs, side)
+        Y, mask = self._lists(rc)
+        X, E = self._side_features(side)
+        M, D = len(self.models), len(self.datasets)
+        self._build_params(M, D, len(self.metrics), X.shape[1])
+        P = self._torch_params()
+        opt = torch.optim.Adam(P.values(), lr=cfg["lr"])
+        Xt, Et, ht = torch.from_numpy(X), torch.from_numpy(E), torch.from_numpy(self.has_text)
+        ld, lk = torch.from_numpy(self.list_d), torch.from_numpy(self.list_k)
+        no_m = ~torch.from_numpy(self.model_n > 0)
+        no_d = ~torch.from_numpy(self.dataset_n > 0)
+        p_drop = cfg["id_dropout"]
+        p_drop_d = p_drop if cfg["dataset_dropout"] is None else cfg["dataset_dropout"]
+        list_loss = _list_loss(cfg, Y, mask, rng)
+        combos = _dropout_cases(p_drop, p_drop_d, no_m, no_d, M, D)
+        steps = cfg["epochs"]
+        for step in range(steps):
+            if cfg["dropout_mode"] == "sample":
+                drop_m = torch.from_numpy(rng.random(M) < p_drop) | no_m
+                drop_d = torch.from_numpy(rng.random(D) < p_drop_d) | no_d
+                data_loss = list_loss(self._forward(P, Xt, Et, ht, ld, lk, drop_m, drop_d))
+            else:
+                # the towers do not depend on the dropout case: compute them once per step
+                towers = (*self._feat_tower(P, Xt, torch), self._text_tower_torch(P, Et, ht))
+                data_loss = sum(w * list_loss(self._forward(P, Xt, Et, ht, ld, lk, dm, dd, towers))
+                                for w, dm, dd in combos)
+            loss = data_loss + _penalty(P, cfg, X.shape[1])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if progress is not None and (step % 25 == 0 or step == steps - 1):
+                progress(step + 1, steps, float(loss.detach()))
+        self._store_params(P)
+        self._calibrate(Y, mask)
+        self.fitted = True
+        return self
 
-        # vocabularies: models/datasets with records first, then side-info-only ones
+    def _vocabulary(self, recs: Records, side: SideInfo) -> Records:
+        """Models/datasets with records first, then side-info-only ones."""
         rc = recs.compact()
         self.models = list(rc.models) + [m for m in side.model_features if m not in set(rc.models)]
         self.datasets = list(rc.datasets) + [d for d in side.dataset_text if d not in set(rc.datasets)]
         self.metrics = list(rc.metrics)
-        M, D, K = len(self.models), len(self.datasets), len(self.metrics)
         self._m_index = {m: i for i, m in enumerate(self.models)}
         self._d_index = {d: i for i, d in enumerate(self.datasets)}
         self._k_index = {k: i for i, k in enumerate(self.metrics)}
+        return rc
 
-        # lists = observed (dataset, metric) pairs, z-normalised
+    def _lists(self, rc: Records) -> tuple[np.ndarray, np.ndarray]:
+        """Lists = observed (dataset, metric) pairs, z-normalised: (Y [L, M], mask [L, M])."""
+        M, D, K = len(self.models), len(self.datasets), len(self.metrics)
         pair = rc.d_idx * K + rc.k_idx
         upair, l_of = np.unique(pair, return_inverse=True)
         L = len(upair)
@@ -148,108 +189,22 @@ class Recommender:
         mask[l_of, rc.m_idx] = True
         self.model_n = np.bincount(rc.m_idx, minlength=M).astype(np.int64)
         self.dataset_n = np.bincount(rc.d_idx, minlength=D).astype(np.int64)
+        return Y, mask
 
-        # side features
-        self.featurizer = ModelFeaturizer(min_count=2, max_tokens=cfg["max_tokens"])
+    def _side_features(self, side: SideInfo) -> tuple[np.ndarray, np.ndarray]:
+        """Model feature matrix X and dataset text embeddings E."""
+        self.featurizer = ModelFeaturizer(min_count=2, max_tokens=self.config["max_tokens"])
         feats = [side.model_features.get(m, {}) for m in self.models]
         self.featurizer.fit(feats)
         X = self.featurizer.transform(feats)
         self.X = X
         texts = [side.dataset_text.get(d) for d in self.datasets]
         self.has_text = np.array([bool(t) for t in texts], dtype=bool)
-        E = np.zeros((D, 384), dtype=np.float32)
+        E = np.zeros((len(self.datasets), 384), dtype=np.float32)
         if self.has_text.any():
             E[self.has_text] = self._embedder([t for t in texts if t])
         self.E = E
-
-        self._build_params(M, D, K, X.shape[1])
-        P = self._torch_params()
-        opt = torch.optim.Adam(P.values(), lr=cfg["lr"])
-        Yt = torch.from_numpy(Y)
-        Mt = torch.from_numpy(mask)
-        Xt = torch.from_numpy(X)
-        Et = torch.from_numpy(E)
-        ht = torch.from_numpy(self.has_text)
-        ld = torch.from_numpy(self.list_d)
-        lk = torch.from_numpy(self.list_k)
-        has_rec_m = torch.from_numpy(self.model_n > 0)
-        has_rec_d = torch.from_numpy(self.dataset_n > 0)
-        tau = cfg["temperature"]
-        p_drop = cfg["id_dropout"]
-        p_drop_d = p_drop if cfg["dataset_dropout"] is None else cfg["dataset_dropout"]
-        steps = cfg["epochs"]
-        # BPR pair pools: for every list, sorted observed models
-        if cfg["loss"] == "bpr":
-            pos_lists = [np.nonzero(mask[l])[0] for l in range(L)]
-        Ymask_neg = torch.where(Mt, Yt / tau, torch.full_like(Yt, -1e9))
-        p_true = torch.softmax(Ymask_neg, dim=1)
-        n_obs = Mt.sum().clamp(min=1)
-
-        def list_loss(pred):
-            if cfg["loss"] == "listnet":
-                logp = torch.log_softmax(torch.where(Mt, pred / tau, torch.full_like(pred, -1e9)), dim=1)
-                rank_loss = -(p_true * torch.where(Mt, logp, torch.zeros_like(logp))).sum(1).mean()
-            else:
-                ii, jj, ll = [], [], []
-                for l in range(L):
-                    obs = pos_lists[l]
-                    if len(obs) < 2:
-                        continue
-                    a = rng.choice(obs, cfg["bpr_pairs"])
-                    b = rng.choice(obs, cfg["bpr_pairs"])
-                    ya, yb = Y[l, a], Y[l, b]
-                    keep = ya != yb
-                    a, b = np.where(ya > yb, a, b)[keep], np.where(ya > yb, b, a)[keep]
-                    ii.append(a)
-                    jj.append(b)
-                    ll.append(np.full(len(a), l))
-                ii_t = torch.from_numpy(np.concatenate(ii))
-                jj_t = torch.from_numpy(np.concatenate(jj))
-                ll_t = torch.from_numpy(np.concatenate(ll))
-                diff = pred[ll_t, ii_t] - pred[ll_t, jj_t]
-                rank_loss = torch.nn.functional.softplus(-diff).mean()
-            mse = (torch.where(Mt, pred - Yt, torch.zeros_like(pred)) ** 2).sum() / n_obs
-            return cfg["rank_weight"] * rank_loss + cfg["mse_weight"] * mse
-
-        no_m = ~has_rec_m
-        no_d = ~has_rec_d
-        all_m = torch.ones(M, dtype=torch.bool)
-        all_d = torch.ones(D, dtype=torch.bool)
-        # 'expected' dropout: the four (model ID kept/dropped) x (dataset ID kept/dropped)
-        # cases are evaluated every step and weighted by their dropout probability --
-        # the expectation of DropoutNet's random masks without the gradient noise.
-        combos = [(w, dm, dd) for w, dm, dd in (
-            ((1 - p_drop) * (1 - p_drop_d), no_m, no_d),
-            (p_drop * (1 - p_drop_d), all_m, no_d),
-            ((1 - p_drop) * p_drop_d, no_m, all_d),
-            (p_drop * p_drop_d, all_m, all_d)) if w > 0]
-
-        for step in range(steps):
-            if cfg["dropout_mode"] == "sample":
-                drop_m = torch.from_numpy(rng.random(M) < p_drop) | no_m
-                drop_d = torch.from_numpy(rng.random(D) < p_drop_d) | no_d
-                data_loss = list_loss(self._forward(P, Xt, Et, ht, ld, lk, drop_m, drop_d))
-            else:
-                # the towers do not depend on the dropout case: compute them once per step
-                towers = (*self._feat_tower(P, Xt, torch), self._text_tower_torch(P, Et, ht))
-                data_loss = sum(w * list_loss(self._forward(P, Xt, Et, ht, ld, lk, dm, dd, towers))
-                                for w, dm, dd in combos)
-            l2 = cfg["reg"] * ((P["U"] ** 2).sum(1).mean() + (P["V"] ** 2).sum(1).mean()
-                               + (P["b"] ** 2).mean() + ((P["W"] - 1) ** 2).mean())
-            l2 = l2 + cfg["feat_reg"] * ((P["F1"] ** 2).sum() / max(X.shape[1], 1)
-                                         + (P["F2"] ** 2).mean() + (P["T"] ** 2).sum() / 384)
-            l2 = l2 + cfg["att_reg"] * (P["a"] ** 2).mean()
-            loss = data_loss + l2
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if progress is not None and (step % 25 == 0 or step == steps - 1):
-                progress(step + 1, steps, float(loss.detach()))
-
-        self._store_params(P)
-        self._calibrate(Y, mask)
-        self.fitted = True
-        return self
+        return X, E
 
     def predict(self, dataset: str, metric: str | None = None, models: list[str] | None = None,
                 description: str | None = None, given: dict[str, float] | None = None,
@@ -344,7 +299,7 @@ class Recommender:
         self._k_index = {k: i for i, k in enumerate(self.metrics)}
         self.featurizer = ModelFeaturizer.from_state(meta["featurizer"])
         self.resid = {k: float(v) for k, v in meta["resid"].items()}
-        from zooql.methods.modellens.select import Selection
+        from zooql.methods.modellens.selection import Selection
 
         self.selection = Selection.from_json(meta.get("selection"))
         self.params = {k: np.array(d[k]) for k in _PARAM_NAMES}
@@ -584,118 +539,6 @@ class Recommender:
         U[known] += P["U"][ids[known]]
         b[known] += P["b"][ids[known]]
         return U, b, case
-
-    def _seed_posterior(self, seeds, att, k, mu0, sd0, model_features):
-        """Posterior attention over training datasets given seed scores.
-
-        Prior: the description attention mixed with a uniform floor (the text may
-        point at the wrong neighbours).  Likelihood of dataset j: Gaussian residuals
-        (z units, sigma = the cold-dataset residual scale) of the seeds under the
-        best affine map from j's list (observed z where the seed model was observed
-        on j, latent reconstruction elsewhere) to the seed scores."""
-        P = self.params
-        names = [m for m, _ in seeds]
-        y = np.array([s for _, s in seeds], dtype=np.float64)
-        n = len(y)
-        Us, bs, _ = self._model_vectors(names, model_features)
-        ids = np.array([self._m_index.get(m, -1) for m in names])
-        src = att > 0
-        prior = 0.7 * att + 0.3 * src / max(src.sum(), 1)
-        sigma = max(self.resid.get("id|text", 0.5), 0.2)
-        logl = np.full(len(att), -np.inf)
-        alphas = np.zeros(len(att))
-        betas = np.zeros(len(att))
-        kappa = 3.0
-        for j in np.nonzero(src)[0]:
-            ls = np.nonzero(self.list_d == j)[0]
-            if not len(ls):
-                continue
-            same = ls[self.list_k[ls] == k] if k is not None else ls[:0]
-            l = int(same[0]) if len(same) else int(ls[np.argmax(self.list_n[ls])])
-            yt = bs + Us @ (P["V"][j] * P["W"][self.list_k[l]])
-            r_obs = np.where(ids >= 0, self.list_resid[l, np.maximum(ids, 0)], np.nan)
-            yt = yt + np.where(np.isfinite(r_obs), r_obs, 0.0)
-            if n >= 3 and np.var(yt) > 1e-12:
-                beta = float(np.cov(yt, y, bias=True)[0, 1] / np.var(yt))
-                beta = (n * max(beta, 0.0) + kappa * sd0) / (n + kappa)
-            else:
-                beta = sd0
-            beta = max(beta, 1e-6)
-            alpha = float(np.mean(y - beta * yt))
-            r = (y - alpha - beta * yt) / beta
-            logl[j] = -float(np.sum(r ** 2)) / (2 * sigma ** 2)
-            alphas[j], betas[j] = alpha, beta
-        ok = np.isfinite(logl)
-        if not ok.any():
-            return att, mu0, sd0
-        post = np.zeros(len(att))
-        lp = np.log(np.maximum(prior[ok], 1e-12)) + logl[ok]
-        post[ok] = np.exp(lp - lp.max())
-        post /= post.sum()
-        return post, float(post @ alphas), float(post @ betas)
-
-    def _fit_given(self, seeds, v0, mu0, sd0, model_features):
-        """Ridge fit of the dataset vector from observed seed scores."""
-        names = [m for m, _ in seeds]
-        y = np.array([s for _, s in seeds], dtype=np.float64)
-        U, b, _ = self._model_vectors(names, model_features)
-        lam = self.config["given_reg"]
-        n = len(y)
-        v = v0.copy()
-        kappa = 3.0  # pseudo-count of the prior scale
-
-        def fit_affine(p):
-            if n >= 3 and np.var(p) > 1e-12:
-                beta = float(np.cov(p, y, bias=True)[0, 1] / np.var(p))
-                beta = (n * max(beta, 0.0) + kappa * sd0) / (n + kappa)
-            else:
-                beta = sd0
-            beta = max(beta, 1e-6)
-            alpha = float(np.mean(y - beta * p))
-            return alpha, beta
-
-        alpha, beta = fit_affine(b + U @ v)
-        for _ in range(4):
-            zt = (y - alpha) / beta
-            r = zt - b - U @ v0
-            A = U.T @ U + lam * np.eye(U.shape[1])
-            v = v0 + np.linalg.solve(A, U.T @ r)
-            alpha, beta = fit_affine(b + U @ v)
-        resid = (y - alpha - beta * (b + U @ v)) / beta
-        seed_rms = float(np.sqrt(np.mean(resid ** 2))) if n > 1 else 0.0
-        # the list mean: alpha is the z=0 point
-        return v, alpha, beta, seed_rms
-
-    def _calibrate(self, Y, mask):
-        """Residual RMS (z units) for each (model case, dataset case)."""
-        import torch
-
-        P = {k: torch.from_numpy(v) for k, v in self.params.items()}
-        Xt, Et = torch.from_numpy(self.X), torch.from_numpy(self.E)
-        ht = torch.from_numpy(self.has_text)
-        ld, lk = torch.from_numpy(self.list_d), torch.from_numpy(self.list_k)
-        M, D = len(self.models), len(self.datasets)
-        self.resid = {}
-        with torch.no_grad():
-            warm = self._forward(P, Xt, Et, ht, ld, lk, torch.from_numpy(self.model_n == 0),
-                                 torch.from_numpy(self.dataset_n == 0)).numpy()
-            self.list_resid = np.where(mask, Y - warm, np.nan).astype(np.float32)
-            for mc, dm in (("id", False), ("feat", True)):
-                for dc in ("id", "text", "none"):
-                    drop_m = torch.full((M,), dm)
-                    drop_d = torch.full((D,), dc != "id")
-                    if dc == "none":
-                        ht_use = torch.zeros_like(ht)
-                    else:
-                        ht_use = ht
-                    pred = self._forward(P, Xt, Et, ht_use, ld, lk, drop_m, drop_d).numpy()
-                    err = (pred - Y)[mask]
-                    r = float(np.sqrt(np.mean(err ** 2))) if err.size else 1.0
-                    self.resid[f"{mc}|{dc}"] = r
-        # the text case is only meaningful where datasets have text
-        if not self.has_text.any():
-            for mc in ("id", "feat"):
-                self.resid[f"{mc}|text"] = self.resid[f"{mc}|none"]
 
 
 _PARAM_NAMES = ("U", "b", "V", "W", "F1", "f1", "F2", "f2", "T", "logtau", "a")
