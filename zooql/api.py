@@ -2,9 +2,11 @@
 -> :class:`Result`.
 
 A statement runs in four phases: parse (text -> AST), bind (names and parameters
-against the catalog), plan (operators) and execute. Statements whose plan writes run
-inside one catalog transaction under the hub's writer lock; anything that fails rolls
-the statement back.
+against the catalog), plan (operators) and execute. Statements whose plan writes hold
+the hub's writer lock throughout; short ones run inside one catalog transaction, long
+ones (every writer declares ``short_writes``) read through a read-only connection and
+open the catalog read-write only for short commits, so readers in other processes are
+never locked out. Anything that fails rolls the open transaction back.
 """
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ class Hub:
         self._runtime = None
         self._runtime_key = None
         self._closed = False
+        self._lock_timeout = 0
 
     # ---- runtime -------------------------------------------------------------------------
     def runtime(self, ctx: P.ExecContext | None = None):
@@ -163,6 +166,7 @@ class Hub:
         with self.store.read() as con:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                            dispatch=registry.dispatch(), settings=registry.settings()))
+            self._lock_timeout = self.session.get("lock_timeout", C.get_setting(con, "lock_timeout", 0))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 
@@ -177,11 +181,19 @@ class Hub:
                         session=self.session, hooks=_hooks())
         try:
             if op.any_writes():
-                with self.store.write() as con:
-                    ctx = P.ExecContext(self.store, con, **ctx_args)
-                    out = P.execute(op, ctx)
-                for fn in ctx.after_commit:
-                    fn()
+                # The writer lock is held for the whole statement; the catalog is opened
+                # read-write for the whole statement only when it is short.
+                with self.store.writer(timeout=self._lock_timeout or 0):
+                    if op.writes_briefly():
+                        with self.store.statement() as conns:
+                            ctx = P.ExecContext(self.store, None, conns=conns, **ctx_args)
+                            out = P.execute(op, ctx)
+                    else:
+                        with self.store.write() as con:
+                            ctx = P.ExecContext(self.store, con, **ctx_args)
+                            out = P.execute(op, ctx)
+                    for fn in ctx.after_commit:
+                        fn()
             else:
                 with self.store.read() as con:
                     ctx = P.ExecContext(self.store, con, **ctx_args)

@@ -82,6 +82,7 @@ class Discover(Operator):
     planned: int | None = None       # total cost of the planned rounds (SH-type strategies)
     rounds: tuple = ()               # child operators (Round / Adaptive)
     writes: ClassVar[bool] = True    # the outcome cache
+    short_writes: ClassVar[bool] = True   # written in one short transaction at the end
 
     @property
     def children(self):
@@ -187,6 +188,7 @@ class Discover(Operator):
                 "model": pa.array([models[i]["name"] for i in new_m], pa.string()),
                 "query_id": pa.array([src.query_ids[j] for j in new_q], pa.string()),
                 "score": pa.array(new_s, pa.float64())})
+            con = ctx.begin_write()  # the evaluations ran without the catalog open read-write
             con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
             con.register("_zooql_discover_new", data)
             try:

@@ -127,7 +127,8 @@ def open_matrix(files: ProbeSetFiles):
                 return dm
             except (StorageError, OSError):
                 _MATRICES.pop(path, None)
-        dm = DescriptorMatrix.open(path, "r+")
+        # after a writer died inside a statement, every checksum is compared on open
+        dm = DescriptorMatrix.open(path, "r+", verify=bool(getattr(files.store, "crashed_writer", None)))
         _MATRICES[path] = dm
         return dm
 
