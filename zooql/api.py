@@ -117,7 +117,6 @@ class Hub:
         self._runtime = None
         self._runtime_key = None
         self._closed = False
-        self._lock_timeout = 0
 
     # ---- runtime -------------------------------------------------------------------------
     def runtime(self, ctx: P.ExecContext | None = None):
@@ -162,28 +161,30 @@ class Hub:
         res = self._run_one(stmt, params, None, base_dir or os.getcwd())
         return "\n".join(r[0] for r in res.rows)
 
-    def _bind_and_plan(self, stmt, params, base_dir):
-        with self.store.read() as con:
-            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                           dispatch=registry.dispatch(), settings=registry.settings()))
-            self._lock_timeout = self.session.get("lock_timeout", C.get_setting(con, "lock_timeout", 0))
+    def _bind_and_plan(self, stmt, params, base_dir, con):
+        bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
+                                       dispatch=registry.dispatch(), settings=registry.settings()))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 
     def _run_one(self, stmt, params, progress, base_dir) -> Result:
         t0 = time.perf_counter()
-        bound, op = self._bind_and_plan(stmt, params, base_dir)
-        if isinstance(bound, BoundExplain) and not bound.analyze:
-            lines = P.explain(op)
-            return Result(["plan"], [(line,) for line in lines], kind="explain",
-                          elapsed=time.perf_counter() - t0)
         ctx_args = dict(base_dir=base_dir, progress=progress, runtime_factory=self.runtime,
                         session=self.session, hooks=_hooks())
         try:
+            with self.store.read() as con:   # one read-only connection binds and runs a read
+                bound, op = self._bind_and_plan(stmt, params, base_dir, con)
+                if isinstance(bound, BoundExplain) and not bound.analyze:
+                    lines = P.explain(op)
+                    return Result(["plan"], [(line,) for line in lines], kind="explain",
+                                  elapsed=time.perf_counter() - t0)
+                if not op.any_writes():
+                    ctx = P.ExecContext(self.store, con, **ctx_args)
+                    out = P.execute(op, ctx)
             if op.any_writes():
                 # The writer lock is held for the whole statement; the catalog is opened
                 # read-write for the whole statement only when it is short.
-                with self.store.writer(timeout=self._lock_timeout or 0):
+                with self.store.writer(timeout=self.session.get("lock_timeout", 0) or 0):
                     if op.writes_briefly():
                         with self.store.statement() as conns:
                             ctx = P.ExecContext(self.store, None, conns=conns, **ctx_args)
@@ -194,10 +195,6 @@ class Hub:
                             out = P.execute(op, ctx)
                     for fn in ctx.after_commit:
                         fn()
-            else:
-                with self.store.read() as con:
-                    ctx = P.ExecContext(self.store, con, **ctx_args)
-                    out = P.execute(op, ctx)
         except duckdb.Error as exc:
             raise ExecutionError(f"catalog error: {exc}") from None
         elapsed = time.perf_counter() - t0

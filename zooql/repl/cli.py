@@ -33,6 +33,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
 EXIT_INTERRUPTED = 130
+EXIT_PROBLEMS = 3      # CHECK HUB found problems
 
 
 def _version() -> str:
@@ -116,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def execute_script(hub: Any, text: str, *, base_dir: str | None = None, mode: str = "table",
                    timer: bool = False, params: dict | None = None, progress: bool | None = None,
-                   out: TextIO | None = None, err: TextIO | None = None) -> int:
+                   out: TextIO | None = None, err: TextIO | None = None, status: dict | None = None) -> int:
     """Run each statement of `text` and print its result; ZooQL errors propagate (the
-    statements before the failing one have run). Returns the number of statements."""
+    statements before the failing one have run). Returns the number of statements;
+    ``status["problems"]`` counts the rows of CHECK HUB statements."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     if base_dir is None:
@@ -131,6 +133,8 @@ def execute_script(hub: Any, text: str, *, base_dir: str | None = None, mode: st
         t0 = time.perf_counter()
         with ProgressBar(err, enabled=progress) as bar:
             res = hub.execute(stmt.padded(text), stmt_params, progress=bar, base_dir=base_dir)
+        if status is not None and getattr(res, "kind", "") == "check_hub":
+            status["problems"] = status.get("problems", 0) + len(res)
         data, note = render_split(res, mode)
         if data:
             print(data, file=out, flush=True)
@@ -204,16 +208,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         scripts = [(sys.stdin.read(), os.getcwd())]
 
     hub = _connect(args)
+    status: dict = {}
     try:
         for text, base in scripts:
             execute_script(hub, text, base_dir=base, mode=mode, timer=bool(args.timer),
-                           params=params, progress=progress)
+                           params=params, progress=progress, status=status)
     finally:
         try:
             hub.close()
         except Exception:
             pass
-    return EXIT_OK
+    return EXIT_PROBLEMS if status.get("problems") else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
