@@ -38,6 +38,9 @@ import json, os, time, zooql
 hub = {hub!r}
 h = zooql.connect(hub)
 h.execute("SHOW MODELS")            # warm up: imports and the parser, not the hub
+print("READY", flush=True)
+while not os.path.exists({go!r}):   # the writer has started
+    time.sleep(0.01)
 out = []
 for i in range({tries}):
     t0 = time.perf_counter()
@@ -70,14 +73,27 @@ def _start_writer(hub, step, seconds, stmt, base):
     return w
 
 
-def _readers(hub) -> list[list[dict]]:
-    procs = [_py(READER.format(hub=str(hub), tries=TRIES)) for _ in range(N_READERS)]
-    outs = []
+def _readers(hub, tmp_path, start_writer, during=None):
+    """Start the reader processes, then the writer (``start_writer()``), then let them read
+    (and call ``during(writer)`` meanwhile)."""
+    go = tmp_path / "go"
+    procs = [_py(READER.format(hub=str(hub), tries=TRIES, go=str(go))) for _ in range(N_READERS)]
     for p in procs:
-        so, se = p.communicate(timeout=120)
-        assert p.returncode == 0, se
-        outs.append(json.loads(so))
-    return outs
+        assert p.stdout.readline().strip() == "READY", p.stderr.read()
+    w = start_writer()
+    go.write_text("")
+    outs = []
+    try:
+        if during is not None:
+            during(w)
+        for p in procs:
+            so, se = p.communicate(timeout=120)
+            assert p.returncode == 0, se
+            outs.append(json.loads(so))
+    except BaseException:
+        _finish(w)
+        raise
+    return w, outs
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +115,17 @@ def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
     h.execute(f"ADD MODELS FROM '{zoo['models_csv']}'")
     h.execute(f"CREATE PROBE SET ps FROM '{zoo['probes']}'")
     h.close()
-    w = _start_writer(hub, "forward", 0.5, "PROBE WITH ps", tmp_path)   # 24 models x 0.5 s
-    try:
-        # a second writer fails at once with the hub-lock message naming the holder
+    def second_writer(w):  # fails at once with the hub-lock message naming the holder
         t0 = time.perf_counter()
         other = zooql.connect(hub)
-        with pytest.raises(StorageError, match=rf"hub .* is locked by another writer \(lock file .*hub\.lock, held by pid {w.pid}\)"):
+        with pytest.raises(StorageError, match=rf"hub .* is locked by another writer \(lock file .*hub\.lock, "
+                                               rf"held by pid {w.pid}\)"):
             other.execute("ADD MODEL 'hf:org/late' AS late")
         assert time.perf_counter() - t0 < 1.5
-        outs = _readers(hub)
-    finally:
-        _finish(w)
+
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "forward", 0.4, "PROBE WITH ps", tmp_path),
+                       during=second_writer)
+    _finish(w)
     tries = [t for out in outs for t in out]
     assert len(tries) == N_READERS * TRIES
     assert all(t["writing"] for t in tries), "the readers must run while PROBE writes"
@@ -131,11 +147,9 @@ def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
 def test_readers_during_bulk_add_see_all_or_nothing(tmp_path, zoo):
     hub = tmp_path / "hub"
     zooql.connect(hub).execute("ADD MODEL 'hf:org/first' AS first")
-    w = _start_writer(hub, "inspect", 0.6, f"ADD MODELS FROM '{zoo['models_csv']}'", tmp_path)
-    try:
-        outs = _readers(hub)
-    finally:
-        _finish(w)
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "inspect", 0.4, f"ADD MODELS FROM "
+                                                            f"'{zoo['models_csv']}'", tmp_path))
+    _finish(w)
     tries = [t for out in outs for t in out]
     assert all(t["writing"] for t in tries), "the readers must run while ADD MODELS inspects"
     slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
