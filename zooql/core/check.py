@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from zooql.lang import ast as A
 from zooql.plan.hooks import binds, plans
 from zooql.plan.nodes import OpStats, Operator, Rows
+from zooql.storage.hub import is_temporary
 
 COLUMNS = ("severity", "object", "file", "problem", "fix")
 TMP_FIX = "a write was interrupted before it renamed this file into place; nothing names it: delete it"
@@ -34,11 +35,6 @@ def _bind_check(stmt: A.CheckHub, bc) -> BoundCheckHub:
 @plans(BoundCheckHub)
 def _plan_check(b: BoundCheckHub) -> Operator:
     return CheckHub()
-
-
-def is_temporary(name: str) -> bool:
-    """Names of files written under a temporary name and renamed into place."""
-    return name.startswith(".tmp-") or (name.startswith(".") and ".tmp-" in name)
 
 
 def core_checks(ctx) -> list[tuple]:

@@ -55,6 +55,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def is_temporary(name: str) -> bool:
+    """Names of files written under a temporary name and renamed into place
+    (:func:`atomic_write_bytes`: ``.<name>.tmp-<pid>``; the methods' ``.tmp-*``)."""
+    return name.startswith(".tmp-") or (name.startswith(".") and ".tmp-" in name)
+
+
 def replace_file(tmp: Path, final: Path) -> None:
     """Rename a fully written temporary file into place (atomic on POSIX)."""
     os.replace(tmp, final)
@@ -165,6 +171,8 @@ class HubStore:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        if self.crashed_writer:
+            self.remove_temporary_files()
         try:
             yield
         finally:
@@ -172,6 +180,18 @@ class HubStore:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def remove_temporary_files(self) -> int:
+        """Delete the temporary files a writer killed mid-write left (under the writer lock:
+        only writers make them). Returns how many."""
+        n = 0
+        for dirpath, _, filenames in os.walk(self.path):
+            for fn in filenames:
+                if is_temporary(fn):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, fn))
+                        n += 1
+        return n
 
     @staticmethod
     def lock_holder(fd: int | None = None, path: Path | None = None) -> str:

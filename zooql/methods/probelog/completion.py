@@ -321,6 +321,7 @@ def refit(ctx, ps_name: str, params: dict, seed: int = 0) -> tuple[int, int, flo
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", [ps["id"], METHOD, int(V.shape[1]), float(params["reg"]),
                                                  int(params["iters"]), int(X.shape[0]), PENALTY])
     dm = P.open_matrix(files)
+    P.delete_orphan_columns(con, ps, dm)  # columns of an interrupted earlier run
     index = P.load_index(files) if files.has_index() else None
     old_cols, done, r0 = [], 0, 0
     for mid, first, ncols, sampled in runs:

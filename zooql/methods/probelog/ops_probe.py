@@ -153,12 +153,9 @@ class CreateProbeSet(Operator):
 
 def _delete_orphans(ctx: ExecContext, ps: dict, dm) -> int:
     """Delete matrix columns no catalog row names (left by an interrupted run)."""
-    _, first, ncols = runs_of(ctx.con, ps["id"])
-    if dm.n_columns == int(ncols.sum()):
-        return 0
-    live = dm.column_ids()
-    orphans = np.setdiff1d(live, run_columns(first, ncols), assume_unique=True)
-    return dm.delete_columns(orphans) if orphans.size else 0
+    from zooql.methods.probelog.store import delete_orphan_columns
+
+    return delete_orphan_columns(ctx.con, ps, dm)
 
 
 def _load_index(files: ProbeSetFiles):
