@@ -161,7 +161,10 @@ class Hub:
         res = self._run_one(stmt, params, None, base_dir or os.getcwd())
         return "\n".join(r[0] for r in res.rows)
 
-    def _bind_and_plan(self, stmt, params, base_dir, con):
+    def _bind_and_plan(self, stmt, params, base_dir, con=None):
+        if con is None:
+            with self.store.read() as con:
+                return self._bind_and_plan(stmt, params, base_dir, con)
         bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                        dispatch=registry.dispatch(), settings=registry.settings()))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
