@@ -130,6 +130,7 @@ def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
     assert len(tries) == N_READERS * TRIES
     assert all(t["writing"] for t in tries), "the readers must run while PROBE writes"
     slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
+    print(f"PROBE: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
     assert not slow, f"reads slower than 1 s during PROBE: {slow}"
     # only committed data: every committed run has all its 4 descriptor columns, runs only grow
     assert all(t["cols"] == 4 * t["runs"] for t in tries)
@@ -153,6 +154,7 @@ def test_readers_during_bulk_add_see_all_or_nothing(tmp_path, zoo):
     tries = [t for out in outs for t in out]
     assert all(t["writing"] for t in tries), "the readers must run while ADD MODELS inspects"
     slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
+    print(f"ADD MODELS: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
     assert not slow, f"reads slower than 1 s during ADD MODELS: {slow}"
     assert {t["models"] for t in tries} == {1}          # one transaction at the end: nothing before it
     assert {t["logits"] for t in tries} == {0}

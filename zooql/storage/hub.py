@@ -223,6 +223,9 @@ class HubStore:
                         f"hub {self.path} is busy: {who} kept the catalog {self.catalog_path} open for "
                         f"more than {timeout:g} s (writer pid {holder}); try again") from None
                 time.sleep(0.01)
+            except duckdb.Error as exc:  # e.g. this process holds it open the other way
+                raise StorageError(f"cannot open catalog {self.catalog_path}: "
+                                   f"{' '.join(str(exc).split())[:300]}") from None
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
