@@ -52,8 +52,9 @@ def main(argv=None) -> int:
     table += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     total_bad = sum(r[4] for r in rows)
     summary = (f"{sum(r[1] for r in rows)} runs, {sum(r[2] for r in rows)} SIGKILLs mid-statement, "
-               f"{total_bad} with a problem (lost committed rows, half rows, dangling or orphan files, "
-               f"failed reruns); {time.perf_counter() - t_all:.0f} s")
+               f"{total_bad} with a problem (a hub that does not open, half rows, CHECK HUB errors after the "
+               f"kill, a rerun that fails or ends elsewhere than an uninterrupted run, orphan or temporary "
+               f"files after it); {time.perf_counter() - t_all:.0f} s")
     print("\n".join(table))
     print(summary)
     for name, delay, problems in failures:
