@@ -2,9 +2,11 @@
 -> :class:`Result`.
 
 A statement runs in four phases: parse (text -> AST), bind (names and parameters
-against the catalog), plan (operators) and execute. Statements whose plan writes run
-inside one catalog transaction under the hub's writer lock; anything that fails rolls
-the statement back.
+against the catalog), plan (operators) and execute. Statements whose plan writes hold
+the hub's writer lock throughout; short ones run inside one catalog transaction, long
+ones (every writer declares ``short_writes``) read through a read-only connection and
+open the catalog read-write only for short commits, so readers in other processes are
+never locked out. Anything that fails rolls the open transaction back.
 """
 from __future__ import annotations
 
@@ -176,41 +178,53 @@ class Hub:
         res = self._run_one(stmt, params, None, base_dir or os.getcwd())
         return "\n".join(r[0] for r in res.rows)
 
-    def _bind_and_plan(self, stmt, params, base_dir):
+    def _bind_and_plan(self, stmt, params, base_dir, con=None):
         if self.store is None:
             return self._bind_pending(stmt, params, base_dir)
-        with self.store.read() as con:
-            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                           dispatch=registry.dispatch(), settings=registry.settings()))
+        if con is None:
+            with self.store.read() as con:
+                return self._bind_and_plan(stmt, params, base_dir, con)
+        bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
+                                       dispatch=registry.dispatch(), settings=registry.settings()))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 
     def _run_one(self, stmt, params, progress, base_dir) -> Result:
         t0 = time.perf_counter()
-        bound, op = self._bind_and_plan(stmt, params, base_dir)
-        if isinstance(bound, BoundExplain) and bound.verbose:
-            from zooql.plan.planner import plan_verbose
-
-            lines, _ = plan_verbose(bound.statement, registry.dispatch())
-            return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
-                          elapsed=time.perf_counter() - t0)
-        if isinstance(bound, BoundExplain) and not bound.analyze:
-            lines = P.explain(op)
-            return Result(["plan"], [(line,) for line in lines], kind="explain",
-                          elapsed=time.perf_counter() - t0)
+        if self.store is None:   # opened with create="on_write": a write creates it, a read is refused
+            self._bind_and_plan(stmt, params, base_dir)
         ctx_args = dict(base_dir=base_dir, progress=progress, runtime_factory=self.runtime,
                         session=self.session, hooks=_hooks())
         try:
+            with self.store.read() as con:   # one read-only connection binds and runs a read
+                bound, op = self._bind_and_plan(stmt, params, base_dir, con)
+                if isinstance(bound, BoundExplain) and bound.verbose:
+                    from zooql.plan.planner import plan_verbose
+
+                    lines, _ = plan_verbose(bound.statement, registry.dispatch())
+                    return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
+                                  elapsed=time.perf_counter() - t0)
+                if isinstance(bound, BoundExplain) and not bound.analyze:
+                    lines = P.explain(op)
+                    return Result(["plan"], [(line,) for line in lines], kind="explain",
+                                  elapsed=time.perf_counter() - t0)
+                if not op.any_writes():
+                    ctx = P.ExecContext(self.store, con, **ctx_args)
+                    out = P.execute(op, ctx)
             if op.any_writes():
-                with self.store.write() as con:
-                    ctx = P.ExecContext(self.store, con, **ctx_args)
-                    out = P.execute(op, ctx)
-                for fn in ctx.after_commit:
-                    fn()
-            else:
-                with self.store.read() as con:
-                    ctx = P.ExecContext(self.store, con, **ctx_args)
-                    out = P.execute(op, ctx)
+                # The writer lock is held for the whole statement; the catalog is opened
+                # read-write for the whole statement only when it is short.
+                with self.store.writer(timeout=self.session.get("lock_timeout", 0) or 0):
+                    if op.writes_briefly():
+                        with self.store.statement() as conns:
+                            ctx = P.ExecContext(self.store, None, conns=conns, **ctx_args)
+                            out = P.execute(op, ctx)
+                    else:
+                        with self.store.write() as con:
+                            ctx = P.ExecContext(self.store, con, **ctx_args)
+                            out = P.execute(op, ctx)
+                    for fn in ctx.after_commit:
+                        fn()
         except duckdb.Error as exc:
             raise ExecutionError(f"catalog error: {exc}") from None
         elapsed = time.perf_counter() - t0

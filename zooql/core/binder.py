@@ -20,7 +20,7 @@ from zooql.plan.logical import Logical
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
-SETTINGS = {"trust_code": bool, "device": str}
+SETTINGS = {"trust_code": bool, "device": str, "lock_timeout": float}
 
 
 @dataclass
@@ -325,8 +325,12 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
     want = known[stmt.key]
     if want is bool and isinstance(value, str) and value.lower() in ("true", "false", "on", "off"):
         value = value.lower() in ("true", "on")
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
     if value is not None and not isinstance(value, want):
         raise BindError(f"setting {stmt.key} expects a {want.__name__}, got {value!r}")
+    if stmt.key == "lock_timeout" and value is not None and not 0 <= value <= 86400:
+        raise BindError(f"setting lock_timeout is seconds to wait for another writer, 0 to 86400; got {value!r}")
     return BoundSet(stmt.key, value)
 
 

@@ -157,15 +157,21 @@ class InspectModels(Operator):
 
 @dataclass(frozen=True)
 class InsertModels(Operator):
+    """Insert the inspected models in one short transaction (the slow inspection ran
+    before, without the catalog open read-write)."""
+
     child: Operator = None
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
 
     def explain_params(self):
         return {"table": "models"}
 
     def run(self, ctx, inputs):
-        con = ctx.con
-        names = []
+        import pyarrow as pa
+
+        con = ctx.begin_write()
+        names, logit_rows = [], ([], [], [])
         for (spec,) in inputs[0].rows:
             info = spec.get("info", {})
             if con.execute("SELECT 1 FROM models WHERE name = ?", [spec["name"]]).fetchone():
@@ -189,13 +195,19 @@ class InsertModels(Operator):
                  cols.get("family") or info.get("family"), info.get("params"), num_logits,
                  info.get("input_size"), json.dumps(preprocess) if preprocess else None,
                  json.dumps(tags), cols.get("description")]).fetchone()
-            if labels:
-                con.executemany("INSERT INTO logits VALUES (?, ?, ?)",
-                                [(row[0], i, lab) for i, lab in enumerate(labels)])
-            elif num_logits:
-                con.executemany("INSERT INTO logits VALUES (?, ?, NULL)",
-                                [(row[0], i) for i in range(num_logits)])
+            n = len(labels) if labels else (num_logits or 0)
+            logit_rows[0].extend([row[0]] * n)
+            logit_rows[1].extend(range(n))
+            logit_rows[2].extend(labels if labels else [None] * n)
             names.append(spec["name"])
+        if logit_rows[0]:  # one bulk insert keeps the write window short
+            tbl = pa.table({"model_id": pa.array(logit_rows[0], pa.int32()), "idx": pa.array(logit_rows[1], pa.int32()),
+                            "label": pa.array(logit_rows[2], pa.string())})
+            con.register("_zooql_logits", tbl)
+            try:
+                con.execute("INSERT INTO logits SELECT model_id, idx, label FROM _zooql_logits")
+            finally:
+                con.unregister("_zooql_logits")
         msg = (f"added model {names[0]}" if len(names) == 1 else f"added {len(names)} models")
         return Rows(["model"], [(n,) for n in names], message=msg, types=["VARCHAR"])
 

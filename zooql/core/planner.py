@@ -86,4 +86,12 @@ def _plan_import(b: B.BoundImport) -> Operator:
 
 @plans(B.BoundSet)
 def _plan_set(b: B.BoundSet) -> Operator:
+    if b.key in SESSION_SETTINGS:  # needs no writer lock: it says how to wait for one
+        from zooql.core.session import SetSessionOption
+
+        return SetSessionOption(key=b.key, value=b.value)
     return O.SetOption(key=b.key, value=b.value)
+
+
+#: Settings of the connection only (not stored in the hub).
+SESSION_SETTINGS = ("lock_timeout",)

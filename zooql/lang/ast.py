@@ -192,6 +192,12 @@ class ShowDatasets(Statement):
 
 
 @dataclass(frozen=True)
+class CheckHub(Statement):
+    """CHECK HUB: catalog/file consistency and checksums, problems as rows."""
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
 class DescribeModel(Statement):
     name: Name
     span: Span | None = _span()

@@ -213,6 +213,9 @@ class _ToAst(Transformer):
     def show_datasets(self, meta, items):
         return A.ShowDatasets(span=span(meta))
 
+    def check_hub(self, meta, items):
+        return A.CheckHub(span=span(meta))
+
     def describe_model(self, meta, items):
         return A.DescribeModel(items[0], span=span(meta))
 

@@ -6,7 +6,7 @@ A method declares its grammar fragment (``%extend statement: ...``), the Transfo
 for its rules, the modules holding its binders and planners (functions tagged with
 :func:`zooql.plan.hooks.binds` / :func:`zooql.plan.hooks.plans`), its schema SQL, the
 settings it owns, completion sources (category -> SQL listing names) and typed hooks
-(``on_drop``). The core asks this registry; nothing below it names a method.
+(``on_drop``, ``on_describe``, ``on_import``, ``on_check``). The core asks this registry; nothing below it names a method.
 
 Declaring a method imports nothing heavy: the grammar and the mixin are all that parsing
 needs, binder modules are imported on first bind.
@@ -84,7 +84,7 @@ class Method:
         return [importlib.import_module(_absolute(self.package, m)) for m in self.modules]
 
 
-HOOKS = frozenset({"on_drop", "on_describe", "on_import"})
+HOOKS = frozenset({"on_drop", "on_describe", "on_import", "on_check"})
 
 
 def _absolute(package: str, module: str) -> str:
@@ -195,10 +195,10 @@ def dispatch():
     """Binder and planner tables: the core's plus every method's, built from the tagged
     functions of the declared modules; a statement type claimed twice is an error."""
     from zooql.plan.hooks import Dispatch
-    from zooql.core import binder, planner, tasks_bind
+    from zooql.core import binder, check, planner, tasks_bind
 
     d = Dispatch()
-    for mod in (binder, planner, tasks_bind):
+    for mod in (binder, planner, tasks_bind, check):
         d.collect(mod, owner="core")
     for m in methods():
         for mod in m.load_modules():

@@ -162,6 +162,9 @@ class Operator:
 
     name: ClassVar[str] = "Operator"
     writes: ClassVar[bool] = False
+    #: The operator writes only through ``ctx.begin_write()`` (short transactions), so its
+    #: statement does the rest of its work without holding the catalog read-write.
+    short_writes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -195,6 +198,10 @@ class Operator:
 
     def any_writes(self) -> bool:
         return self.writes or any(c.any_writes() for c in self.children)
+
+    def writes_briefly(self) -> bool:
+        """True when every writing operator of the tree writes in short transactions."""
+        return (not self.writes or self.short_writes) and all(c.writes_briefly() for c in self.children)
 
 
 DETAILS: dict[str, type["Detail"]] = {}
@@ -239,14 +246,21 @@ def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 
 
 
 class ExecContext:
-    """What operators see while running: the open catalog connection (inside the
-    statement's transaction), the hub store, settings, progress and statistics."""
+    """What operators see while running: the open catalog connection, the hub store,
+    settings, progress and statistics.
+
+    ``con`` is either one connection (read statements; short writing statements, inside
+    their single transaction) or, for a statement whose writers all declare
+    ``short_writes``, the statement's connections (``storage.hub.StatementConnections``):
+    a read-only connection until :meth:`begin_write` opens a short read-write transaction,
+    which :meth:`commit` (or the end of the statement) commits."""
 
     def __init__(self, store, con, *, base_dir: str, progress: Callable | None = None,
                  runtime_factory: Callable | None = None, session: dict | None = None,
-                 hooks: dict[str, list[Callable]] | None = None):
+                 hooks: dict[str, list[Callable]] | None = None, conns=None):
         self.store = store
-        self.con = con
+        self._con = con
+        self._conns = conns
         self.base_dir = base_dir
         self.progress = progress
         self._runtime_factory = runtime_factory
@@ -254,6 +268,30 @@ class ExecContext:
         self.hooks = hooks or {}     # "on_drop" / "on_describe" / "on_import" -> functions
         self.stats: dict[int, OpStats] = {}
         self.after_commit: list[Callable[[], None]] = []
+
+    @property
+    def con(self):
+        """The catalog connection to read (and, inside :meth:`begin_write`, write) through.
+        Do not keep it across :meth:`begin_write` / :meth:`commit`: they swap it."""
+        return self._conns.con if self._conns is not None else self._con
+
+    @con.setter
+    def con(self, value) -> None:
+        self._con, self._conns = value, None
+
+    def begin_write(self):
+        """The connection to write through, in a transaction: opened read-write now for a
+        statement running with short writes, the statement's own transaction otherwise."""
+        return self._conns.begin() if self._conns is not None else self._con
+
+    def commit(self) -> None:
+        """Commit the work so far (a unit of long work: one model probed, one vector
+        computed); an interrupt after this keeps it. Readers are not blocked afterwards."""
+        if self._conns is not None:
+            self._conns.commit()
+        else:
+            self._con.execute("COMMIT")
+            self._con.execute("BEGIN TRANSACTION")
 
     @property
     def runtime(self):

@@ -46,6 +46,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERNAL = 2
 EXIT_INTERRUPTED = 130
+EXIT_PROBLEMS = 3      # CHECK HUB found problems
 
 
 def _version() -> str:
@@ -188,11 +189,13 @@ def rc_path() -> str:
 def execute_script(hub: Any, text: str, *, base_dir: str | None = None, mode: str = "table",
                    timer: bool = False, params: dict | None = None, progress: bool | None = None,
                    out: TextIO | None = None, err: TextIO | None = None, session: Any = None,
-                   source: str | None = None, verbose: bool = False) -> int:
+                   source: str | None = None, verbose: bool = False,
+                   status: dict | None = None) -> int:
     """Run each statement (and dot-command line, with a `session`: a Repl) of `text` and print
     its result; ZooQL errors propagate (the statements before the failing one have run),
     as :class:`ScriptError` naming ``source:line`` when `source` is given. In json mode each
-    statement prints one JSON document on one line. Returns the number of statements."""
+    statement prints one JSON document on one line. Returns the number of statements;
+    ``status["problems"]`` counts the rows of CHECK HUB statements."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     if base_dir is None:
@@ -216,6 +219,8 @@ def execute_script(hub: Any, text: str, *, base_dir: str | None = None, mode: st
                 raise
             line = getattr(e, "line", None) or text.count("\n", 0, stmt.start) + 1
             raise ScriptError(f"{source}:{line}: {e}") from None
+        if status is not None and getattr(res, "kind", "") == "check_hub":
+            status["problems"] = status.get("problems", 0) + len(res)
         data, note = render_split(res, mode, width=_stdout_width(out), json_lines=True)
         if data:
             print(data, file=out, flush=True)
@@ -329,6 +334,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return scripts
     session = _session(args, mode, progress, banner=False)
     session.quiet = True
+    status: dict = {}
     try:
         _run_init(args, session)
         if args.format:
@@ -336,10 +342,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         for text, base, source in scripts:
             execute_script(session.hub, text, base_dir=base, mode=session.mode, timer=session.timer,
                            params=params, progress=session.progress, session=session, source=source,
-                           verbose=session.verbose)
+                           verbose=session.verbose, status=status)
     finally:
         session.close()
-    return EXIT_OK
+    return EXIT_PROBLEMS if status.get("problems") else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

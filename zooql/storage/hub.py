@@ -1,10 +1,15 @@
 """The hub on disk: a directory holding ``catalog.duckdb`` plus matrix and index files.
 
 * ``zooql_hub.json`` records the format version; it is checked on every open.
-* Writes take an exclusive lock file (``hub.lock``, ``fcntl.flock``); a second writer
-  gets a :class:`StorageError` naming the lock and its holder. Readers take no lock.
-* Every statement runs in one DuckDB transaction (:meth:`HubStore.write`): an error or
-  an interrupt rolls it back, so a failed statement leaves the hub as it was. Files
+* A writing statement holds an exclusive lock file (``hub.lock``, ``fcntl.flock``) for
+  its whole duration; a second writer gets a :class:`StorageError` naming the lock and
+  its holder at once, or waits up to the ``lock_timeout`` setting. Readers take no lock
+  file: they open the catalog read-only and retry for up to :data:`READ_RETRY_S` while a
+  writer holds DuckDB's read-write connection for a commit.
+* Short statements run in one DuckDB transaction (:meth:`HubStore.write`); long ones
+  (:class:`StatementConnections`) do their work over a read-only connection and open the
+  catalog read-write only for short commits. An error or an interrupt rolls the open
+  transaction back, so a failed statement leaves the hub as it was. Files
   beside the catalog are written to a temporary name and renamed into place
   (:func:`atomic_write_bytes`).
 """
@@ -27,6 +32,10 @@ FORMAT_VERSION = 1
 MARKER = "zooql_hub.json"
 CATALOG = "catalog.duckdb"
 LOCK = "hub.lock"
+#: How long a reader retries opening the catalog while a writer commits (seconds).
+READ_RETRY_S = 2.0
+#: How long the writer retries opening the catalog read-write while readers hold it.
+WRITE_OPEN_S = 30.0
 
 
 def default_hub_path() -> Path:
@@ -46,6 +55,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def is_temporary(name: str) -> bool:
+    """Names of files written under a temporary name and renamed into place
+    (:func:`atomic_write_bytes`: ``.<name>.tmp-<pid>``; the methods' ``.tmp-*``)."""
+    return name.startswith(".tmp-") or (name.startswith(".") and ".tmp-" in name)
+
+
 class HubStore:
     """Owns the hub directory: format check, lock, and DuckDB connections."""
 
@@ -55,6 +70,7 @@ class HubStore:
         self.schemas = tuple(schemas)
         self.catalog_path = self.path / CATALOG
         self._lock_fd: int | None = None
+        self.crashed_writer: str | None = None   # pid a dead writer left in hub.lock (last lock taken)
         self._open(create)
 
     # ---- opening and format ------------------------------------------------------------
@@ -82,7 +98,8 @@ class HubStore:
             if version != FORMAT_VERSION:
                 raise StorageError(
                     f"hub {self.path} has format version {version}; this ZooQL reads version "
-                    f"{FORMAT_VERSION}")
+                    f"{FORMAT_VERSION}" + ("; upgrade ZooQL to open it" if version > FORMAT_VERSION else ""))
+            self._check_catalog_version()
             return
         if self.path.exists() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
             raise StorageError(f"{self.path} is not a ZooQL hub (no {MARKER}) and is not empty")
@@ -99,6 +116,29 @@ class HubStore:
                 con.close()
             atomic_write_bytes(marker, json.dumps({"format_version": FORMAT_VERSION}).encode())
 
+    def _check_catalog_version(self) -> None:
+        """The format version the catalog itself records (``meta``) must be one this ZooQL reads."""
+        if not self.catalog_path.exists():
+            return
+        with self.read() as con:
+            try:
+                row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            except duckdb.Error as exc:
+                raise StorageError(f"hub {self.path}: catalog {self.catalog_path} has no readable meta "
+                                   f"table ({' '.join(str(exc).split())[:200]})") from None
+        if row is None:
+            return
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StorageError(f"hub {self.path}: catalog {self.catalog_path} records an unreadable format "
+                               f"version {row[0]!r}") from None
+        if version != FORMAT_VERSION:
+            raise StorageError(
+                f"hub {self.path}: catalog {self.catalog_path} has format version {version}; this ZooQL "
+                f"reads version {FORMAT_VERSION}"
+                + ("; upgrade ZooQL to open it" if version > FORMAT_VERSION else ""))
+
     def schema_sql(self) -> str:
         """The core schema.sql plus the schema SQL of every registered method (idempotent)."""
         core = resources.files("zooql.storage").joinpath("schema.sql").read_text()
@@ -106,43 +146,92 @@ class HubStore:
 
     # ---- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self) -> Iterator[None]:
-        """Hold the hub's writer lock (re-entrant within this object)."""
+    def writer(self, timeout: float = 0.0) -> Iterator[None]:
+        """Hold the hub's writer lock (re-entrant within this object). ``timeout``: seconds
+        to wait for another writer to finish (0: fail at once)."""
         if self._lock_fd is not None:
             yield
             return
         lock_path = self.path / LOCK
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + max(0.0, float(timeout or 0.0))
+        while True:
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise StorageError(
-                f"hub {self.path} is locked by another writer (lock file {lock_path}, held by "
-                f"pid {holder}); only one writer at a time") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                try:
+                    holder = self.lock_holder(fd)
+                finally:
+                    os.close(fd)
+                waited = f" (waited {timeout:g} s)" if timeout else ""
+                raise StorageError(
+                    f"hub {self.path} is locked by another writer (lock file {lock_path}, held by "
+                    f"pid {holder}); only one writer at a time{waited}") from None
+        previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        # a pid left in the file means its writer died inside a statement
+        self.crashed_writer = previous or None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        if self.crashed_writer:
+            self.remove_temporary_files()
         try:
             yield
         finally:
             self._lock_fd = None
+            os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def remove_temporary_files(self) -> int:
+        """Delete the temporary files a writer killed mid-write left (under the writer lock:
+        only writers make them). Returns how many."""
+        n = 0
+        for dirpath, _, filenames in os.walk(self.path):
+            for fn in filenames:
+                if is_temporary(fn):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, fn))
+                        n += 1
+        return n
+
+    @staticmethod
+    def lock_holder(fd: int | None = None, path: Path | None = None) -> str:
+        try:
+            if fd is None:
+                with open(path, "rb") as f:
+                    return f.read(64).decode(errors="replace").strip() or "unknown"
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
     # ---- connections ---------------------------------------------------------------------
-    def _connect(self, read_only: bool, timeout: float = 10.0) -> duckdb.DuckDBPyConnection:
+    def _connect(self, read_only: bool, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+        """Open the catalog, retrying while another process holds a conflicting DuckDB lock
+        (readers: a writer's commit window; the writer: readers' short connections)."""
+        if timeout is None:
+            timeout = READ_RETRY_S if read_only else WRITE_OPEN_S
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return duckdb.connect(str(self.catalog_path), read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise StorageError(f"cannot open catalog {self.catalog_path}: {exc}") from None
-                time.sleep(0.05)
+                if time.monotonic() > deadline:
+                    holder = self.lock_holder(path=self.path / LOCK)
+                    who = "a writer" if read_only else "readers"
+                    raise StorageError(
+                        f"hub {self.path} is busy: {who} kept the catalog {self.catalog_path} open for "
+                        f"more than {timeout:g} s (writer pid {holder}); try again") from None
+                time.sleep(0.01)
+            except duckdb.Error as exc:  # e.g. this process holds it open the other way
+                raise StorageError(f"cannot open catalog {self.catalog_path}: "
+                                   f"{' '.join(str(exc).split())[:300]}") from None
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -169,8 +258,91 @@ class HubStore:
             finally:
                 con.close()
 
+    @contextlib.contextmanager
+    def statement(self) -> Iterator["StatementConnections"]:
+        """The connections of a long writing statement (under the writer lock): reads go
+        through a read-only connection; :meth:`StatementConnections.begin` opens the
+        read-write one for a short transaction. What is still open at the end commits;
+        an exception rolls it back."""
+        with self.writer():
+            conns = StatementConnections(self)
+            try:
+                yield conns
+            except BaseException:
+                conns.rollback()
+                raise
+            finally:
+                if conns.in_write:
+                    conns.commit()
+                conns.close()
+
     def file(self, *parts: str) -> Path:
         """Path of a file beside the catalog (matrices, indexes, caches)."""
         p = self.path.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+
+class StatementConnections:
+    """Catalog connections of a writing statement whose heavy work (loading models, forward
+    passes, reading files) must not hold DuckDB's read-write lock, which would lock every
+    reader out: :attr:`con` is a read-only connection until :meth:`begin` swaps it for a
+    read-write one inside a transaction, and :meth:`commit` hands the file back."""
+
+    def __init__(self, store: HubStore):
+        self.store = store
+        self._ro: duckdb.DuckDBPyConnection | None = None
+        self._rw: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def in_write(self) -> bool:
+        return self._rw is not None
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._rw is not None:
+            return self._rw
+        if self._ro is None:
+            self._ro = self.store._connect(read_only=True)
+        return self._ro
+
+    def begin(self) -> duckdb.DuckDBPyConnection:
+        """The read-write connection, in a transaction (opened now if needed)."""
+        if self._rw is None:
+            if self._ro is not None:  # one process cannot hold both kinds of connection
+                self._ro.close()
+                self._ro = None
+            con = self.store._connect(read_only=False)
+            try:
+                con.execute(self.store.schema_sql())
+                con.execute("BEGIN TRANSACTION")
+            except BaseException:
+                con.close()
+                raise
+            self._rw = con
+        return self._rw
+
+    def commit(self) -> None:
+        """Commit the open transaction (if any) and close the read-write connection."""
+        con, self._rw = self._rw, None
+        if con is not None:
+            try:
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
+    def rollback(self) -> None:
+        con, self._rw = self._rw, None
+        if con is not None:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            finally:
+                con.close()
+
+    def close(self) -> None:
+        self.rollback()
+        if self._ro is not None:
+            self._ro.close()
+            self._ro = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -80,6 +81,7 @@ class Conductance(Operator):
     seed: int | None = None
     est_seconds: float | None = None  # estimated time of the new vectors (zooql.methods.dcd.estimate)
     est_basis: str | None = None      # measured | scaled | prior
+    short_writes: ClassVar[bool] = True
 
     @property
     def writes(self) -> bool:  # type: ignore[override]
@@ -122,14 +124,14 @@ class Conductance(Operator):
                 vec, blocks = compute_vector(rt, name, source, checkpoint, json.loads(pre) if pre else None,
                                              images, steps=self.steps, batch_size=self.batch_size)
                 seconds = time.perf_counter() - t0
-                ctx.con.execute("DELETE FROM dcd_vectors WHERE model = ? AND task = ?", [name, self.task])
-                ctx.con.execute("INSERT INTO dcd_vectors (model, task, fingerprint, n_images, steps, blocks, vector, "
+                con = ctx.begin_write()  # a short transaction per vector: readers are not locked out
+                con.execute("DELETE FROM dcd_vectors WHERE model = ? AND task = ?", [name, self.task])
+                con.execute("INSERT INTO dcd_vectors (model, task, fingerprint, n_images, steps, blocks, vector, "
                                 "seconds, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 [name, self.task, fp, len(images), self.steps, blocks, vec.tolist(), seconds,
                                  getattr(rt, "device", None)])
                 # per-vector commit: an interrupted RANK keeps the vectors it finished
-                ctx.con.execute("COMMIT")
-                ctx.con.execute("BEGIN TRANSACTION")
+                ctx.commit()
                 out.append((name, self.task, vec, blocks, "computed"))
                 ctx.report(f"conductance {self.task}", i + 1, len(todo))
         st = ctx.stats.setdefault(id(self), OpStats())

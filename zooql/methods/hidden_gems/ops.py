@@ -76,6 +76,7 @@ class Discover(Operator):
     planned: int | None = None       # total cost of the planned rounds (SH-type strategies)
     rounds: tuple = ()               # plan details (Round / Adaptive lines)
     writes: ClassVar[bool] = True    # the outcome cache
+    short_writes: ClassVar[bool] = True   # written in one short transaction at the end
 
     @property
     def details(self):
@@ -124,7 +125,7 @@ class Discover(Operator):
             raise ExecutionError(f"strategy {self.strategy} rejected its OPTIONS: {exc}") from None
         finally:
             src.close()
-        _store_new(ctx.con, src, models, oracle)
+        _store_new(ctx, src, models, oracle)
         n_new = len(oracle.new_m)
         cached = res.spent - n_new
         rows = self._result_rows(models, res, self._hidden_gems(models, src, oracle.cache, Q))
@@ -253,8 +254,9 @@ class _CachedOracle:
         return scores
 
 
-def _store_new(con, src, models: list[dict], oracle: _CachedOracle) -> None:
-    """Insert the evaluations this search paid for into discover_cache (one statement)."""
+def _store_new(ctx, src, models: list[dict], oracle: _CachedOracle) -> None:
+    """Insert the evaluations this search paid for into discover_cache, in one short write
+    transaction (the evaluations ran without the catalog open read-write)."""
     if not oracle.new_m:
         return
     import pyarrow as pa
@@ -267,6 +269,7 @@ def _store_new(con, src, models: list[dict], oracle: _CachedOracle) -> None:
         "model": pa.array([models[i]["name"] for i in oracle.new_m], pa.string()),
         "query_id": pa.array([src.query_ids[j] for j in oracle.new_q], pa.string()),
         "score": pa.array(oracle.new_s, pa.float64())})
+    con = ctx.begin_write()
     con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
     con.register("_zooql_discover_new", data)
     try:

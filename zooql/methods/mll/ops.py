@@ -171,9 +171,12 @@ class CreateSemanticGraph(Operator):
 @dataclass(frozen=True)
 class LabelModels(Operator):
     """Compute the missing node embeddings of each model, then its label ``p_{m,v}`` over all
-    nodes of the graph (Eq. 2-5). ``plan`` = per model (name, nodes to embed, images to embed)."""
+    nodes of the graph (Eq. 2-5). ``plan`` = per model (name, nodes to embed, images to embed).
+    The forward passes run without the catalog open read-write; what they give is written in
+    one short transaction at the end."""
 
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
     graph: str = ""
     plan: tuple = ()
     n_nodes: int = 0
@@ -201,7 +204,7 @@ class LabelModels(Operator):
         nodes = graph_nodes(con, g["id"])
         nh = nodes_hash(nodes)
         rt = runtime_for(ctx, self.device)
-        out = []
+        out, pending = [], []   # pending: (sql, params, many) written at the end
         for name, _, _ in self.plan:
             m = C.model_row(con, name)
             if m is None:
@@ -210,6 +213,7 @@ class LabelModels(Operator):
             todo = missing_nodes(con, g["id"], m["id"], nodes)
             passes = 0
             loaded = load_model(rt, m) if todo else None
+            new_embs = {}
             if todo:
                 from zooql.methods.mll.semantic_graph import hash_files
 
@@ -226,25 +230,32 @@ class LabelModels(Operator):
                     emb = mll.embed_node_images(rt, loaded, [os.path.join(g["folder"], p) for p in n["images"]],
                                                 batch_size=self.batch)
                     passes += len(emb)
-                    con.execute("DELETE FROM mll_embeddings WHERE graph_id = ? AND model_id = ? AND node = ?",
-                                [g["id"], m["id"], n["node"]])
-                    con.execute("INSERT INTO mll_embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [g["id"], m["id"], n["node"], n["images_hash"], n["caption"], len(emb),
-                                 emb.shape[1], _blob(emb.astype(np.float16)), _blob(texts[j].astype(np.float32))])
+                    new_embs[n["node"]] = (len(emb), emb.shape[1], _blob(emb.astype(np.float16)),
+                                           _blob(texts[j].astype(np.float32)))
+                    pending.append(("DELETE FROM mll_embeddings WHERE graph_id = ? AND model_id = ? AND node = ?",
+                                    [g["id"], m["id"], n["node"]], False))
+                    pending.append(("INSERT INTO mll_embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    [g["id"], m["id"], n["node"], n["images_hash"], n["caption"],
+                                     *new_embs[n["node"]]], False))
                     ctx.report(f"label {name}", j + 1, len(todo))
-            image_embs, caption_emb = self._load_embeddings(con, g["id"], m["id"], nodes)
+            image_embs, caption_emb = self._load_embeddings(con, g["id"], m["id"], nodes, new_embs)
             p = mll.label_model(image_embs, caption_emb)
-            con.execute("DELETE FROM mll_labels WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]])
-            con.executemany("INSERT INTO mll_labels VALUES (?, ?, ?, ?, ?)",
+            pending.append(("DELETE FROM mll_labels WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
+            pending.append(("INSERT INTO mll_labels VALUES (?, ?, ?, ?, ?)",
                             [[g["id"], m["id"], n["node"], None if np.isnan(v) else float(v), n["n_images"]]
-                             for n, v in zip(nodes, p)])
+                             for n, v in zip(nodes, p)], True))
             seconds = time.perf_counter() - t0
-            con.execute("DELETE FROM mll_label_runs WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]])
-            con.execute("INSERT INTO mll_label_runs (graph_id, model_id, n_nodes, nodes_hash, image_passes, seconds) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", [g["id"], m["id"], len(nodes), nh, passes, round(seconds, 3)])
+            pending.append(("DELETE FROM mll_label_runs WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
+            pending.append(("INSERT INTO mll_label_runs (graph_id, model_id, n_nodes, nodes_hash, image_passes, "
+                            "seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                            [g["id"], m["id"], len(nodes), nh, passes, round(seconds, 3)], False))
             weights = "weights" if m.get("checkpoint") or m["source"].count(":") > 1 else "random-init"
             out.append((name, len(nodes), len(todo), passes, float(np.nanmean(p)) if np.isfinite(p).any() else None,
                         weights))
+        if pending:
+            wcon = ctx.begin_write()
+            for sql, params, many in pending:
+                (wcon.executemany if many else wcon.execute)(sql, params)
         total = sum(r[3] for r in out)
         msg = (f"labelled {len(out)} model(s) on graph {self.graph} ({len(nodes)} nodes): "
                f"{total} image forward passes, {sum(r[2] for r in out)} new model-nodes")
@@ -253,10 +264,11 @@ class LabelModels(Operator):
         return Rows(["model", "nodes", "new_nodes", "image_passes", "mean_precision", "weights"], out, message=msg)
 
     @staticmethod
-    def _load_embeddings(con, gid: int, model_id: int, nodes: list[dict]):
+    def _load_embeddings(con, gid: int, model_id: int, nodes: list[dict], new: dict | None = None):
         rows = {r[0]: r[1:] for r in con.execute(
             "SELECT node, n_images, dim, image_emb, text_emb FROM mll_embeddings WHERE graph_id = ? AND model_id = ?",
             [gid, model_id]).fetchall()}
+        rows.update(new or {})
         image_embs, texts = [], []
         for n in nodes:
             k, d, img, txt = rows[n["node"]]

@@ -9,6 +9,7 @@ METHOD = Method(
     modules=("bind",),
     settings={"aligner": str, "probe_set": str, "descriptor_dtype": str},
     completions={"probesets": "SELECT name FROM probe_sets ORDER BY 1"},
-    hooks={"on_drop": "ops_probe:_drop_hook", "on_describe": "ops_probe:_describe_hook"},
+    hooks={"on_drop": "ops_probe:_drop_hook", "on_describe": "ops_probe:_describe_hook",
+           "on_check": "check:check_probe_sets"},
     tables=("probe_sets", "probes", "probe_runs", "descriptor_columns", "probe_masks", "probe_factors"),
 )

@@ -64,6 +64,10 @@ EXACT_MAX_CANDIDATES = 50_000
 HNSW_MIN_SELECTIVITY = 0.05
 
 
+#: What a damaged index's message tells the user to do (the index is derived data).
+INDEX_FIX = "delete the folder {path}; the next FIND rebuilds the index from the descriptors"
+
+
 def plan_index(n_gallery: int, selectivity: float = 1.0) -> tuple[str, str]:
     """The planner's rule: ``('exact' | 'hnsw', reason)``.
 
@@ -325,10 +329,13 @@ class HnswIndex:
                              "space": self.space, "seed": self.seed, "M": self.M,
                              "ef_construction": self.ef_construction})))
             _atomic_replace_from(tmp, os.path.join(path, meta_name))
+            from zooql.methods.probelog import integrity as I
+
+            files = {"index": I.stamp(os.path.join(path, idx_name)), "meta": I.stamp(os.path.join(path, meta_name))}
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path)
             with os.fdopen(fd, "w") as f:
                 json.dump({"format": "zooql-hnsw", "version": 1, "generation": gen,
-                           "index": idx_name, "meta": meta_name}, f)
+                           "index": idx_name, "meta": meta_name, "files": files}, f)
             _atomic_replace_from(tmp, os.path.join(path, "CURRENT.json"))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -360,6 +367,27 @@ class HnswIndex:
         cur = cls._read_current(path)
         if cur is None:
             raise StorageError(f"no HNSW index at {path}")
+        cls.verify_files(path, cur)
+        try:
+            return cls._load(path, cur)
+        except (ValueError, EOFError, KeyError, OSError, RuntimeError) as exc:
+            raise StorageError(f"HNSW index {path} is unreadable ({' '.join(str(exc).split())[:200]}); "
+                               f"{INDEX_FIX.format(path=path)}") from None
+
+    @staticmethod
+    def verify_files(path: str, cur: dict | None = None) -> None:
+        """Sizes and checksums of the index files against CURRENT.json (loading reads them whole)."""
+        from zooql.methods.probelog import integrity as I
+
+        cur = cur or HnswIndex._read_current(path)
+        if cur is None:
+            return
+        for key, what in (("index", "HNSW index file"), ("meta", "HNSW index metadata")):
+            I.verify(os.path.join(path, cur[key]), (cur.get("files") or {}).get(key), what,
+                     INDEX_FIX.format(path=path))
+
+    @classmethod
+    def _load(cls, path: str, cur: dict) -> "HnswIndex":
         with np.load(os.path.join(path, cur["meta"]), allow_pickle=False) as z:
             params = json.loads(str(z["params"]))
             self = cls(params["n_probes"], dim=params["dim"], embedding=params["embedding"],

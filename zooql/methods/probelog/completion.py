@@ -311,11 +311,13 @@ def refit(ctx, ps_name: str, params: dict, seed: int = 0) -> tuple[int, int, flo
                             "reg": float(params["reg"]), "penalty": PENALTY, "rows": int(X.shape[0]),
                             "n_probes": int(ps["n_probes"]),
                             "observed": float(M.mean()), "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S")})
-    ctx.con.execute("DELETE FROM probe_factors WHERE probe_set_id = ?", [ps["id"]])
-    ctx.con.execute("INSERT INTO probe_factors (probe_set_id, method, rank, reg, iters, n_rows, penalty) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [ps["id"], METHOD, int(V.shape[1]), float(params["reg"]),
-                                                     int(params["iters"]), int(X.shape[0]), PENALTY])
+    con = ctx.begin_write()  # the fit ran without the catalog open read-write
+    con.execute("DELETE FROM probe_factors WHERE probe_set_id = ?", [ps["id"]])
+    con.execute("INSERT INTO probe_factors (probe_set_id, method, rank, reg, iters, n_rows, penalty) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", [ps["id"], METHOD, int(V.shape[1]), float(params["reg"]),
+                                                 int(params["iters"]), int(X.shape[0]), PENALTY])
     dm = P.open_matrix(files)
+    P.delete_orphan_columns(con, ps, dm)  # columns of an interrupted earlier run
     index = P.load_index(files) if files.has_index() else None
     old_cols, done, r0 = [], 0, 0
     for mid, first, ncols, sampled in runs:
@@ -323,13 +325,13 @@ def refit(ctx, ps_name: str, params: dict, seed: int = 0) -> tuple[int, int, flo
         if sampled:
             desc = zscore_columns(C[r0:r1].T)
             start, end = dm.append_columns(desc)
-            ctx.con.execute("UPDATE probe_runs SET first_col = ? WHERE probe_set_id = ? AND model_id = ?",
-                            [start, ps["id"], mid])
-            ctx.con.execute("DELETE FROM descriptor_columns WHERE probe_set_id = ? AND model_id = ?", [ps["id"], mid])
-            ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
-                            [ps["id"], start, mid, end - start])
-            ctx.con.execute("UPDATE probe_masks SET completion = 'refit' WHERE probe_set_id = ? AND model_id = ?",
-                            [ps["id"], mid])
+            con.execute("UPDATE probe_runs SET first_col = ? WHERE probe_set_id = ? AND model_id = ?",
+                        [start, ps["id"], mid])
+            con.execute("DELETE FROM descriptor_columns WHERE probe_set_id = ? AND model_id = ?", [ps["id"], mid])
+            con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
+                        [ps["id"], start, mid, end - start])
+            con.execute("UPDATE probe_masks SET completion = 'refit' WHERE probe_set_id = ? AND model_id = ?",
+                        [ps["id"], mid])
             old_cols.append(np.arange(first, first + ncols, dtype=np.int64))
             if index is not None:
                 index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
@@ -372,6 +374,7 @@ class CompleteDescriptors(Operator):
     mode: str = "fold-in"
     child: Operator | None = None
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
 
     def explain_params(self):
         return {"probe_set": self.probe_set, "method": self.method, "rank": self.rank, "reg": self.reg,

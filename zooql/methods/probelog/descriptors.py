@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zooql.errors import StorageError
+from zooql.methods.probelog import integrity as I
 
 FORMAT = "zooql-descriptors"
 VERSION = 1
@@ -57,80 +58,18 @@ MERGE_RATIO = 4
 COMPACT_FRACTION = 0.25
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 _FILE_RE = re.compile(r"^(seg|tomb)-(\d{8})(\.ids)?\.npy$")
+#: What a corrupted segment's message tells the user to do.
+FIX = ("the descriptors of this probe set must be rebuilt: restore the file from a backup, or DROP the "
+       "affected models and PROBE them again (CHECK HUB lists every damaged file)")
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_npy(path: str, arr: np.ndarray) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_json(path: str, obj) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(d)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+from zooql.methods.probelog.integrity import (  # noqa: E402  (the segment file helpers)
+    atomic_write_json as _atomic_write_json, atomic_write_npy as _atomic_write_npy, open_npy_mmap,
+)
 
 
 def _open_npy_mmap(path: str):
-    """Memory-map a ``.npy`` file read-only: ``(array, mmap)``.
-
-    We own the mapping (rather than ``np.load(mmap_mode='r')``) so that we can
-    ``madvise`` it: MADV_RANDOM disables read-around (the kernel would otherwise read
-    megabytes of neighbouring probe rows on every fault) and :meth:`DescriptorMatrix.
-    prefetch` issues MADV_WILLNEED for exactly the rows a query needs.
-    """
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        offset = f.tell()
-        if fortran or dtype.hasobject:
-            raise StorageError(f"{path} is not a C-order numeric array")
-        size = int(np.prod(shape)) * dtype.itemsize
-        if size == 0:
-            return np.zeros(shape, dtype), None
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if len(mm) < offset + size:
-        raise StorageError(f"{path} is truncated")
-    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-        with contextlib.suppress(OSError):
-            mm.madvise(mmap.MADV_RANDOM)
-    arr = np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset)
-    return arr, mm
+    return open_npy_mmap(path, FIX)
 
 
 @dataclass
@@ -143,9 +82,13 @@ class _Segment:
     ids: np.ndarray | None = None   # int64 [n_cols]
     mm: object = None               # the mmap.mmap behind ``data``
     offset: int = 0                 # byte offset of ``data`` in ``mm``
+    files: dict | None = None       # {"data": stamp, "ids": stamp} (integrity.stamp), when recorded
 
     def to_json(self):
-        return {"name": self.name, "n_cols": self.n_cols, "first": self.first, "last": self.last}
+        out = {"name": self.name, "n_cols": self.n_cols, "first": self.first, "last": self.last}
+        if self.files:
+            out["files"] = self.files
+        return out
 
 
 class DescriptorMatrix:
@@ -155,9 +98,10 @@ class DescriptorMatrix:
     :mod:`zooql.methods.probelog.kernels` accept an instance directly as ``store``.
     """
 
-    def __init__(self, path: str, manifest: dict, writable: bool):
+    def __init__(self, path: str, manifest: dict, writable: bool, verify: bool = False):
         self.path = os.fspath(path)
         self._writable = writable
+        self._verify = verify
         self._batch: list[np.ndarray] | None = None
         self._batch_first = 0
         self._load(manifest)
@@ -182,17 +126,21 @@ class DescriptorMatrix:
         return cls(path, manifest, writable=True)
 
     @classmethod
-    def open(cls, path, mode: str = "r+") -> "DescriptorMatrix":
-        """Open an existing matrix; ``mode`` 'r' (read only) or 'r+' (read/write)."""
+    def open(cls, path, mode: str = "r+", *, verify: bool = False) -> "DescriptorMatrix":
+        """Open an existing matrix; ``mode`` 'r' (read only) or 'r+' (read/write).
+
+        Sizes and headers of every segment are checked always; checksums when a file's
+        size or time changed since it was written, or for every file with ``verify``."""
         path = os.fspath(path)
         manifest = cls._read_manifest(path)
         for attempt in range(3):
             try:
-                return cls(path, manifest, writable=(mode != "r"))
-            except FileNotFoundError:
+                return cls(path, manifest, writable=(mode != "r"), verify=verify)
+            except FileNotFoundError as exc:
                 # a writer replaced the manifest and collected files between our reads
                 if attempt == 2:
-                    raise StorageError(f"descriptor matrix at {path} keeps changing under us")
+                    raise StorageError(f"descriptor matrix at {path}: file {exc.filename} is missing; "
+                                       f"{FIX}") from None
                 manifest = cls._read_manifest(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -221,25 +169,64 @@ class DescriptorMatrix:
         self._gen = int(m["generation"])
         segs = []
         for s in m["segments"]:
-            seg = _Segment(s["name"], int(s["n_cols"]), int(s["first"]), int(s["last"]))
-            seg.data, seg.mm = _open_npy_mmap(os.path.join(self.path, seg.name + ".npy"))
+            seg = _Segment(s["name"], int(s["n_cols"]), int(s["first"]), int(s["last"]), files=s.get("files"))
+            self._check_stamps(seg, full=self._verify)
+            data_path = os.path.join(self.path, seg.name + ".npy")
+            seg.data, seg.mm = _open_npy_mmap(data_path)
             if seg.mm is not None:
                 seg.offset = seg.data.ctypes.data - np.frombuffer(seg.mm, np.uint8, 1).ctypes.data
-            seg.ids = np.load(os.path.join(self.path, seg.name + ".ids.npy"), allow_pickle=False)
-            if seg.data.shape != (self.n_probes, seg.n_cols) or seg.ids.shape != (seg.n_cols,):
-                raise StorageError(f"descriptor segment {seg.name} has the wrong shape")
+            if seg.data.dtype != self.dtype or seg.data.shape != (self.n_probes, seg.n_cols):
+                raise StorageError(f"descriptor segment {data_path} holds {seg.data.dtype} {seg.data.shape}, its "
+                                   f"manifest records {self.dtype.name} ({self.n_probes}, {seg.n_cols}); {FIX}")
+            seg.ids = self._load_ids(os.path.join(self.path, seg.name + ".ids.npy"), seg)
             segs.append(seg)
         self._segs = segs
         if m.get("tombstones"):
-            self._tomb = np.load(os.path.join(self.path, m["tombstones"] + ".npy"), allow_pickle=False)
+            tp = os.path.join(self.path, m["tombstones"] + ".npy")
+            try:
+                self._tomb = np.load(tp, allow_pickle=False).astype(np.int64)
+            except FileNotFoundError:
+                raise
+            except (ValueError, EOFError, OSError) as exc:
+                raise StorageError(f"descriptor tombstone file {tp} is unreadable ({exc}); {FIX}") from None
         else:
             self._tomb = np.empty(0, np.int64)
         self._live_cache: dict[str, np.ndarray | None] = {}
 
+    def _check_stamps(self, seg: _Segment, full: bool) -> None:
+        """Checksums of a segment's files: all of them with ``full``, else those whose size
+        or modification time changed since they were written."""
+        for key, suffix, what in (("data", ".npy", "descriptor segment"), ("ids", ".ids.npy", "descriptor ids file")):
+            st = (seg.files or {}).get(key)
+            path = os.path.join(self.path, seg.name + suffix)
+            if st and (full or I.changed(path, st)):
+                I.verify(path, st, what, FIX)
+
+    def _load_ids(self, path: str, seg: _Segment) -> np.ndarray:
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (ValueError, EOFError, OSError) as exc:
+            raise StorageError(f"descriptor ids file {path} is unreadable ({exc}); {FIX}") from None
+        if ids.dtype != np.int64 or ids.shape != (seg.n_cols,) or (seg.n_cols and (
+                int(ids[0]) != seg.first or int(ids[-1]) != seg.last or (np.diff(ids) <= 0).any())):
+            raise StorageError(f"descriptor ids file {path} does not hold the {seg.n_cols} increasing ids "
+                               f"{seg.first}..{seg.last} its manifest records; {FIX}")
+        return ids
+
+    def verify(self) -> None:
+        """Compare every segment file with its recorded checksum (CHECK HUB)."""
+        for seg in self._segs:
+            self._check_stamps(seg, full=True)
+
     def refresh(self) -> bool:
-        """Re-read the manifest if another handle committed; True when it changed."""
+        """Re-read the manifest if another handle committed; True when it changed. When it
+        did not, the segment files are still compared (size and time) with their stamps."""
         m = self._read_manifest(self.path)
         if int(m["generation"]) == self._gen:
+            for seg in self._segs:
+                self._check_stamps(seg, full=False)
             return False
         self._load(m)
         return True
@@ -447,12 +434,14 @@ class DescriptorMatrix:
             ids = np.arange(start, start + n_cols, dtype=np.int64)
             _atomic_write_npy(os.path.join(self.path, name + ".ids.npy"), ids)
             os.replace(tmp, os.path.join(self.path, name + ".npy"))
+            files = {"data": I.stamp(os.path.join(self.path, name + ".npy")),
+                     "ids": I.stamp(os.path.join(self.path, name + ".ids.npy"))}
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         segs = [s.to_json() for s in self._segs]
-        segs.append(_Segment(name, n_cols, start, start + n_cols - 1).to_json())
+        segs.append(_Segment(name, n_cols, start, start + n_cols - 1, files=files).to_json())
         self._publish(gen + 1, segs, self._tomb, next_col=start + n_cols)
         return start, start + n_cols
 
@@ -461,9 +450,11 @@ class DescriptorMatrix:
 
     def _write_segment(self, gen: int, data: np.ndarray, ids: np.ndarray) -> _Segment:
         name = self._new_name("seg", gen)
-        _atomic_write_npy(os.path.join(self.path, name + ".ids.npy"), ids.astype(np.int64))
-        _atomic_write_npy(os.path.join(self.path, name + ".npy"), np.ascontiguousarray(data, self.dtype))
-        return _Segment(name, int(ids.shape[0]), int(ids[0]), int(ids[-1]))
+        ids_path, data_path = os.path.join(self.path, name + ".ids.npy"), os.path.join(self.path, name + ".npy")
+        _atomic_write_npy(ids_path, ids.astype(np.int64))
+        _atomic_write_npy(data_path, np.ascontiguousarray(data, self.dtype))
+        return _Segment(name, int(ids.shape[0]), int(ids[0]), int(ids[-1]),
+                        files={"data": I.stamp(data_path), "ids": I.stamp(ids_path)})
 
     def _commit_append(self, block: np.ndarray, start: int) -> None:
         m = self._read_manifest(self.path)

@@ -84,11 +84,13 @@ def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, l
     if dtype not in ("float16", "float32"):
         raise ExecutionError(f"setting descriptor_dtype must be 'float16' or 'float32', got {dtype!r}")
     rel = f"probesets/{_safe(name)}-{content[:8]}-{uuid.uuid4().hex[:6]}"
+    # the files first (slow), then the catalog rows in a short transaction
     root = ctx.store.file(*rel.split("/"), "probes.npy")
     save_npy(str(root), pi.images)
     DescriptorMatrix.create(os.path.join(str(ctx.store.path), rel, "descriptors"), n, dtype,
                             meta={"probe_set": name, "content_hash": content})
-    row = ctx.con.execute(
+    con = ctx.begin_write()
+    row = con.execute(
         "INSERT INTO probe_sets (name, source, n_probes, shape, dtype, dir, content_hash, probe_limit, seed, "
         "captions, descriptor_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [name, source, n, json.dumps(list(pi.images.shape[1:])), str(pi.images.dtype), rel, content,
@@ -99,12 +101,12 @@ def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, l
                     "name": pa.array([str(x) for x in pi.names], pa.string()),
                     "sha256": pa.array(hashes, pa.string()),
                     "caption": pa.array(captions if captions else [None] * n, pa.string())})
-    ctx.con.register("_zooql_probes", tbl)
+    con.register("_zooql_probes", tbl)
     try:
-        ctx.con.execute("INSERT INTO probes SELECT probe_set_id, idx, name, sha256, caption FROM _zooql_probes")
+        con.execute("INSERT INTO probes SELECT probe_set_id, idx, name, sha256, caption FROM _zooql_probes")
     finally:
-        ctx.con.unregister("_zooql_probes")
-    return probe_set_row(ctx.con, name), pi.note
+        con.unregister("_zooql_probes")
+    return probe_set_row(con, name), pi.note
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class CreateProbeSet(Operator):
     captions: str | None = None
     auto: bool = False
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
 
     def explain_params(self):
         return {"name": self.probe_set, "source": self.kind,
@@ -149,12 +152,9 @@ class CreateProbeSet(Operator):
 
 def _delete_orphans(ctx: ExecContext, ps: dict, dm) -> int:
     """Delete matrix columns no catalog row names (left by an interrupted run)."""
-    _, first, ncols = runs_of(ctx.con, ps["id"])
-    if dm.n_columns == int(ncols.sum()):
-        return 0
-    live = dm.column_ids()
-    orphans = np.setdiff1d(live, run_columns(first, ncols), assume_unique=True)
-    return dm.delete_columns(orphans) if orphans.size else 0
+    from zooql.methods.probelog.store import delete_orphan_columns
+
+    return delete_orphan_columns(ctx.con, ps, dm)
 
 
 def _load_index(files: ProbeSetFiles):
@@ -197,6 +197,7 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
             todo.append(m)
     if not todo:
         return rows, notes
+    ctx.commit()  # what this statement wrote before (an auto-created probe set) is a unit too
     images = files.images()
     n = ps["n_probes"]
     runtime = runtime_for(ctx, device)
@@ -256,22 +257,22 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
             save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
             start, end = dm.append_columns(desc)
             seconds = time.perf_counter() - t0
-            ctx.con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
+            con = ctx.begin_write()  # a short transaction per model: readers wait at most for it
+            con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
                             "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [ps["id"], m["id"], start, end - start, raw_rel, getattr(runtime, "device", None),
                              seconds])
-            ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
+            con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
                             [ps["id"], start, m["id"], end - start])
             if mask is not None:
                 mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
                 save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
-                ctx.con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
                                 "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 [ps["id"], m["id"], float(sample_pct), int(sample_seed or 0), int(mask.sum()),
                                  mask_rel, completion])
             # per-model commit: an interrupt keeps the finished models
-            ctx.con.execute("COMMIT")
-            ctx.con.execute("BEGIN TRANSACTION")
+            ctx.commit()
             if index is not None:
                 index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
                 index_dirty = True
@@ -307,6 +308,7 @@ class ProbeModels(Operator):
     reg: float | None = None          # ridge penalty of the fold-in (None: the stored factors')
     child: Operator | None = None
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
 
     def explain_params(self):
         per = self.n_probes

@@ -68,6 +68,15 @@ def run_columns(first: np.ndarray, ncols: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(f, f + n, dtype=np.int64) for f, n in zip(first, ncols)])
 
 
+def delete_orphan_columns(con, ps: dict, dm) -> int:
+    """Delete matrix columns no catalog row names (left by an interrupted PROBE or REFRESH)."""
+    _, first, ncols = runs_of(con, ps["id"])
+    if dm.n_columns == int(ncols.sum()):
+        return 0
+    orphans = np.setdiff1d(dm.column_ids(), run_columns(first, ncols), assume_unique=True)
+    return dm.delete_columns(orphans) if orphans.size else 0
+
+
 # ==== files of a probe set ===================================================================
 
 class ProbeSetFiles:
@@ -120,7 +129,8 @@ def open_matrix(files: ProbeSetFiles):
                 return dm
             except (StorageError, OSError):
                 _MATRICES.pop(path, None)
-        dm = DescriptorMatrix.open(path, "r+")
+        # after a writer died inside a statement, every checksum is compared on open
+        dm = DescriptorMatrix.open(path, "r+", verify=bool(getattr(files.store, "crashed_writer", None)))
         _MATRICES[path] = dm
         return dm
 

@@ -1,0 +1,190 @@
+"""Readers are never blocked by a writer (issue 18, defect 1), with real processes: N reader
+processes during a long PROBE and during a long bulk ADD MODELS each answer every one of 20
+tries in under a second and see only committed data; a second writer gets the hub-lock
+error at once, or waits with SET lock_timeout."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import zooql
+from zooql.errors import StorageError
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIES = 20
+N_READERS = 3
+
+WRITER = """
+import sys, zooql
+from zooql.testing.zoo import slow_down
+slow_down({step!r}, {seconds!r})
+h = zooql.connect({hub!r})
+print("START", flush=True)
+h.execute({stmt!r}, base_dir={base!r})
+print("DONE", flush=True)
+"""
+
+READER = """
+import json, os, time, zooql
+hub = {hub!r}
+h = zooql.connect(hub)
+h.execute("SHOW MODELS")            # warm up: imports and the parser, not the hub
+print("READY", flush=True)
+while not os.path.exists({go!r}):   # the writer has started
+    time.sleep(0.01)
+out = []
+for i in range({tries}):
+    t0 = time.perf_counter()
+    models = len(h.execute("SHOW MODELS").rows)
+    dt = time.perf_counter() - t0
+    with h.store.read() as con:
+        runs = con.execute("SELECT count(*) FROM probe_runs").fetchone()[0]
+        cols = con.execute("SELECT count(*) FROM descriptor_columns").fetchone()[0]
+        logits = con.execute("SELECT count(*) FROM logits").fetchone()[0]
+    writing = os.path.getsize(os.path.join(hub, "hub.lock")) > 0   # the writer's pid is in it
+    out.append(dict(dt=dt, models=models, runs=runs, cols=cols, logits=logits, writing=writing))
+    time.sleep(0.05)
+print(json.dumps(out))
+"""
+
+
+def _py(code: str, **kw):
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _start_writer(hub, step, seconds, stmt, base):
+    w = _py(WRITER.format(step=step, seconds=seconds, hub=str(hub), stmt=stmt, base=str(base)))
+    assert w.stdout.readline().strip() == "START", w.stderr.read()
+    lock = Path(hub) / "hub.lock"
+    deadline = time.monotonic() + 30
+    while lock.read_text().strip() != str(w.pid):   # the statement holds the writer lock
+        assert time.monotonic() < deadline and w.poll() is None, w.stderr.read()
+        time.sleep(0.01)
+    return w
+
+
+def _readers(hub, tmp_path, start_writer, during=None):
+    """Start the reader processes, then the writer (``start_writer()``), then let them read
+    (and call ``during(writer)`` meanwhile)."""
+    go = tmp_path / "go"
+    procs = [_py(READER.format(hub=str(hub), tries=TRIES, go=str(go))) for _ in range(N_READERS)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "READY", p.stderr.read()
+    w = start_writer()
+    go.write_text("")
+    outs = []
+    try:
+        if during is not None:
+            during(w)
+        for p in procs:
+            so, se = p.communicate(timeout=120)
+            assert p.returncode == 0, se
+            outs.append(json.loads(so))
+    except BaseException:
+        _finish(w)
+        raise
+    return w, outs
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from zooql.testing.zoo import build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("zoo"), n_models=24)
+
+
+def _finish(w):
+    so, se = w.communicate(timeout=120)
+    assert w.returncode == 0 and "DONE" in so, se
+    return so
+
+
+def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
+    hub = tmp_path / "hub"
+    h = zooql.connect(hub)
+    h.execute(f"ADD MODELS FROM '{zoo['models_csv']}'")
+    h.execute(f"CREATE PROBE SET ps FROM '{zoo['probes']}'")
+    h.close()
+    def second_writer(w):  # fails at once with the hub-lock message naming the holder
+        t0 = time.perf_counter()
+        other = zooql.connect(hub)
+        with pytest.raises(StorageError, match=rf"hub .* is locked by another writer \(lock file .*hub\.lock, "
+                                               rf"held by pid {w.pid}\)"):
+            other.execute("ADD MODEL 'hf:org/late' AS late")
+        assert time.perf_counter() - t0 < 1.5
+
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "forward", 0.4, "PROBE WITH ps", tmp_path),
+                       during=second_writer)
+    _finish(w)
+    tries = [t for out in outs for t in out]
+    assert len(tries) == N_READERS * TRIES
+    assert all(t["writing"] for t in tries), "the readers must run while PROBE writes"
+    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
+    print(f"PROBE: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
+    assert not slow, f"reads slower than 1 s during PROBE: {slow}"
+    # only committed data: every committed run has all its 4 descriptor columns, runs only grow
+    assert all(t["cols"] == 4 * t["runs"] for t in tries)
+    for out in outs:
+        runs = [t["runs"] for t in out]
+        assert runs == sorted(runs)
+    assert max(t["runs"] for t in tries) > min(t["runs"] for t in tries), "the reads must see PROBE progress"
+    h = zooql.connect(hub)
+    assert len(h.execute("SHOW MODELS").rows) == 24
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 24
+    assert h.execute("ADD MODEL 'hf:org/late' AS late").rows == [("late",)]   # lock released
+
+
+def test_readers_during_bulk_add_see_all_or_nothing(tmp_path, zoo):
+    hub = tmp_path / "hub"
+    zooql.connect(hub).execute("ADD MODEL 'hf:org/first' AS first")
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "inspect", 0.4, f"ADD MODELS FROM "
+                                                            f"'{zoo['models_csv']}'", tmp_path))
+    _finish(w)
+    tries = [t for out in outs for t in out]
+    assert all(t["writing"] for t in tries), "the readers must run while ADD MODELS inspects"
+    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
+    print(f"ADD MODELS: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
+    assert not slow, f"reads slower than 1 s during ADD MODELS: {slow}"
+    assert {t["models"] for t in tries} == {1}          # one transaction at the end: nothing before it
+    assert {t["logits"] for t in tries} == {0}
+    h = zooql.connect(hub)
+    assert len(h.execute("SHOW MODELS").rows) == 25
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM logits").fetchone()[0] == 24 * 4
+
+
+def test_second_writer_waits_with_lock_timeout(tmp_path, zoo):
+    hub = tmp_path / "hub"
+    h = zooql.connect(hub)
+    h.close()
+    w = _start_writer(hub, "inspect", 0.25, f"ADD MODELS FROM '{zoo['models_csv']}'", tmp_path)  # ~6 s
+    try:
+        other = zooql.connect(hub)
+        other.execute("SET lock_timeout = 60")       # a setting of this connection: takes no lock
+        t0 = time.perf_counter()
+        assert other.execute("ADD MODEL 'hf:org/late' AS late").rows == [("late",)]
+        waited = time.perf_counter() - t0
+        assert w.poll() is not None or waited > 1.0
+    finally:
+        _finish(w)
+    assert waited > 1.0
+    assert len(zooql.connect(hub).execute("SHOW MODELS").rows) == 25
+    other.execute("SET lock_timeout = 0.2")
+    with other.store.writer():
+        third = zooql.connect(hub)
+        third.execute("SET lock_timeout = 0.3")
+        t0 = time.perf_counter()
+        with pytest.raises(StorageError, match=r"locked by another writer.*waited 0.3 s"):
+            third.execute("DROP MODEL late")
+        assert 0.3 <= time.perf_counter() - t0 < 1.5

@@ -1,0 +1,94 @@
+"""A tiny, fast model zoo for the fault and concurrency suites and ``benchmarks/faults.py``:
+TorchScript linear classifiers on 8x8 grey images, a probe set, a models file, recorded
+outcomes and a large evaluations table, plus :func:`slow_down`, which makes a statement's
+heavy step (inspecting a model, a forward pass, an evaluation, a factor fit) take a fixed
+time so that a test can act while the statement runs.
+
+Only tests and benchmarks use this module (it imports torch when models are built).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+PREPROCESS = "input_size = 8, channels = 1, mean = (0.5), std = (0.5)"
+LABELS = ("w", "x", "y", "z")
+
+
+def build_zoo(folder: str | os.PathLike, n_models: int = 8, n_probes: int = 40, seed: int = 0,
+              n_queries: int = 50, n_eval_rows: int = 0) -> dict:
+    """Write the zoo into ``folder``; returns the paths (``models_csv``, ``probes``,
+    ``outcomes_csv``, ``evaluations_csv``) and the model ``names``."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = [f"m{i:02d}" for i in range(n_models)]
+    rows = ["name,source,labels,tree,parent,downloads,input_size,channels,mean,std"]
+    for i, name in enumerate(names):
+        lin = torch.nn.Linear(64, len(LABELS))
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(rng.normal(size=(len(LABELS), 64)) / 8, dtype=torch.float32))
+            lin.bias.copy_(torch.as_tensor(rng.normal(size=len(LABELS)) / 10, dtype=torch.float32))
+        path = folder / f"{name}.pt"
+        torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), lin)).save(str(path))
+        parent = "" if i == 0 else names[0]
+        rows.append(f"{name},torchscript:{path},{'|'.join(LABELS)},zoo,{parent},{10 * (i + 1)},8,1,0.5,0.5")
+    (folder / "models.csv").write_text("\n".join(rows) + "\n")
+    np.save(folder / "probes.npy", rng.integers(0, 256, (n_probes, 8, 8), dtype=np.uint8))
+    lines = ["model,dataset,query_id,score"]
+    for name in names:
+        acc = rng.uniform(0.2, 0.9)
+        lines += [f"{name},bench,q{q:03d},{float(rng.random() < acc)}" for q in range(n_queries)]
+    (folder / "outcomes.csv").write_text("\n".join(lines) + "\n")
+    out = {"models_csv": str(folder / "models.csv"), "probes": str(folder / "probes.npy"),
+           "outcomes_csv": str(folder / "outcomes.csv"), "names": names}
+    if n_eval_rows:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        idx = np.arange(n_eval_rows)
+        table = pa.table({"model": pa.array([f"e{i % 997}" for i in idx]),
+                          "dataset": pa.array([f"d{i // 997}" for i in idx]),
+                          "metric": pa.array(["acc"] * n_eval_rows), "score": pa.array(rng.random(n_eval_rows))})
+        pcsv.write_csv(table, folder / "evaluations.csv")
+        out["evaluations_csv"] = str(folder / "evaluations.csv")
+    return out
+
+
+def slow_down(step: str, seconds: float) -> None:
+    """Make every call of a statement's heavy step sleep ``seconds`` first (in this process).
+    ``step``: inspect (ADD MODELS), forward (PROBE), evaluate (DISCOVER), fit (REFRESH
+    DESCRIPTORS), import (IMPORT: reading the file)."""
+    def wrap(owner, attr):
+        orig = getattr(owner, attr)
+
+        @functools.wraps(orig)
+        def slow(*a, **kw):
+            time.sleep(seconds)
+            return orig(*a, **kw)
+
+        setattr(owner, attr, slow)
+
+    if step == "inspect":
+        from zooql.runtime import models
+        wrap(models, "inspect_model")
+    elif step == "forward":
+        from zooql.runtime.models import ModelRuntime
+        wrap(ModelRuntime, "run")
+    elif step == "evaluate":
+        from zooql.core.tasks import RecordedSource
+        wrap(RecordedSource, "evaluate")
+    elif step == "fit":
+        from zooql.methods.probelog import completion
+        wrap(completion, "fit_als")
+    elif step == "import":
+        from zooql.core.ops import ImportTable
+        wrap(ImportTable, "_read")
+    else:
+        raise ValueError(f"unknown step {step!r}")
