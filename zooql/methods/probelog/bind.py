@@ -34,6 +34,7 @@ class ProbeSetRef:
     n_probes: int
     id: int | None = None          # None: the built-in set, created by the statement
     has_captions: bool = False
+    why: str | None = None         # how a default probe set was chosen (None: named or the only one)
 
     @property
     def create(self) -> bool:
@@ -60,6 +61,7 @@ class BoundProbe:
     sample_pct: float | None = None
     seed: int | None = None
     completion: dict | None = None   # rank / reg / iters / mode of the completion step
+    where: str | None = None         # the WHERE text, for "no model matches WHERE ..."
 
 
 @dataclass(frozen=True)
@@ -114,17 +116,35 @@ def _probe_set_ref(bc: BindContext, name: str) -> ProbeSetRef:
                          f"<name> FROM '<folder | .npy | .parquet>' (or use the built-in set '{P.BUILTIN_NAME}')")
 
 
-def _default_probe_set(bc: BindContext) -> ProbeSetRef:
+def _default_probe_set(bc: BindContext, query_model: str | None = None) -> ProbeSetRef:
+    """WITH PROBES omitted: the ``probe_set`` setting, else the only probe set, else ``builtin``;
+    with several sets and no setting, among the sets the query model (a LIKE query) is probed
+    with (all sets when none), the one that probes the most models (ties: the oldest)."""
     setting = C.get_setting(bc.con, "probe_set")
     if setting:
-        return _probe_set_ref(bc, setting)
+        return _with_why(_probe_set_ref(bc, str(setting)), "the hub's probe_set setting")
     names = P.probe_set_names(bc.con)
     if len(names) == 1:
         return _probe_set_ref(bc, names[0])
     if not names:
         return _probe_set_ref(bc, P.BUILTIN_NAME)
-    raise BindError(f"several probe sets exist ({', '.join(names)}); say WITH PROBES <name> or "
-                    f"SET probe_set = '<name>'")
+    counts = bc.con.execute(
+        "SELECT p.name, count(r.model_id), min(p.id), "
+        "count(r.model_id) FILTER (WHERE m.name = ?) FROM probe_sets p "
+        "LEFT JOIN probe_runs r ON r.probe_set_id = p.id LEFT JOIN models m ON m.id = r.model_id "
+        "GROUP BY p.name", [query_model or ""]).fetchall()
+    pool = [c for c in counts if c[3]] or counts
+    best = sorted(pool, key=lambda c: (-c[1], c[2]))[0]
+    why = (f"{query_model} is probed with it" if best[3] and len(pool) == 1 else
+           f"of {len(names)} probe sets, the one probing the most models ({best[1]})"
+           + (f" among those {query_model} is probed with" if best[3] else ""))
+    return _with_why(_probe_set_ref(bc, best[0]), why + "; SET probe_set = '<name>' or WITH PROBES to choose")
+
+
+def _with_why(ref: ProbeSetRef, why: str) -> ProbeSetRef:
+    from dataclasses import replace
+
+    return replace(ref, why=why)
 
 
 def _probeable_sql(extra: list[str], params: list) -> tuple[str, list]:
@@ -193,7 +213,7 @@ def _bind_probe(stmt: A.Probe, bc: BindContext):
         sample = float(sample)
     seed = _int(stmt.seed, "SEED", 0)
     ps = _probe_set_ref(bc, str(value_of(stmt.probe_set)))
-    where, _ = bind_model_filter(stmt.where, bc)
+    where, where_text = bind_model_filter(stmt.where, bc)
     sql = "SELECT id, name, loadable, num_logits FROM models"
     params: list = []
     if where is not None:
@@ -216,14 +236,15 @@ def _bind_probe(stmt: A.Probe, bc: BindContext):
         fac = CP.factors_row(bc.con, ps.id)
         completion = CP.completion_params(None, fac)
         completion["mode"] = "fold-in" if fac is not None else "fit"
-    return BoundProbe(ps, todo, already, batch, device, sample, seed if sample is not None else None, completion)
+    return BoundProbe(ps, todo, already, batch, device, sample, seed if sample is not None else None, completion,
+                      where_text)
 
 
 @plans(BoundProbe)
 def _plan_probe(b: BoundProbe) -> Operator:
     node = P.ProbeModels(probe_set=b.ps.name, models=b.models, n_probes=b.ps.n_probes,
                          already_probed=b.already, batch=b.batch, device=b.device, child=_builtin_op(b.ps),
-                         sample_pct=b.sample_pct, sample_seed=b.seed)
+                         sample_pct=b.sample_pct, sample_seed=b.seed, where=b.where)
     if b.sample_pct is None:
         return node
     from zooql.methods.probelog import completion as CP
@@ -318,8 +339,10 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     from zooql.methods.probelog.aligners import resolve_aligner
 
     opts = _find_options(stmt)
+    qname = (stmt.like.model.value if isinstance(stmt.like, A.LogitRef)
+             else str(value_of(stmt.like)) if stmt.like is not None else None)
     ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
-          else _default_probe_set(bc))
+          else _default_probe_set(bc, qname))
     probed = P.probed_model_ids(bc.con, ps.id)
     top = _int(stmt.top, "TOP", 1) or F.DEFAULT_TOP
     method = opts["method"]
@@ -450,7 +473,8 @@ def _plan_find(b: BoundFind) -> Operator:
         q = F.TextQuery(probe_set=b.ps.name, text=b.text, aligner=b.aligner, aligner_model=b.aligner_model,
                         why=b.aligner_why, child=node)
     search = F.Search(method=b.method, topk_probes=b.topk_probes, index=b.index, reason=b.reason,
-                      target=b.target, top=b.top, probe_set=b.ps.name, gallery_sql=b.gallery_sql,
+                      target=b.target, top=b.top, probe_set=b.ps.name, probe_set_why=b.ps.why,
+                      gallery_sql=b.gallery_sql,
                       gallery_params=b.gallery_params, filter=b.filter, gallery_models=b.gallery_models,
                       gallery_logits=b.gallery_logits, pool=b.pool, ef=b.ef, child=q)
     if not b.sampled:

@@ -306,6 +306,7 @@ class ProbeModels(Operator):
     sample_pct: float | None = None   # SAMPLE p PERCENT: collaborative probing
     sample_seed: int | None = None
     reg: float | None = None          # ridge penalty of the fold-in (None: the stored factors')
+    where: str | None = None          # the PROBE's WHERE text (for "no model matches WHERE ...")
     child: Operator | None = None
     writes: ClassVar[bool] = True
 
@@ -324,7 +325,12 @@ class ProbeModels(Operator):
                                    device=self.device,
                                    label="on-demand probe" if self.on_demand else "probe",
                                    sample_pct=self.sample_pct, sample_seed=self.sample_seed, reg=self.reg)
-        msg = "; ".join(notes) if notes else f"nothing to probe: all selected models are probed with {self.probe_set}"
+        if notes:
+            msg = "; ".join(notes)
+        elif self.where is not None and not (self.already_probed or self.models):
+            msg = f"nothing to probe: no model matches WHERE {self.where}"
+        else:
+            msg = f"nothing to probe: all selected models are probed with {self.probe_set}"
         if inputs and inputs[0].message and not self.on_demand:
             msg = inputs[0].message + "; " + msg
         return Rows(["model", "logits", "status", "seconds"], rows, message=msg)

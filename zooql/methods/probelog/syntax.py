@@ -59,6 +59,10 @@ class Syntax:
         return ("in", None)
 
     def aligner_clause(self, meta, items):
+        if len(items) == 2:   # USING ALIGNER teacher:my_cnn (unquoted kind:model)
+            value = f"{_text(items[0])}:{_text(items[1])}"
+            return ("aligner", type(items[0])(value, span=getattr(items[0], "span", None))
+                    if hasattr(items[0], "quoted") else value)
         return ("aligner", items[0])
 
     def probes_clause(self, meta, items):
@@ -75,3 +79,7 @@ class Syntax:
     def refresh_stmt(self, meta, items):
         kw = clauses(items)
         return A.RefreshDescriptors(kw.get("probes"), kw.get("options", ()), span=span(meta))
+
+
+def _text(node) -> str:
+    return str(getattr(node, "value", node))
