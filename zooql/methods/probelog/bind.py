@@ -354,7 +354,9 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     aligner = None
     exclude: set[int] = set()
     extra_probe: list[str] = []
-    if stmt.text is not None:
+    if stmt.images is not None:
+        pass                       # LIKE IMAGES: find_images.bind_images, once the gallery is known
+    elif stmt.text is not None:
         text = string_of(stmt.text, "RECOGNIZING text").strip()
         if not text:
             raise BindError("RECOGNIZING needs a non-empty text")
@@ -404,6 +406,11 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     gallery = bc.con.execute(
         f"SELECT id, name, num_logits FROM models WHERE id IN ({gallery_sql}) ORDER BY name", gallery_params).fetchall()
     gallery = [g for g in gallery if g[0] not in exclude]
+    if stmt.images is not None:
+        from zooql.methods.probelog.find_images import bind_images
+
+        return bind_images(stmt, bc, ps, top, gallery, gallery_sql, gallery_params, " AND ".join(texts) or None,
+                           probed)
     to_probe = [g[1] for g in gallery if g[0] not in probed]
     for name in extra_probe:
         if name not in to_probe:

@@ -7,6 +7,9 @@ LIST_SQL = ("SELECT p.name, p.n_probes AS probes, p.shape, p.source, "
             "p.created_at FROM probe_sets p ORDER BY p.name")
 
 
+_CAPTIONS_FROM = {"folders": "the class folder names", "column": "the parquet caption column"}
+
+
 def describe_probe_set(con, name: str) -> list[tuple]:
     from zooql.storage import catalog as C
 
@@ -21,7 +24,7 @@ def describe_probe_set(con, name: str) -> list[tuple]:
                                         "WHERE r.probe_set_id = ? ORDER BY m.name", [pid]).fetchall()]
     default = C.get_setting(con, "probe_set")
     out = [("name", r[1]), ("source", r[2]), ("probes", r[3]), ("shape", r[4]), ("dtype", r[5]),
-           ("limit", r[8]), ("seed", r[9]), ("captions", f"{n_cap} of {r[3]}" + (f" (from {r[10]})" if r[10] else "")),
+           ("limit", r[8]), ("seed", r[9]), ("captions", f"{n_cap} of {r[3]}" + (f" (from {_CAPTIONS_FROM.get(r[10], r[10])})" if r[10] else "")),
            ("caption_values", (first[:300] + ("..." if len(first) > 300 else "")) if first else None),
            ("probed_models", f"{len(models)}" + (": " + ", ".join(models[:20]) + (", ..." if len(models) > 20 else "")
                                                  if models else "")),

@@ -212,7 +212,7 @@ class Search(Operator):
         if "aligner" in info:
             parts.insert(1, f"aligner: {info['aligner']}" + (f", {info['detail']}" if info.get("detail") else ""))
         if int(mids.size) == 0 and self.filter and not matched:
-            notes.append(f"no model matches WHERE {self.filter}" + (" (besides the query's own model)"
+            notes.append(f"no model matches WHERE {P.bare(self.filter)}" + (" (besides the query's own model)"
                                                                     if info.get("exclude") else ""))
         elif int(mids.size) == 0:
             notes.append("no model in the gallery is probed with this probe set")

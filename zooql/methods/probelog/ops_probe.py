@@ -93,7 +93,7 @@ def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, l
         "INSERT INTO probe_sets (name, source, n_probes, shape, dtype, dir, content_hash, probe_limit, seed, "
         "captions, descriptor_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [name, source, n, json.dumps(list(pi.images.shape[1:])), str(pi.images.dtype), rel, content,
-         limit, seed, captions_file or ("column" if captions else None), dtype]).fetchone()
+         limit, seed, captions_file or (pi.captions_from if captions else None), dtype]).fetchone()
     import pyarrow as pa
 
     tbl = pa.table({"probe_set_id": pa.array([row[0]] * n, pa.int32()), "idx": pa.array(range(n), pa.int32()),
@@ -291,6 +291,19 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     return rows, notes
 
 
+def bare(text: str) -> str:
+    """A rendered WHERE without the outer parentheses, for messages."""
+    if text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        return text[1:-1]
+    return text
+
+
 @dataclass(frozen=True)
 class ProbeModels(Operator):
     """Run models over a probe set; store raw logits and z-scored descriptor columns;
@@ -328,7 +341,7 @@ class ProbeModels(Operator):
         if notes:
             msg = "; ".join(notes)
         elif self.where is not None and not (self.already_probed or self.models):
-            msg = f"nothing to probe: no model matches WHERE {self.where}"
+            msg = f"nothing to probe: no model matches WHERE {bare(self.where)}"
         else:
             msg = f"nothing to probe: all selected models are probed with {self.probe_set}"
         if inputs and inputs[0].message and not self.on_demand:

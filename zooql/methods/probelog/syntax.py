@@ -46,6 +46,9 @@ class Syntax:
                              line=meta.line, column=meta.column)
         return ("like", A.LogitRef(items[0], items[2], span=span(meta)))
 
+    def like_images(self, meta, items):
+        return ("images", items[0])
+
     def like_model(self, meta, items):
         return ("like", items[0])
 
@@ -74,7 +77,7 @@ class Syntax:
         return A.Find(target, query[1] if query[0] == "text" else None,
                       query[1] if query[0] == "like" else None, kw.get("in"), kw.get("aligner"),
                       kw.get("probes"), kw.get("where"), kw.get("top"), kw.get("options", ()),
-                      span=span(meta))
+                      span=span(meta), images=query[1] if query[0] == "images" else None)
 
     def refresh_stmt(self, meta, items):
         kw = clauses(items)
