@@ -73,7 +73,9 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
     p.add_argument("--hub", metavar="PATH", default=d(None),
                    help="hub folder to open or create (default: the embedded default hub)")
     p.add_argument("--trust", action="store_true", default=d(False),
-                   help="allow loading models that run code from their checkpoint or repository")
+                   help="run user Python code: 'python:<module>:<factory>' model sources and "
+                        "'python:...' task evaluators (same as SET trust_code = true); checkpoints always "
+                        "load without code (weights_only / safetensors)")
     p.add_argument("-f", "--format", choices=MODES, default=d(None),
                    help="output format (default: table)")
     p.add_argument("--timer", action="store_true", default=d(False),
