@@ -35,10 +35,12 @@ def doc_statements(docs: str = str(DOCS)) -> tuple[tuple[str, str], ...]:
         for block in re.findall(r"```(?:sql|zql)\n(.*?)```", text, flags=re.S):
             cur = ""
             for line in block.splitlines():
-                cur = (cur + " " + line.strip()).strip()
-                if cur.endswith(";") or re.search(r";\s*--.*$", cur):
-                    stmt = re.sub(r"\s*--.*$", "", cur).strip()
-                    out.append((re.sub(r"\s+", " ", stmt), name))
+                code = line.split("--")[0].strip()    # the examples hold no '--' inside strings
+                if not code:
+                    continue
+                cur = (cur + " " + code).strip()
+                if cur.endswith(";"):
+                    out.append((re.sub(r"\s+", " ", cur), name))
                     cur = ""
     return tuple(out)
 

@@ -85,7 +85,7 @@ def _render(alt: str, table: dict[str, list[str]]) -> str:
             out.append(f"[{t[:-1]} ...]")
         else:
             out.append(t)
-    return " ".join(out).replace("( ", "(").replace(" )", ")").replace(") *", ")*").replace(") +", ")+")
+    return " ".join(out).replace("( ", "(").replace(" )", ")").replace(") *", ")*").replace(") +", ")+").replace(") ?", ")?")
 
 
 def _render_inline(name: str, table) -> str:
