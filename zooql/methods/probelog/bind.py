@@ -334,22 +334,10 @@ def _resolve_logit(bc: BindContext, m: dict, node) -> tuple[int, str | None]:
     raise BindError(f"logit must be an index or a label, got {v!r}")
 
 
-@binds(A.Find)
-def _bind_find(stmt: A.Find, bc: BindContext):
+def _find_query(stmt: A.Find, bc: BindContext, ps: ProbeSetRef, probed: set[int]):
+    """The query of a FIND: (kind, text, model, logit, label, aligner, excluded ids, models to probe)."""
     from zooql.methods.probelog.aligners import resolve_aligner
 
-    opts = _find_options(stmt)
-    qname = (stmt.like.model.value if isinstance(stmt.like, A.LogitRef)
-             else str(value_of(stmt.like)) if stmt.like is not None else None)
-    ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
-          else _default_probe_set(bc, qname))
-    probed = P.probed_model_ids(bc.con, ps.id)
-    top = _int(stmt.top, "TOP", 1) or F.DEFAULT_TOP
-    method = opts["method"]
-    if method == "model" and stmt.target == "logits":
-        raise BindError("method 'model' ranks whole models; use FIND MODELS (or method 'asymmetric' / 'full')")
-
-    # the query
     query, text, model, logit, label = "text", None, None, None, None
     aligner = None
     exclude: set[int] = set()
@@ -389,6 +377,24 @@ def _bind_find(stmt: A.Find, bc: BindContext):
         exclude.add(m["id"])
         if m["id"] not in probed:
             extra_probe.append(m["name"])
+    return query, text, model, logit, label, aligner, exclude, extra_probe
+
+
+@binds(A.Find)
+def _bind_find(stmt: A.Find, bc: BindContext):
+    opts = _find_options(stmt)
+    qname = (stmt.like.model.value if isinstance(stmt.like, A.LogitRef)
+             else str(value_of(stmt.like)) if stmt.like is not None else None)
+    ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
+          else _default_probe_set(bc, qname))
+    probed = P.probed_model_ids(bc.con, ps.id)
+    top = _int(stmt.top, "TOP", 1) or F.DEFAULT_TOP
+    method = opts["method"]
+    if method == "model" and stmt.target == "logits":
+        raise BindError("method 'model' ranks whole models; use FIND MODELS (or method 'asymmetric' / 'full')")
+
+    # the query
+    query, text, model, logit, label, aligner, exclude, extra_probe = _find_query(stmt, bc, ps, probed)
 
     # the gallery
     conds, params, texts = [], [], []
