@@ -83,7 +83,8 @@ def test_teacher_named_unquoted_and_announced(qhub):
     assert "teacher quad chosen by USING ALIGNER; its own logits are excluded from the results" in res.message
     assert {r[1] for r in res.rows} == {"perm"}
     res = hub.execute("FIND LOGITS RECOGNIZING 'top left' USING ALIGNER teacher TOP 2")
-    assert "teacher: quad, the labelled classifier with the most classes" in res.message
+    assert ("teacher quad chosen by USING ALIGNER teacher (quad is the labelled classifier with the most "
+            "classes, already probed ones first; name another with USING ALIGNER teacher:<model>)") in res.message
     assert "excluded from the results" in res.message
     with pytest.raises(BindError, match="cannot be a teacher"):
         hub.execute("FIND LOGITS RECOGNIZING 'x' USING ALIGNER teacher:perm")

@@ -160,8 +160,8 @@ def resolve_aligner(con, requested: str | None, *, setting: str | None, ps_name:
         named = requested[8:] or None if ":" in low else None
         model = _teacher_model(con, named, probed)
         if named is None:
-            why += (f" teacher: {model}, the labelled classifier with the most classes (those already probed "
-                    f"first); name another with USING ALIGNER teacher:<model>")
+            why += (f" teacher ({model} is the labelled classifier with the most classes, already probed ones "
+                    f"first; name another with USING ALIGNER teacher:<model>)")
         return AlignerChoice("teacher", model, why)
     if requested.startswith("open_clip:"):
         return AlignerChoice("clip", _clip_model(con, requested, None), why)
