@@ -24,8 +24,6 @@ from zooql.errors import BindError, ExecutionError
 from zooql.plan.hooks import plans
 from zooql.plan.nodes import Operator, Rows
 
-EXAMPLE_OPTIONS = ()
-
 
 @dataclass(frozen=True)
 class BoundFindImages:
