@@ -64,10 +64,11 @@ def test_error_has_line_column_caret():
 def test_expected_tokens_listed_only_when_few():
     with pytest.raises(ParseError) as exc:
         parse("FROBNICATE")
-    assert "(expected" not in str(exc.value)  # many statements could start here
+    assert "(expected" not in str(exc.value)  # many statements could start here: they are listed instead
+    assert "a statement starts with one of ADD, ALTER" in str(exc.value) and "HELP lists" in str(exc.value)
     with pytest.raises(ParseError) as exc:
         parse("SHOW NOTHING")
-    assert "expected DATASETS, MODELS, TREES" in str(exc.value)
+    assert "expected DATASETS, MODELS, PROBE, SEMANTIC, TASKS, TREES" in str(exc.value)
 
 
 def test_params_and_comments():

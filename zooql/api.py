@@ -185,7 +185,8 @@ class Hub:
             with self.store.read() as con:
                 return self._bind_and_plan(stmt, params, base_dir, con)
         bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                       dispatch=registry.dispatch(), settings=registry.settings()))
+                                       dispatch=registry.dispatch(), settings=registry.settings(),
+                                       objects=registry.objects(), grammar=registry.parser().grammar))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 

@@ -30,6 +30,8 @@ class BindContext:
     params: Any = None       # list/tuple (positional) or dict (named)
     dispatch: Any = None     # zooql.plan.hooks.Dispatch: binders of the core and every method
     settings: dict = dataclasses.field(default_factory=dict)   # setting -> type, core and methods
+    objects: dict = dataclasses.field(default_factory=dict)    # kind -> core.objects.ObjectKind
+    grammar: str = ""        # the full grammar text (HELP renders statements from it)
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:

@@ -209,7 +209,34 @@ class InsertModels(Operator):
             finally:
                 con.unregister("_zooql_logits")
         msg = (f"added model {names[0]}" if len(names) == 1 else f"added {len(names)} models")
-        return Rows(["model"], [(n,) for n in names], message=msg, types=["VARCHAR"])
+        notes = _honest_notes([(spec["name"], spec.get("info", {}).get("extra") or {})
+                               for (spec,) in inputs[0].rows])
+        return Rows(["model"], [(n,) for n in names], message=msg + (": " + "; ".join(notes) if notes else ""),
+                    types=["VARCHAR"])
+
+
+def weights_note(extra: dict) -> str | None:
+    """What DESCRIBE and ADD MODEL say about where a loadable model's weights came from."""
+    w = (extra or {}).get("weights")
+    return {"random-init": "random-init weights (no checkpoint given)",
+            "pretrained-cache": f"pretrained weights from the local cache ({extra.get('weights_file')})",
+            "checkpoint": "weights from the checkpoint (FROM)",
+            "torchscript": "weights inside the TorchScript file"}.get(w, w)
+
+
+def _honest_notes(specs: list[tuple[str, dict]]) -> list[str]:
+    """Defaults a user may not expect: random-init weights, assumed preprocessing."""
+    out = []
+    who = (lambda n: "") if len(specs) == 1 else (lambda n: f"{n}: ")
+    rand = [n for n, e in specs if e.get("weights") == "random-init"]
+    if rand:
+        out.append(("" if len(specs) == 1 else f"{', '.join(rand[:5])}{', ...' if len(rand) > 5 else ''}: ")
+                   + "random-init weights (no checkpoint given)")
+    for n, e in specs[:5]:
+        if e.get("preprocess_defaults"):
+            out.append(f"{who(n)}preprocessing defaults applied ({e['preprocess_defaults']}; "
+                       f"override with WITH (input_size = ..., channels = ..., mean = ..., std = ...))")
+    return out
 
 
 # ---- reads -------------------------------------------------------------------------------
@@ -264,6 +291,11 @@ class DescribeModel(Operator):
                                     "downloads", "task", "family", "params", "num_logits",
                                     "input_size", "description", "added_at")]
         rows.append(("preprocess", json.dumps(m["preprocess"]) if m["preprocess"] else None))
+        rt = m["tags"].get("_runtime") or {}
+        if rt.get("weights"):
+            rows.append(("weights", weights_note(rt)))
+        if rt.get("preprocess_defaults"):
+            rows.append(("preprocess_defaults", rt["preprocess_defaults"]))
         rows.append(("tags", json.dumps({k: v for k, v in m["tags"].items() if not k.startswith("_")})))
         shown = ", ".join(known[:10]) + (f", ... ({len(known)} labels)" if len(known) > 10 else "")
         rows.append(("labels", shown or None))

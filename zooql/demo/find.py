@@ -28,6 +28,8 @@ def prepare(hub) -> list[str]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.save(path, np.round(x[:300] * 255).astype(np.uint8))
         hub.execute("CREATE PROBE SET digit_probes FROM :p", {"p": path})
+        # the hub's default probe set (FIND without WITH PROBES): the natural-image set
+        hub.execute("SET probe_set = 'builtin'")
     queries += [
         "PROBE MODELS WHERE name LIKE 'digits_%' AND tree IS NULL WITH digit_probes",
         "FIND LOGITS LIKE digits_mlp.logit['3'] WITH PROBES digit_probes "

@@ -261,3 +261,27 @@ class CreateTask(Statement):
 # ---- MLL (Model Label Learning, docs/vlm_selection.md) ------------------------------------
 
 
+
+
+# ---- named objects a method (or the core) declares, and HELP ---------------------------------
+
+@dataclass(frozen=True)
+class ShowObjects(Statement):
+    """``SHOW <plural>`` of a declared object kind (``SHOW TASKS``, ``SHOW PROBE SETS``, ...)."""
+    kind: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class DescribeObject(Statement):
+    """``DESCRIBE <kind> name`` of a declared object kind."""
+    kind: str
+    name: Node
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Help(Statement):
+    """``HELP [words]``: the statements, or the syntax and an example of those matching ``words``."""
+    topic: tuple[str, ...] = ()
+    span: Span | None = _span()

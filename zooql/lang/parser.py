@@ -234,6 +234,12 @@ class _ToAst(Transformer):
     def import_stmt(self, meta, items):
         return A.Import(items[0], items[1], items[2] if len(items) > 2 else None, span=span(meta))
 
+    def help_word(self, meta, items):
+        return str(items[0])
+
+    def help_stmt(self, meta, items):
+        return A.Help(tuple(items), span=span(meta))
+
     def set_stmt(self, meta, items):
         return A.SetOption(".".join(items[0].parts).lower(), items[-1], span=span(meta))
 
@@ -339,7 +345,7 @@ class Parser:
         try:
             tree = self._lark.parse(text)
         except UnexpectedInput as exc:
-            raise _format_error(text, exc) from None
+            raise _format_error(text, exc, self.first_keywords()) from None
         try:
             return self._transformer().transform(tree)
         except VisitError as exc:
@@ -352,6 +358,14 @@ class Parser:
         if len(stmts) != 1:
             raise ParseError(f"expected exactly one statement, got {len(stmts)}")
         return stmts[0]
+
+    def first_keywords(self) -> list[str]:
+        """The keywords a statement starts with (from the grammar), for the bad-first-token error."""
+        if not hasattr(self, "_first"):
+            from zooql.lang.grammar_help import first_keywords
+
+            self._first = first_keywords(self.grammar)
+        return self._first
 
     def keywords(self) -> frozenset[str]:
         """Every keyword of the grammar (upper case), for highlighting and completion."""
@@ -384,7 +398,19 @@ def _caret(text: str, line: int, column: int) -> str:
     return f"  {line} | {src}\n  {' ' * len(str(line))} | {' ' * (column - 1)}^"
 
 
-def _format_error(text: str, exc: UnexpectedInput) -> ParseError:
+def _statement_start(exc, expected: list[str], first: list[str]) -> str | None:
+    """At the start of a statement, what to say instead of a long list of expected tokens."""
+    if not first or not set(first) <= set(expected) or isinstance(exc, UnexpectedEOF):
+        return None
+    import difflib
+
+    tok = str(getattr(getattr(exc, "token", None), "value", "") or "")
+    near = difflib.get_close_matches(tok.upper(), first, n=1, cutoff=0.6) if tok else []
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return f"{hint}; a statement starts with one of {', '.join(first)} (HELP lists the statements)"
+
+
+def _format_error(text: str, exc: UnexpectedInput, first: list[str] = ()) -> ParseError:
     line = getattr(exc, "line", None) or 1
     column = getattr(exc, "column", None) or 1
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
@@ -403,7 +429,10 @@ def _format_error(text: str, exc: UnexpectedInput) -> ParseError:
     else:  # pragma: no cover - other lark errors
         what, expected = "syntax error", []
     msg = f"syntax error at line {line}, column {column}: {what}"
-    if expected and len(expected) <= _MAX_EXPECTED:
+    start = _statement_start(exc, expected, list(first))
+    if start:
+        msg += start
+    elif expected and len(expected) <= _MAX_EXPECTED:
         msg += f" (expected {', '.join(expected)})"
     return ParseError(msg, line=line, column=column, context=_caret(text, line, column),
                       expected=expected)

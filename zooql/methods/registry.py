@@ -50,6 +50,7 @@ class Method:
     completions: dict[str, str] = field(default_factory=dict)   # category -> SELECT name ...
     hooks: dict[str, str] = field(default_factory=dict)         # hook -> "module:function"
     tables: tuple[str, ...] = ()               # user-facing tables (documentation, DROP checks)
+    objects: tuple = ()                        # zooql.core.kinds.ObjectKind: SHOW <plural> / DESCRIBE <kind>
 
     def __post_init__(self):
         unknown = set(self.hooks) - HOOKS
@@ -117,6 +118,7 @@ def unregister(name: str) -> None:
 
 def _invalidate() -> None:
     methods.cache_clear()
+    objects.cache_clear()
     parser.cache_clear()
     dispatch.cache_clear()
 
@@ -152,8 +154,50 @@ def parser():
     from zooql.lang.parser import Parser
 
     ms = methods()
-    return Parser(tuple(m.fragment() for m in ms if m.fragment()),
-                  tuple(x for x in (m.mixin() for m in ms) if x is not None))
+    frag, mixin = _object_grammar(tuple(objects().values()))
+    return Parser(tuple(m.fragment() for m in ms if m.fragment()) + (frag,),
+                  tuple(x for x in (m.mixin() for m in ms) if x is not None) + (mixin,))
+
+
+@functools.lru_cache(maxsize=1)
+def objects() -> dict:
+    """Every kind of named object: the core's (tasks) and each method's, kind -> ObjectKind."""
+    from dataclasses import replace
+
+    from zooql.core.kinds import CORE_OBJECTS
+
+    out = {k.kind: k for k in CORE_OBJECTS}
+    for m in methods():
+        for k in m.objects:
+            if k.kind in out:
+                raise ZooQLError(f"object kind {k.kind!r} of method {m.name} is already declared by {out[k.kind].owner}")
+            out[k.kind] = replace(k, package=m.package, owner=m.name)
+    return out
+
+
+def _object_grammar(kinds: tuple) -> tuple[str, type]:
+    """The grammar rules ``SHOW <plural>`` / ``DESCRIBE <kind> name`` of the declared kinds, and
+    the Transformer mixin building their AST nodes."""
+    from zooql.lang import ast as A
+    from zooql.lang.parser import span
+
+    def words(text):
+        return " ".join(f'"{w.upper()}"i' for w in text.split())
+
+    shows, describes, callbacks = [], [], {}
+    for i, k in enumerate(kinds):
+        shows.append(f'"SHOW"i {words(k.plural)} -> show_obj_{i}')
+        describes.append(f'"DESCRIBE"i {words(k.kind)} name_or_string -> describe_obj_{i}')
+        callbacks[f"show_obj_{i}"] = (lambda kind: lambda self, meta, items: A.ShowObjects(
+            kind, span=span(meta)))(k.kind)
+        callbacks[f"describe_obj_{i}"] = (lambda kind: lambda self, meta, items: A.DescribeObject(
+            kind, items[0], span=span(meta)))(k.kind)
+    if not kinds:
+        return "", type("ObjectSyntax", (), {})
+    text = ("%extend statement: show_objects | describe_object\n"
+            "show_objects: " + "\n    | ".join(shows) + "\n"
+            "describe_object: " + "\n    | ".join(describes) + "\n")
+    return text, type("ObjectSyntax", (), callbacks)
 
 
 def parse(text: str):
@@ -195,10 +239,10 @@ def dispatch():
     """Binder and planner tables: the core's plus every method's, built from the tagged
     functions of the declared modules; a statement type claimed twice is an error."""
     from zooql.plan.hooks import Dispatch
-    from zooql.core import binder, check, planner, tasks_bind
+    from zooql.core import binder, check, help, objects, planner, tasks_bind
 
     d = Dispatch()
-    for mod in (binder, planner, tasks_bind, check):
+    for mod in (binder, planner, tasks_bind, check, objects, help):
         d.collect(mod, owner="core")
     for m in methods():
         for mod in m.load_modules():

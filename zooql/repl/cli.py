@@ -131,7 +131,9 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
                    help="create the hub at PATH now if it does not exist (otherwise only a "
                         "statement that writes creates it)")
     p.add_argument("--trust", action="store_true", default=d(False),
-                   help="allow loading models that run code from their checkpoint or repository")
+                   help="run user Python code: 'python:<module>:<factory>' model sources and "
+                        "'python:...' task evaluators (same as SET trust_code = true); checkpoints always "
+                        "load without code (weights_only / safetensors)")
     p.add_argument("-f", "--format", choices=MODES, default=d(None),
                    help="output format (default: table; json prints one document per statement)")
     p.add_argument("--timer", action="store_true", default=d(False),

@@ -87,12 +87,17 @@ def _on_off(arg: str, current: bool, usage: str) -> bool:
 
 # ---------------------------------------------------------------------------
 
-@command(".help", ".help [COMMAND]", "Show this help, or the help of one command.", aliases=(".h", ".?"))
+@command(".help", ".help [COMMAND | STATEMENT]",
+         "Show this help, the help of one command, or a statement's syntax and example (HELP FIND).",
+         aliases=(".h", ".?"))
 def _help(repl, arg: str) -> None:
     if arg:
         name = _ALIASES.get(arg if arg.startswith(".") else "." + arg, None) or (
             arg if arg.startswith(".") else "." + arg)
         cmd = COMMANDS.get(name)
+        if cmd is None and not arg.startswith("."):
+            repl.run_text(f"HELP {arg.rstrip(';')};")   # a statement: the HELP statement answers
+            return
         if cmd is None:
             raise DotCommandError(f"unknown command {arg}")
         extra = f"  (also {', '.join(cmd.aliases)})" if cmd.aliases else ""
@@ -103,6 +108,7 @@ def _help(repl, arg: str) -> None:
         "Type ZooQL statements ending with ';' (Enter inside a statement starts a new line;",
         "Alt+Enter / Esc Enter runs the buffer as it is). Ctrl-C cancels the input or a",
         "running statement, Ctrl-D quits. Tab completes keywords and names.",
+        "HELP; lists the statements, HELP FIND; (or .help FIND) shows one's syntax and an example.",
         "",
     ]
     for c in COMMANDS.values():

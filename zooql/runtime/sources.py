@@ -408,6 +408,11 @@ def _build_torchscript(spec: SourceSpec, checkpoint: str | None, options: dict) 
         apply_state_dict(module, load_checkpoint(checkpoint), checkpoint)
         extra["weights"] = "checkpoint"
     pre = Preprocess.from_dict(meta.get("preprocess")).with_options(options)
+    given = set(meta.get("preprocess") or {}) | {k for k, v in options.items() if v is not None}
+    defaulted = [k for k in ("input_size", "channels", "mean", "std", "interpolation") if k not in given]
+    if defaulted:   # a TorchScript file does not say how it wants its images: say what was assumed
+        d = pre.to_dict()
+        extra["preprocess_defaults"] = ", ".join(f"{k}={d[k]}" for k in defaulted)
     labels = meta.get("labels") or _module_labels(module)
     num_logits = probe_num_logits(module, pre, what=f"torchscript:{path}")
     return Built(module, "torchscript", pre, num_logits, labels, family=meta.get("family"), extra=extra)

@@ -1,6 +1,8 @@
 """Model Label Learning: CREATE SEMANTIC GRAPH, LABEL MODELS, SELECT MODELS FOR TASK ...
 USING LABELS and CLASSIFY ... USING LABELS ENSEMBLE k (open_clip VLMs)."""
+from zooql.core.kinds import ObjectKind
 from zooql.methods.registry import Method
+from zooql.methods.mll import objects as _objects
 
 METHOD = Method(
     name="mll",
@@ -9,5 +11,6 @@ METHOD = Method(
     modules=("bind",),
     completions={"graphs": "SELECT name FROM mll_graphs ORDER BY 1"},
     hooks={"on_drop": "ops:_drop_hook", "on_describe": "ops:_describe_hook"},
+    objects=(ObjectKind("semantic graph", "semantic graphs", _objects.LIST_SQL, "objects:describe_graph"),),
     tables=("mll_graphs", "mll_nodes", "mll_embeddings", "mll_labels", "mll_label_runs", "mll_tasks"),
 )

@@ -157,8 +157,12 @@ def resolve_aligner(con, requested: str | None, *, setting: str | None, ps_name:
         return AlignerChoice("clip", _clip_model(con, requested[5:] or None if ":" in low else None,
                                                  setting if why != "setting aligner" else None), why)
     if low == "teacher" or low.startswith("teacher:"):
-        return AlignerChoice("teacher", _teacher_model(con, requested[8:] or None if ":" in low else None,
-                                                       probed), why)
+        named = requested[8:] or None if ":" in low else None
+        model = _teacher_model(con, named, probed)
+        if named is None:
+            why += (f" teacher ({model} is the labelled classifier with the most classes, already probed ones "
+                    f"first; name another with USING ALIGNER teacher:<model>)")
+        return AlignerChoice("teacher", model, why)
     if requested.startswith("open_clip:"):
         return AlignerChoice("clip", _clip_model(con, requested, None), why)
     source = _model_source(con, requested)
@@ -246,6 +250,8 @@ def text_query(ctx, choice: AlignerChoice, text: str, ps: dict, files, dm) -> tu
         detail = "matched " + ", ".join(f"{labels[i]!r} ({sims[i]:.2f})" for i in order)
         if sims[order[0]] < 0.3:
             detail += " - a weak match: the teacher may not know this concept"
+        detail += (f"; teacher {m['name']} chosen by {choice.why or 'default'}; its own logits are excluded "
+                   f"from the results")
         return q, {"aligner": choice.label(), "exclude": (m["id"],), "detail": detail}
     # clip
     from zooql.methods.probelog.store import save_npy

@@ -48,6 +48,7 @@ class Find(Statement):
     top: Node | None = None
     options: tuple = ()
     span: Span | None = _span()
+    images: Node | None = None   # LIKE IMAGES 'folder/' (query by example images)
 
 
 @dataclass(frozen=True)

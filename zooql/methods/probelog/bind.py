@@ -37,6 +37,7 @@ class ProbeSetRef:
     n_probes: int
     id: int | None = None          # None: the built-in set, created by the statement
     has_captions: bool = False
+    why: str | None = None         # how a default probe set was chosen (None: named or the only one)
 
     @property
     def create(self) -> bool:
@@ -63,6 +64,7 @@ class BoundProbe(Logical):
     sample_pct: float | None = None
     seed: int | None = None
     completion: dict | None = None   # rank / reg / iters / mode of the completion step
+    where: str | None = None         # the WHERE text, for "no model matches WHERE ..."
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,35 @@ def _probe_set_ref(bc: BindContext, name: str) -> ProbeSetRef:
                          f"<name> FROM '<folder | .npy | .parquet>' (or use the built-in set '{P.BUILTIN_NAME}')")
 
 
-def _default_probe_set(bc: BindContext) -> ProbeSetRef:
+def _default_probe_set(bc: BindContext, query_model: str | None = None) -> ProbeSetRef:
+    """WITH PROBES omitted: the ``probe_set`` setting, else the only probe set, else ``builtin``;
+    with several sets and no setting, among the sets the query model (a LIKE query) is probed
+    with (all sets when none), the one that probes the most models (ties: the oldest)."""
     setting = C.get_setting(bc.con, "probe_set")
     if setting:
-        return _probe_set_ref(bc, setting)
+        return _with_why(_probe_set_ref(bc, str(setting)), "the hub's probe_set setting")
     names = P.probe_set_names(bc.con)
     if len(names) == 1:
         return _probe_set_ref(bc, names[0])
     if not names:
         return _probe_set_ref(bc, P.BUILTIN_NAME)
-    raise BindError(f"several probe sets exist ({', '.join(names)}); say WITH PROBES <name> or "
-                    f"SET probe_set = '<name>'")
+    counts = bc.con.execute(
+        "SELECT p.name, count(r.model_id), min(p.id), "
+        "count(r.model_id) FILTER (WHERE m.name = ?) FROM probe_sets p "
+        "LEFT JOIN probe_runs r ON r.probe_set_id = p.id LEFT JOIN models m ON m.id = r.model_id "
+        "GROUP BY p.name", [query_model or ""]).fetchall()
+    pool = [c for c in counts if c[3]] or counts
+    best = sorted(pool, key=lambda c: (-c[1], c[2]))[0]
+    why = (f"{query_model} is probed with it" if best[3] and len(pool) == 1 else
+           f"of {len(names)} probe sets, the one probing the most models ({best[1]})"
+           + (f" among those {query_model} is probed with" if best[3] else ""))
+    return _with_why(_probe_set_ref(bc, best[0]), why + "; SET probe_set = '<name>' or WITH PROBES to choose")
+
+
+def _with_why(ref: ProbeSetRef, why: str) -> ProbeSetRef:
+    from dataclasses import replace
+
+    return replace(ref, why=why)
 
 
 def _probeable_sql(extra: list[str], params: list) -> tuple[str, list]:
@@ -199,7 +219,7 @@ def _bind_probe(stmt: A.Probe, bc: BindContext):
         sample = float(sample)
     seed = _int(stmt.seed, "SEED", 0)
     ps = _probe_set_ref(bc, str(value_of(stmt.probe_set)))
-    where, _ = bind_model_filter(stmt.where, bc)
+    where, where_text = bind_model_filter(stmt.where, bc)
     sql = "SELECT id, name, loadable, num_logits FROM models"
     params: list = []
     if where is not None:
@@ -222,14 +242,15 @@ def _bind_probe(stmt: A.Probe, bc: BindContext):
         fac = CP.factors_row(bc.con, ps.id)
         completion = CP.completion_params(None, fac)
         completion["mode"] = "fold-in" if fac is not None else "fit"
-    return BoundProbe(ps, todo, already, batch, device, sample, seed if sample is not None else None, completion)
+    return BoundProbe(ps, todo, already, batch, device, sample, seed if sample is not None else None, completion,
+                      where_text)
 
 
 @plans(BoundProbe)
 def _plan_probe(b: BoundProbe) -> Operator:
     node = P.ProbeModels(probe_set=b.ps.name, models=b.models, n_probes=b.ps.n_probes,
                          already_probed=b.already, batch=b.batch, device=b.device, child=_builtin_op(b.ps),
-                         sample_pct=b.sample_pct, sample_seed=b.seed)
+                         sample_pct=b.sample_pct, sample_seed=b.seed, where=b.where)
     if b.sample_pct is None:
         return node
     from zooql.methods.probelog import completion as CP
@@ -321,28 +342,17 @@ def _resolve_logit(bc: BindContext, m: dict, node) -> tuple[int, str | None]:
     raise BindError(f"logit must be an index or a label, got {v!r}")
 
 
-@binds(A.Find)
-def _bind_find(stmt: A.Find, bc: BindContext):
+def _find_query(stmt: A.Find, bc: BindContext, ps: ProbeSetRef, probed: set[int]):
+    """The query of a FIND: (kind, text, model, logit, label, aligner, excluded ids, models to probe)."""
     from zooql.methods.probelog.aligners import resolve_aligner
 
-    opts = _find_options(stmt)
-    ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
-          else _default_probe_set(bc))
-    probed = P.probed_model_ids(bc.con, ps.id)
-    top = _int(stmt.top, "TOP", 1) or F.DEFAULT_TOP
-    method = opts["method"]
-    if method == "model" and stmt.target == "logits":
-        raise BindError("method 'model' ranks whole models; use FIND MODELS (or method 'asymmetric' / 'full')")
-    if opts["query"] is not None and stmt.text is not None:
-        raise BindError("option query applies to LIKE queries (a query model's descriptor); a RECOGNIZING "
-                        "text's descriptor is always computed on every probe")
-
-    # the query
     query, text, model, logit, label = "text", None, None, None, None
     aligner = None
     exclude: set[int] = set()
     extra_probe: list[str] = []
-    if stmt.text is not None:
+    if stmt.images is not None:
+        pass                       # LIKE IMAGES: find_images.bind_images, once the gallery is known
+    elif stmt.text is not None:
         text = string_of(stmt.text, "RECOGNIZING text").strip()
         if not text:
             raise BindError("RECOGNIZING needs a non-empty text")
@@ -375,8 +385,53 @@ def _bind_find(stmt: A.Find, bc: BindContext):
         exclude.add(m["id"])
         if m["id"] not in probed:
             extra_probe.append(m["name"])
+    return query, text, model, logit, label, aligner, exclude, extra_probe
 
-    # the gallery
+
+@binds(A.Find)
+def _bind_find(stmt: A.Find, bc: BindContext):
+    opts = _find_options(stmt)
+    qname = (stmt.like.model.value if isinstance(stmt.like, A.LogitRef)
+             else str(value_of(stmt.like)) if stmt.like is not None else None)
+    ps = (_probe_set_ref(bc, str(value_of(stmt.probe_set))) if stmt.probe_set is not None
+          else _default_probe_set(bc, qname))
+    probed = P.probed_model_ids(bc.con, ps.id)
+    top = _int(stmt.top, "TOP", 1) or F.DEFAULT_TOP
+    method = opts["method"]
+    if method == "model" and stmt.target == "logits":
+        raise BindError("method 'model' ranks whole models; use FIND MODELS (or method 'asymmetric' / 'full')")
+    if opts["query"] is not None and stmt.text is not None:
+        raise BindError("option query applies to LIKE queries (a query model's descriptor); a RECOGNIZING "
+                        "text's descriptor is always computed on every probe")
+
+    # the query
+    query, text, model, logit, label, aligner, exclude, extra_probe = _find_query(stmt, bc, ps, probed)
+
+    gallery_sql, gallery_params, texts, gallery = _find_gallery(stmt, bc, exclude)
+    if stmt.images is not None:
+        from zooql.methods.probelog.find_images import bind_images
+
+        return bind_images(stmt, bc, ps, top, gallery, gallery_sql, gallery_params, " AND ".join(texts) or None,
+                           probed)
+    to_probe = [g[1] for g in gallery if g[0] not in probed]
+    for name in extra_probe:
+        if name not in to_probe:
+            to_probe.append(name)
+    g_logits = sum(g[2] for g in gallery)
+    total = _index_size(bc, ps, gallery, probed, g_logits)
+    topk = _topk(method, opts, ps)
+    index, reason = _check_index(stmt.target, opts["index"])
+    return BoundFind(stmt.target, ps, query, text, model, logit, label,
+                     aligner.kind if aligner else None, aligner.model if aligner else None,
+                     aligner.why if aligner else None, method, topk, index, reason, top,
+                     gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
+                     tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps), opts["query"],
+                     _full_query(bc, ps, model, opts["query"]), total)
+
+
+def _find_gallery(stmt: A.Find, bc: BindContext, exclude) -> tuple[str, list, list, list]:
+    """The searched models (IN (...) and WHERE): (SQL of their ids, its parameters, the
+    filter's text parts, [(id, name, num_logits)] without the excluded ids)."""
     conds, params, texts = [], [], []
     if stmt.models is not None:
         names = [bc.require_model(str(value_of(x))) for x in stmt.models]
@@ -391,34 +446,28 @@ def _bind_find(stmt: A.Find, bc: BindContext):
     gallery_sql, gallery_params = _probeable_sql(conds, params)
     gallery = bc.con.execute(
         f"SELECT id, name, num_logits FROM models WHERE id IN ({gallery_sql}) ORDER BY name", gallery_params).fetchall()
-    gallery = [g for g in gallery if g[0] not in exclude]
-    to_probe = [g[1] for g in gallery if g[0] not in probed]
-    for name in extra_probe:
-        if name not in to_probe:
-            to_probe.append(name)
-    g_logits = sum(g[2] for g in gallery)
+    return gallery_sql, gallery_params, texts, [g for g in gallery if g[0] not in exclude]
+
+
+def _index_size(bc: BindContext, ps: ProbeSetRef, gallery: list, probed: set, g_logits: int) -> int:
+    """Logits in the probe set once this FIND's on-demand probing is done."""
     total = 0
     if ps.id is not None:
         total = bc.con.execute("SELECT coalesce(sum(n_cols), 0) FROM probe_runs WHERE probe_set_id = ?",
                                [ps.id]).fetchone()[0]
     total += sum(g[2] for g in gallery if g[0] not in probed)
-    total = max(int(total), g_logits)
+    return max(int(total), g_logits)
 
-    # search method and index
-    topk = None
+
+def _topk(method: str, opts: dict, ps: ProbeSetRef) -> int | None:
+    """The asymmetric search's top-k probes (the default grows with the probe set)."""
     if method == "asymmetric":
         from zooql.methods.probelog.kernels import default_k_probes
 
-        topk = min(opts["topk_probes"] or default_k_probes(ps.n_probes), ps.n_probes)
-    elif opts["topk_probes"] is not None:
+        return min(opts["topk_probes"] or default_k_probes(ps.n_probes), ps.n_probes)
+    if opts["topk_probes"] is not None:
         raise BindError(f"topk_probes applies to method 'asymmetric', not {method!r}")
-    index, reason = _check_index(stmt.target, opts["index"])
-    return BoundFind(stmt.target, ps, query, text, model, logit, label,
-                     aligner.kind if aligner else None, aligner.model if aligner else None,
-                     aligner.why if aligner else None, method, topk, index, reason, top,
-                     gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
-                     tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps), opts["query"],
-                     _full_query(bc, ps, model, opts["query"]), total)
+    return None
 
 
 def _full_query(bc: BindContext, ps: ProbeSetRef, model: str | None, mode: str | None) -> tuple | None:
@@ -492,7 +541,8 @@ def _plan_find(b: BoundFind) -> Operator:
         q = F.TextQuery(probe_set=b.ps.name, text=b.text, aligner=b.aligner, aligner_model=b.aligner_model,
                         why=b.aligner_why, child=node)
     search = F.Search(method=b.method, topk_probes=b.topk_probes, index=b.index, reason=b.reason,
-                      target=b.target, top=b.top, probe_set=b.ps.name, gallery_sql=b.gallery_sql,
+                      target=b.target, top=b.top, probe_set=b.ps.name, probe_set_why=b.ps.why,
+                      gallery_sql=b.gallery_sql,
                       gallery_params=b.gallery_params, filter=b.filter, gallery_models=b.gallery_models,
                       gallery_logits=b.gallery_logits, pool=b.pool, ef=b.ef, child=q)
     if not b.sampled:

@@ -168,6 +168,7 @@ class Search(Operator):
     target: str = "logits"          # logits | models
     top: int = DEFAULT_TOP
     probe_set: str = ""
+    probe_set_why: str | None = None   # how the default probe set was chosen (shown in the message)
     gallery_sql: str = ""
     gallery_params: tuple = ()
     filter: str | None = None
@@ -187,7 +188,7 @@ class Search(Operator):
     def _gallery(self, ctx, ps, exclude):
         ids = {r[0] for r in ctx.con.execute(self.gallery_sql, list(self.gallery_params)).fetchall()}
         ids -= set(exclude)
-        return P.runs_of(ctx.con, ps["id"], ids)
+        return P.runs_of(ctx.con, ps["id"], ids), len(ids)
 
     def _kp(self, n: int) -> int | None:
         return min(self.topk_probes, n) if self.method == "asymmetric" and self.topk_probes else None
@@ -197,7 +198,7 @@ class Search(Operator):
         ps, files, dm = _probe_set(ctx, self.probe_set)
         n = ps["n_probes"]
         kp = self._kp(n)
-        mids, first, ncols = self._gallery(ctx, ps, info.get("exclude", ()))
+        (mids, first, ncols), matched = self._gallery(ctx, ps, info.get("exclude", ()))
         _, all_first, all_ncols = P.runs_of(ctx.con, ps["id"])
         notes = list(info.get("notes", []))
         if self.target == "logits":
@@ -211,11 +212,14 @@ class Search(Operator):
             rows = [r + (info["aligner"],) for r in rows]
         what = ("logit" if self.target == "logits" else "model") + ("" if len(rows) == 1 else "s")
         head = f"{len(rows)} {what} " + (f"recognizing {info['query']}" if "aligner" in info else f"like {info['query']}")
-        parts = [head, f"probes: {ps['name']} ({n})",
+        parts = [head, f"probes: {ps['name']} ({n}" + (f"; {self.probe_set_why}" if self.probe_set_why else "") + ")",
                  f"method={self.method}" + (f" topk_probes={kp}" if kp else "") + f" index={used_index}"]
         if "aligner" in info:
             parts.insert(1, f"aligner: {info['aligner']}" + (f", {info['detail']}" if info.get("detail") else ""))
-        if int(mids.size) == 0:
+        if int(mids.size) == 0 and self.filter and not matched:
+            notes.append(f"no model matches WHERE {P.bare(self.filter)}" + (" (besides the query's own model)"
+                                                                    if info.get("exclude") else ""))
+        elif int(mids.size) == 0:
             notes.append("no model in the gallery is probed with this probe set")
         msg = "; ".join(parts + notes)
         cols = ["rank", "model", "logit", "label", "distance", "score"]

@@ -94,7 +94,7 @@ def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, l
         "INSERT INTO probe_sets (name, source, n_probes, shape, dtype, dir, content_hash, probe_limit, seed, "
         "captions, descriptor_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         [name, source, n, json.dumps(list(pi.images.shape[1:])), str(pi.images.dtype), rel, content,
-         limit, seed, captions_file or ("column" if captions else None), dtype]).fetchone()
+         limit, seed, captions_file or (pi.captions_from if captions else None), dtype]).fetchone()
     import pyarrow as pa
 
     tbl = pa.table({"probe_set_id": pa.array([row[0]] * n, pa.int32()), "idx": pa.array(range(n), pa.int32()),
@@ -291,6 +291,19 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     return rows, notes
 
 
+def bare(text: str) -> str:
+    """A rendered WHERE without the outer parentheses, for messages."""
+    if text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        return text[1:-1]
+    return text
+
+
 @dataclass(frozen=True)
 class ProbeModels(Operator):
     """Run models over a probe set; store raw logits and z-scored descriptor columns;
@@ -306,6 +319,7 @@ class ProbeModels(Operator):
     sample_pct: float | None = None   # SAMPLE p PERCENT: collaborative probing
     sample_seed: int | None = None
     reg: float | None = None          # ridge penalty of the fold-in (None: the stored factors')
+    where: str | None = None          # the PROBE's WHERE text (for "no model matches WHERE ...")
     child: Operator | None = None
     writes: ClassVar[bool] = True
     short_writes: ClassVar[bool] = True
@@ -325,7 +339,12 @@ class ProbeModels(Operator):
                                    device=self.device,
                                    label="on-demand probe" if self.on_demand else "probe",
                                    sample_pct=self.sample_pct, sample_seed=self.sample_seed, reg=self.reg)
-        msg = "; ".join(notes) if notes else f"nothing to probe: all selected models are probed with {self.probe_set}"
+        if notes:
+            msg = "; ".join(notes)
+        elif self.where is not None and not (self.already_probed or self.models):
+            msg = f"nothing to probe: no model matches WHERE {bare(self.where)}"
+        else:
+            msg = f"nothing to probe: all selected models are probed with {self.probe_set}"
         if inputs and inputs[0].message and not self.on_demand:
             msg = inputs[0].message + "; " + msg
         return Rows(["model", "logits", "status", "seconds"], rows, message=msg)

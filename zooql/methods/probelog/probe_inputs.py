@@ -76,8 +76,9 @@ class ProbeImages:
     images: np.ndarray
     names: list
     source_index: list
-    captions: list | None = None   # from a parquet caption column
+    captions: list | None = None   # from a parquet caption column, or the class folder names
     note: str | None = None
+    captions_from: str = "column"  # column | folders
 
 
 def read_folder(path: str, limit, seed) -> ProbeImages:
@@ -97,7 +98,23 @@ def read_folder(path: str, limit, seed) -> ProbeImages:
         except (UnidentifiedImageError, OSError) as exc:
             raise ExecutionError(f"cannot read image {fp}: {exc}") from None
     images, note = _stack_images(arrays, "images")
-    return ProbeImages(images, [files[i].replace(os.sep, "/") for i in idx], [int(i) for i in idx], note=note)
+    names = [files[i].replace(os.sep, "/") for i in idx]
+    captions = class_folder_captions(names)
+    if captions is not None:
+        n_cls = len(set(captions))
+        note = "; ".join(x for x in (note, f"captions from the {n_cls} class folder name{'s' if n_cls > 1 else ''} "
+                                              f"(<class>/<image>; a CAPTIONS FROM file overrides them)") if x)
+    return ProbeImages(images, names, [int(i) for i in idx], captions, note=note,
+                       captions_from="folders")
+
+
+def class_folder_captions(names: list[str]) -> list[str] | None:
+    """``<class>/<image>`` layout (every image exactly one folder deep): each probe's caption is
+    its folder name, underscores and hyphens as spaces (``tabby_cat/1.png`` -> ``tabby cat``)."""
+    parts = [n.split("/") for n in names]
+    if not parts or any(len(p) != 2 for p in parts):
+        return None
+    return [p[0].replace("_", " ").replace("-", " ").strip() or p[0] for p in parts]
 
 
 def read_npy(path: str, limit, seed) -> ProbeImages:

@@ -46,6 +46,9 @@ class Syntax:
                              line=meta.line, column=meta.column)
         return ("like", A.LogitRef(items[0], items[2], span=span(meta)))
 
+    def like_images(self, meta, items):
+        return ("images", items[0])
+
     def like_model(self, meta, items):
         return ("like", items[0])
 
@@ -59,6 +62,10 @@ class Syntax:
         return ("in", None)
 
     def aligner_clause(self, meta, items):
+        if len(items) == 2:   # USING ALIGNER teacher:my_cnn (unquoted kind:model)
+            value = f"{_text(items[0])}:{_text(items[1])}"
+            return ("aligner", type(items[0])(value, span=getattr(items[0], "span", None))
+                    if hasattr(items[0], "quoted") else value)
         return ("aligner", items[0])
 
     def probes_clause(self, meta, items):
@@ -70,8 +77,12 @@ class Syntax:
         return A.Find(target, query[1] if query[0] == "text" else None,
                       query[1] if query[0] == "like" else None, kw.get("in"), kw.get("aligner"),
                       kw.get("probes"), kw.get("where"), kw.get("top"), kw.get("options", ()),
-                      span=span(meta))
+                      span=span(meta), images=query[1] if query[0] == "images" else None)
 
     def refresh_stmt(self, meta, items):
         kw = clauses(items)
         return A.RefreshDescriptors(kw.get("probes"), kw.get("options", ()), span=span(meta))
+
+
+def _text(node) -> str:
+    return str(getattr(node, "value", node))
