@@ -162,7 +162,8 @@ class Hub:
     def _bind_and_plan(self, stmt, params, base_dir):
         with self.store.read() as con:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                           dispatch=registry.dispatch(), settings=registry.settings()))
+                                           dispatch=registry.dispatch(), settings=registry.settings(),
+                                           relations=registry.relations()))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 

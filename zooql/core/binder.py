@@ -30,6 +30,7 @@ class BindContext:
     params: Any = None       # list/tuple (positional) or dict (named)
     dispatch: Any = None     # zooql.plan.hooks.Dispatch: binders of the core and every method
     settings: dict = dataclasses.field(default_factory=dict)   # setting -> type, core and methods
+    relations: dict = dataclasses.field(default_factory=dict)  # method relations: name -> SQL (SELECT)
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:
