@@ -32,6 +32,7 @@ class BoundSelect(Logical):
     params: tuple = ()            # ((duckdb name, value), ...)
     subs: tuple = ()              # sub-statement relation names
     _relation_sql: tuple = ()     # ((name, SQL over the attached catalog), ...)
+    _plain_sql: tuple = ()        # ((name, SQL over the catalog connection), ...)
     _sub_plans: tuple = ()        # operator trees of the sub-statements
 
 
@@ -53,8 +54,8 @@ def _sub_plan(sub: A.SubStatement, bc: BindContext, what: str) -> Operator:
         raise BindError(f"{type(sub).__name__.upper()} cannot be used {what}")
     bound = bind(sub, bc)
     op = plan(bound, bc.dispatch)
-    if op.any_writes():
-        raise BindError(f"only statements that read can be used {what}; "
+    if op.any_writes() and bc.dispatch.owners.get(type(sub)) == "core":
+        raise BindError(f"only statements that return results can be used {what}; "
                         f"{type(sub).__name__} changes the catalog")
     return op
 
@@ -71,9 +72,10 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     for name, lit in stmt.params:
         value = lit.value if isinstance(lit, A.Literal) else [x.value for x in lit.items]
         params.append((name, value))
-    cat = tuple((r, sqlcheck.qualified(rels[r])) for r in used if r in rels)
-    return BoundSelect(tree.sql(dialect="duckdb"), tuple(r for r in used if r in rels), tuple(params),
-                       tuple(s.name for s in stmt.subs), cat, sub_plans)
+    names = tuple(r for r in used if r in rels)
+    return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params), tuple(s.name for s in stmt.subs),
+                       tuple((r, sqlcheck.qualified(rels[r])) for r in names),
+                       tuple((r, rels[r]) for r in names), sub_plans)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class DuckDBQuery(Operator):
     sql: str = ""
     relations: tuple = ()
     params: tuple = ()
-    relation_sql: tuple = ()
+    relation_sql: tuple = ()      # ((name, SQL over the attached catalog), ...)
+    plain_sql: tuple = ()         # ((name, SQL over the catalog connection), ...)
     inputs: tuple = ()            # StatementRelation operators
 
     @property
@@ -109,8 +112,15 @@ class DuckDBQuery(Operator):
         return {"relations": names, "params": [n for n, _ in self.params] or None, "sql": Expr(self.sql)}
 
     def run(self, ctx, inputs):
-        con = sandbox(str(ctx.store.catalog_path), self.relation_sql,
-                      [(op.relation, rows.table) for op, rows in zip(self.inputs, inputs)])
+        tables = [(op.relation, rows.table) for op, rows in zip(self.inputs, inputs)]
+        if any(op.any_writes() for op in self.inputs):
+            # a sub-statement that writes (a method's cache) runs under the writer's connection,
+            # which holds the catalog file: the relations read are copied from it instead
+            plain = dict(self.plain_sql)
+            tables += [(name, ctx.con.sql(plain[name]).to_arrow_table()) for name, _ in self.relation_sql]
+            con = sandbox(None, (), tables)
+        else:
+            con = sandbox(str(ctx.store.catalog_path), self.relation_sql, tables)
         try:
             return Rows.from_arrow(run_sql(con, self.sql, dict(self.params)))
         finally:
@@ -124,7 +134,8 @@ def sandbox(catalog_path: str, relation_sql, tables):
 
     con = duckdb.connect(":memory:")
     try:
-        con.execute("ATTACH '" + catalog_path.replace("'", "''") + "' AS cat (READ_ONLY)")
+        if catalog_path is not None:
+            con.execute("ATTACH '" + catalog_path.replace("'", "''") + "' AS cat (READ_ONLY)")
         for name, sql in relation_sql:
             con.execute(f'CREATE VIEW "{name}" AS {sql}')
         for name, table in tables:
@@ -166,7 +177,7 @@ def _duckdb_message(exc) -> str:
 def _plan_select(b: BoundSelect) -> Operator:
     inputs = tuple(StatementRelation(relation=n, child=op) for n, op in zip(b.subs, b._sub_plans))
     return DuckDBQuery(sql=b.sql, relations=b.relations, params=b.params, relation_sql=b._relation_sql,
-                       inputs=inputs)
+                       plain_sql=b._plain_sql, inputs=inputs)
 
 
 # ---- COPY (<statement>) TO 'file' ----------------------------------------------------------

@@ -7,6 +7,7 @@ SQL over the catalog tables; methods add theirs through their ``registry.Method`
 from __future__ import annotations
 
 import functools
+import re
 import logging
 
 from zooql.core.where import suggest
@@ -104,6 +105,7 @@ def parse_sql(sql: str, line: int, column: int):
         err = exc.errors[0] if exc.errors else {}
         rel_line, rel_col = err.get("line") or 1, err.get("col") or 1
         what = (err.get("description") or str(exc)).split("\n")[0]
+        what = re.sub(r"<Token token_type: [^,]*, text: ([^,]*),[^>]*>", r"'\1'", what)
         abs_line = line + rel_line - 1
         abs_col = rel_col + (column - 1 if rel_line == 1 else 0)
         src = sql.splitlines()[rel_line - 1] if rel_line <= len(sql.splitlines()) else ""
@@ -142,7 +144,7 @@ def check(tree, relations: set[str], subs: set[str]) -> list[str]:
     for node in tree.walk():
         if isinstance(node, refused):
             raise BindError(f"{_kind(node)} is not allowed inside a query (queries are read-only)")
-        if isinstance(node, exp.Func):
+        if isinstance(node, exp.Func) and not isinstance(node, (exp.Binary, exp.Connector, exp.Not, exp.Paren)):
             _check_function(node)
         elif isinstance(node, exp.Table):
             _check_table(node, relations, subs, ctes, used)

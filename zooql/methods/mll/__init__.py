@@ -10,4 +10,7 @@ METHOD = Method(
     completions={"graphs": "SELECT name FROM mll_graphs ORDER BY 1"},
     hooks={"on_drop": "ops:_drop_hook", "on_describe": "ops:_describe_hook"},
     tables=("mll_graphs", "mll_nodes", "mll_embeddings", "mll_labels", "mll_label_runs", "mll_tasks"),
+    relations={"semantic_graphs": "SELECT name, origin, root, max_images, created_at FROM mll_graphs",
+               "model_labels": "SELECT g.name AS graph, m.name AS model, l.node, l.\"precision\", l.n_images FROM mll_labels l "
+                               "JOIN mll_graphs g ON g.id = l.graph_id JOIN models m ON m.id = l.model_id"},
 )
