@@ -150,3 +150,27 @@ def test_select_models_for_task_still_parses():
     q = zooql.parse("SELECT * FROM (SELECT MODELS FOR TASK t CLASSES ('a')) s")[0]
     assert type(q.subs[0].statement).__name__ == "SelectModelsForTask"
     assert zooql.parse("select models.name from models")[0].sql == "select models.name from models"
+
+
+def test_views_are_stored_and_re_evaluated_on_use(hub):
+    hub.execute("CREATE VIEW popular AS SELECT name, downloads FROM models WHERE downloads > 100")
+    hub.execute("CREATE VIEW gems AS SELECT g.model FROM (DISCOVER BEST 1 IN TREE llama ON gsm8k BUDGET 12 "
+                "SEED 0 USING uniform) g JOIN popular p ON p.name <> g.model")
+    assert [r[0] for r in hub.execute("SELECT name FROM popular ORDER BY 1")] == ["base", "ft1"]
+    hub.execute("ALTER MODEL gem SET downloads = 5000")
+    assert [r[0] for r in hub.execute("SELECT name FROM popular ORDER BY 1")] == ["base", "ft1", "gem"]
+    assert hub.execute("SELECT DISTINCT model FROM gems").rows == [("gem",)]
+    plan = hub.explain("SELECT * FROM gems").splitlines()
+    assert plan[0] == "DuckDBQuery: relations=[__view_gems] sql=(SELECT * FROM __view_gems AS gems)"
+    assert any(x.strip().startswith("Discover:") for x in plan)
+    assert any("StatementRelation: relation=__view_popular" in x for x in plan)
+    with pytest.raises(BindError, match="already exists"):
+        hub.execute("CREATE VIEW popular AS SELECT 1 AS x")
+    with pytest.raises(BindError, match="cannot have parameters"):
+        hub.execute("CREATE VIEW p2 AS SELECT name FROM models WHERE downloads > ?", [1])
+    hub.execute("DROP VIEW popular")
+    with pytest.raises(BindError, match="view 'gems' no longer binds: unknown relation 'popular'"):
+        hub.execute("SELECT * FROM gems")
+    hub.execute("DROP VIEW IF EXISTS popular")
+    with pytest.raises(BindError, match="unknown view 'popular'"):
+        hub.execute("DROP VIEW popular")

@@ -163,7 +163,7 @@ class Hub:
         with self.store.read() as con:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                            dispatch=registry.dispatch(), settings=registry.settings(),
-                                           relations=registry.relations()))
+                                           relations=registry.relations(), parse=registry.parse_one))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 

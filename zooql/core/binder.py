@@ -31,6 +31,7 @@ class BindContext:
     dispatch: Any = None     # zooql.plan.hooks.Dispatch: binders of the core and every method
     settings: dict = dataclasses.field(default_factory=dict)   # setting -> type, core and methods
     relations: dict = dataclasses.field(default_factory=dict)  # method relations: name -> SQL (SELECT)
+    parse: Callable | None = None    # text -> one statement (the full parser), for views
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from zooql.core import sqlcheck
+from zooql.core import sqlcheck, views
 from zooql.core.binder import BindContext, BoundExplain, bind, string_of, options_dict
 from zooql.errors import BindError, ExecutionError
 from zooql.lang import ast as A
@@ -66,16 +66,18 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     tree = sqlcheck.parse_sql(stmt.sql, line, column)
     rels = relations(bc)
     sub_names = {s.name for s in stmt.subs}
-    used = sqlcheck.check(tree, set(rels), sub_names)
+    used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
     sub_plans = tuple(_sub_plan(s.statement, bc, "inside a query") for s in stmt.subs)
+    expanded = views.expand(tree, [u for u in used if u not in rels and u not in sub_names], bc, _bind_select)
     params = []
     for name, lit in stmt.params:
         value = lit.value if isinstance(lit, A.Literal) else [x.value for x in lit.items]
         params.append((name, value))
     names = tuple(r for r in used if r in rels)
-    return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params), tuple(s.name for s in stmt.subs),
+    return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params),
+                       tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
                        tuple((r, sqlcheck.qualified(rels[r])) for r in names),
-                       tuple((r, rels[r]) for r in names), sub_plans)
+                       tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded))
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,9 @@ class DuckDBQuery(Operator):
 
     def run(self, ctx, inputs):
         tables = [(op.relation, rows.table) for op, rows in zip(self.inputs, inputs)]
-        if any(op.any_writes() for op in self.inputs):
-            # a sub-statement that writes (a method's cache) runs under the writer's connection,
-            # which holds the catalog file: the relations read are copied from it instead
+        if _writing(ctx.con):
+            # a statement that writes (a method's cache) runs on the writer's connection, which
+            # holds the catalog file: the relations read are copied from it instead
             plain = dict(self.plain_sql)
             tables += [(name, ctx.con.sql(plain[name]).to_arrow_table()) for name, _ in self.relation_sql]
             con = sandbox(None, (), tables)
@@ -125,6 +127,10 @@ class DuckDBQuery(Operator):
             return Rows.from_arrow(run_sql(con, self.sql, dict(self.params)))
         finally:
             con.close()
+
+
+def _writing(con) -> bool:
+    return con.execute("SELECT current_setting('access_mode')").fetchall()[0][0] != "read_only"
 
 
 def sandbox(catalog_path: str, relation_sql, tables):

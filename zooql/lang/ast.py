@@ -277,6 +277,7 @@ class SqlQuery(Statement):
     subs: tuple = ()                  # tuple[SubStatement]
     params: tuple = ()                # tuple[(duckdb name, Param or Literal)]
     span: Span | None = _span()
+    text: str = field(default="", compare=False, repr=False)   # the query as written
 
 
 @dataclass(frozen=True)
@@ -285,4 +286,18 @@ class Copy(Statement):
     statement: Statement
     path: Node
     options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class CreateView(Statement):
+    name: Name
+    query: SqlQuery
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class DropView(Statement):
+    name: Name
+    if_exists: bool = False
     span: Span | None = _span()

@@ -239,6 +239,12 @@ class _ToAst(Transformer):
     def sql_query(self, meta, items):
         return self._parser._sql_query(items[0], self)
 
+    def create_view(self, meta, items):
+        return A.CreateView(items[0], items[1], span=span(meta))
+
+    def drop_view(self, meta, items):
+        return A.DropView(items[-1], len(items) == 2, span=span(meta))
+
     def copy_stmt(self, meta, items):
         opts = items[2][1] if len(items) > 2 else ()
         return A.Copy(items[0], items[1], opts, span=span(meta))
@@ -390,7 +396,7 @@ class Parser:
                 params.append((f"p_{key}", A.Param(key, span=(base + start, base + end, 0, 0))))
                 sql.append(f"$p_{key}")
         sql.append(raw[last:])
-        return A.SqlQuery("".join(sql).rstrip(), tuple(subs), tuple(params), span=_tokspan(tok))
+        return A.SqlQuery("".join(sql).rstrip(), tuple(subs), tuple(params), span=_tokspan(tok), text=raw.rstrip())
 
     @functools.cached_property
     def _starters(self) -> frozenset[str]:

@@ -207,10 +207,10 @@ def dispatch():
     """Binder and planner tables: the core's plus every method's, built from the tagged
     functions of the declared modules; a statement type claimed twice is an error."""
     from zooql.plan.hooks import Dispatch
-    from zooql.core import binder, planner, select, tasks_bind
+    from zooql.core import binder, planner, select, tasks_bind, views
 
     d = Dispatch()
-    for mod in (binder, planner, tasks_bind, select):
+    for mod in (binder, planner, tasks_bind, select, views):
         d.collect(mod, owner="core")
     for m in methods():
         for mod in m.load_modules():
