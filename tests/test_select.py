@@ -174,3 +174,30 @@ def test_views_are_stored_and_re_evaluated_on_use(hub):
     hub.execute("DROP VIEW IF EXISTS popular")
     with pytest.raises(BindError, match="unknown view 'popular'"):
         hub.execute("DROP VIEW popular")
+
+
+def test_relations_and_the_tables_schema_dot_commands(hub):
+    from zooql.repl import dotcommands
+
+    hub.execute("CREATE VIEW popular AS SELECT name FROM models WHERE downloads > 100")
+    rels = hub.relations()
+    assert rels["trees"] == ["tree", "model", "parent", "root", "depth"]
+    assert rels["evaluations"][:4] == ["model", "dataset", "metric", "score"] and rels["popular"] == []
+    assert "relations" in hub.completions() and "probe_sets" in hub.completions()["relations"]
+
+    class FakeRepl:
+        def __init__(self):
+            self.hub, self.shown = hub, []
+
+        def show_rows(self, columns, rows):
+            self.shown.append((columns, rows))
+
+    repl = FakeRepl()
+    dotcommands.run(repl, ".tables")
+    dotcommands.run(repl, ".tables t*")
+    dotcommands.run(repl, ".schema logits")
+    assert ("popular",) in repl.shown[0][1] and ("models",) in repl.shown[0][1]
+    assert repl.shown[1][1] == [("tasks",), ("trees",)]
+    assert repl.shown[2] == (["relation", "columns"], [("logits", "model, idx, label")])
+    with pytest.raises(dotcommands.DotCommandError, match="unknown relation 'nope'"):
+        dotcommands.run(repl, ".schema nope")

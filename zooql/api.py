@@ -206,12 +206,34 @@ class Hub:
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
                    "trees": C.tree_names(con)}
+            from zooql.core.sqlcheck import CORE_RELATIONS
+
+            out["relations"] = sorted({*CORE_RELATIONS, *registry.relations()})
             sources = {"tasks": "SELECT name FROM tasks ORDER BY 1", **registry.completion_sources()}
             for key, sql in sources.items():
                 try:
                     out[key] = [r[0] for r in con.execute(sql).fetchall()]
                 except duckdb.Error:  # a hub written before that feature existed
                     out[key] = []
+        return out
+
+    def relations(self) -> dict[str, list[str]]:
+        """The relations a SELECT can read and their columns: the catalog's, each method's
+        and the stored views (a view's columns are known once it runs: listed empty)."""
+        from zooql.core import select, sqlcheck
+
+        rels = {**sqlcheck.CORE_RELATIONS, **registry.relations()}
+        con = select.sandbox(str(self.store.catalog_path),
+                             [(n, sqlcheck.qualified(sql)) for n, sql in rels.items()], [])
+        try:
+            out = {n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()] for n in sorted(rels)}
+        finally:
+            con.close()
+        with self.store.read() as rcon:
+            try:
+                out.update({r[0]: [] for r in rcon.execute("SELECT name FROM views ORDER BY 1").fetchall()})
+            except duckdb.Error:  # a hub written before views existed
+                pass
         return out
 
     def _check_open(self):
