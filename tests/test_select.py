@@ -201,3 +201,12 @@ def test_relations_and_the_tables_schema_dot_commands(hub):
     assert repl.shown[2] == (["relation", "columns"], [("logits", "model, idx, label")])
     with pytest.raises(dotcommands.DotCommandError, match="unknown relation 'nope'"):
         dotcommands.run(repl, ".schema nope")
+
+
+def test_unknown_column_points_at_the_name(hub):
+    with pytest.raises(BindError) as exc:
+        hub.execute("SELECT m.name,\n  m.dwnloads FROM models m")
+    assert "dwnloads" in exc.value.message and exc.value.message.endswith("at line 2, column 5")
+    assert exc.value.hint.splitlines() == ["  2 |   m.dwnloads FROM models m", "    |     ^"]
+    with pytest.raises(BindError, match=r"did you mean 'name'.*at line 1, column 8"):
+        hub.execute("SELECT nme FROM models")

@@ -34,6 +34,7 @@ class BoundSelect(Logical):
     _relation_sql: tuple = ()     # ((name, SQL over the attached catalog), ...)
     _plain_sql: tuple = ()        # ((name, SQL over the catalog connection), ...)
     _sub_plans: tuple = ()        # operator trees of the sub-statements
+    _source: tuple = ()           # (query as the user wrote it, line, column): error positions
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params),
                        tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
                        tuple((r, sqlcheck.qualified(rels[r])) for r in names),
-                       tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded))
+                       tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded),
+                       (stmt.sql, line, column))
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class DuckDBQuery(Operator):
     relation_sql: tuple = ()      # ((name, SQL over the attached catalog), ...)
     plain_sql: tuple = ()         # ((name, SQL over the catalog connection), ...)
     inputs: tuple = ()            # StatementRelation operators
+    source: tuple = ()            # (query text, line, column) for error positions
 
     @property
     def children(self):
@@ -124,7 +127,7 @@ class DuckDBQuery(Operator):
         else:
             con = sandbox(str(ctx.store.catalog_path), self.relation_sql, tables)
         try:
-            return Rows.from_arrow(run_sql(con, self.sql, dict(self.params)))
+            return Rows.from_arrow(run_sql(con, self.sql, dict(self.params), self.source))
         finally:
             con.close()
 
@@ -154,36 +157,43 @@ def sandbox(catalog_path: str, relation_sql, tables):
     return con
 
 
-def run_sql(con, sql: str, params: dict):
+def run_sql(con, sql: str, params: dict, source: tuple = ()):
     import duckdb
 
     try:
         return con.sql(sql, params=params or None).to_arrow_table()
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException) as exc:
-        raise BindError(_duckdb_message(exc)) from None
+        raise _bind_error(exc, source) from None
     except duckdb.PermissionException as exc:
         raise BindError(f"refused: {str(exc).splitlines()[0]}") from None
     except duckdb.Error as exc:
         raise ExecutionError(f"query failed: {str(exc).splitlines()[0]}") from None
 
 
-def _duckdb_message(exc) -> str:
+def _bind_error(exc, source: tuple) -> BindError:
+    """DuckDB's binder error as a BindError: "did you mean" from its candidates, and the
+    line, column and caret of the offending name in the query as written."""
+    import re
+
     lines = str(exc).splitlines()
     msg = lines[0].replace("Binder Error: ", "").replace("Catalog Error: ", "")
     for line in lines[1:]:
         if line.startswith("Candidate bindings:"):
             names = [x.strip().strip('"') for x in line.split(":", 1)[1].split(",") if x.strip()]
             msg += " (did you mean " + ", ".join(repr(n) for n in names[:3]) + "?)"
-        elif line.startswith("LINE ") or (line.strip() == "^" and "LINE " in msg):
-            msg += "\n" + line
-    return msg
+    found = re.findall(r'"([^"]+)"', lines[0])
+    pos = sqlcheck.locate(source[0], found[-1].split(".")[-1]) if source and found else None
+    if pos is None:
+        return BindError(msg)
+    line, column, context = sqlcheck.caret(source[0], source[1], source[2], *pos)
+    return BindError(f"{msg} at line {line}, column {column}", hint=context)
 
 
 @plans(BoundSelect)
 def _plan_select(b: BoundSelect) -> Operator:
     inputs = tuple(StatementRelation(relation=n, child=op) for n, op in zip(b.subs, b._sub_plans))
     return DuckDBQuery(sql=b.sql, relations=b.relations, params=b.params, relation_sql=b._relation_sql,
-                       plain_sql=b._plain_sql, inputs=inputs)
+                       plain_sql=b._plain_sql, inputs=inputs, source=b._source)
 
 
 # ---- COPY (<statement>) TO 'file' ----------------------------------------------------------

@@ -106,19 +106,35 @@ def parse_sql(sql: str, line: int, column: int):
         rel_line, rel_col = err.get("line") or 1, err.get("col") or 1
         what = (err.get("description") or str(exc)).split("\n")[0]
         what = re.sub(r"<Token token_type: [^,]*, text: ([^,]*),[^>]*>", r"'\1'", what)
-        abs_line = line + rel_line - 1
-        abs_col = rel_col + (column - 1 if rel_line == 1 else 0)
-        src = sql.splitlines()[rel_line - 1] if rel_line <= len(sql.splitlines()) else ""
-        src = (" " * (column - 1) + src) if rel_line == 1 else src
+        abs_line, abs_col, context = caret(sql, line, column, rel_line, rel_col)
         raise ParseError(f"syntax error at line {abs_line}, column {abs_col}: {what}", line=abs_line,
-                         column=abs_col, context=f"  {abs_line} | {src}\n  {' ' * len(str(abs_line))} | "
-                                                 f"{' ' * max(0, abs_col - 1)}^") from None
+                         column=abs_col, context=context) from None
     except TokenError as exc:
         raise ParseError(f"syntax error at line {line}: {exc}") from None
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise ParseError("a query must be exactly one SELECT statement")
     return trees[0]
+
+
+def caret(sql: str, line: int, column: int, rel_line: int, rel_col: int) -> tuple[int, int, str]:
+    """Position ``rel_line``/``rel_col`` of ``sql`` (which starts at ``line``, ``column`` of the
+    statement text) in the statement text, and the caret context under it."""
+    lines = sql.splitlines() or [""]
+    abs_line = line + rel_line - 1
+    abs_col = rel_col + (column - 1 if rel_line == 1 else 0)
+    src = lines[rel_line - 1] if rel_line <= len(lines) else ""
+    src = (" " * (column - 1) + src) if rel_line == 1 else src
+    return abs_line, abs_col, f"  {abs_line} | {src}\n  {' ' * len(str(abs_line))} | {' ' * max(0, abs_col - 1)}^"
+
+
+def locate(sql: str, name: str) -> tuple[int, int] | None:
+    """Line and column (1-based, within ``sql``) of the first use of the name ``name``."""
+    m = re.search(r"(?<![\w'\"])" + re.escape(name) + r"(?![\w'\"])", sql, flags=re.I)
+    if m is None:
+        return None
+    before = sql[:m.start()]
+    return before.count("\n") + 1, m.start() - (before.rfind("\n") + 1) + 1
 
 
 def function_names(node) -> set[str]:
