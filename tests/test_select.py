@@ -210,3 +210,23 @@ def test_unknown_column_points_at_the_name(hub):
     assert exc.value.hint.splitlines() == ["  2 |   m.dwnloads FROM models m", "    |     ^"]
     with pytest.raises(BindError, match=r"did you mean 'name'.*at line 1, column 8"):
         hub.execute("SELECT nme FROM models")
+
+
+def test_repl_completes_relations_columns_and_sql_keywords(hub):
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from zooql.repl.completer import ZooQLCompleter
+
+    comp = ZooQLCompleter(hub)
+
+    def offered(text):
+        return [(c.text, c.display_meta_text) for c in comp.get_completions(Document(text), CompleteEvent())]
+
+    assert ("evaluations", "relation") in offered("SELECT * FROM evalu")
+    assert offered("SELECT * FROM models JOIN tr")[0] == ("trees", "relation")
+    assert ("downloads", "column") in offered("SELECT down")
+    assert ("HAVING", "keyword") in offered("SELECT tree FROM models GROUP BY tree HAV")
+    from zooql.api import keywords
+
+    assert {"HAVING", "OVER", "PARTITION", "DISTINCT", "VIEW"} <= set(keywords())

@@ -206,9 +206,13 @@ class Hub:
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
                    "trees": C.tree_names(con)}
-            from zooql.core.sqlcheck import CORE_RELATIONS
-
-            out["relations"] = sorted({*CORE_RELATIONS, *registry.relations()})
+        try:
+            rels = self.relations()
+        except (duckdb.Error, ZooQLError):
+            rels = {}
+        out["relations"] = sorted(rels)
+        out["columns"] = sorted({c for cols in rels.values() for c in cols})
+        with self.store.read() as con:
             sources = {"tasks": "SELECT name FROM tasks ORDER BY 1", **registry.completion_sources()}
             for key, sql in sources.items():
                 try:

@@ -421,7 +421,7 @@ class Parser:
 
     def keywords(self) -> frozenset[str]:
         """Every keyword of the grammar (upper case), for highlighting and completion."""
-        return frozenset(m.upper() for m in re.findall(r'"([A-Za-z_]+)"i', self.grammar))
+        return frozenset(m.upper() for m in re.findall(r'"([A-Za-z_]+)"i', self.grammar)) | sqlspan.SQL_KEYWORDS
 
 
 _TOKEN_NAMES = {

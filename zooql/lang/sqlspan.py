@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import re
 
+# SQL keywords of SELECT queries, for highlighting and completion (the grammar's own
+# keywords are listed by the parser).
+SQL_KEYWORDS = frozenset("""SELECT WITH DISTINCT FROM JOIN LEFT RIGHT FULL INNER OUTER CROSS USING ON
+WHERE GROUP BY HAVING ORDER ASC DESC LIMIT OFFSET UNION ALL INTERSECT EXCEPT CASE WHEN THEN ELSE
+END CAST OVER PARTITION ROWS RANGE PRECEDING FOLLOWING UNBOUNDED CURRENT ROW FILTER RECURSIVE
+VIEW COPY TO""".split())
+
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SQL_SELECT = re.compile(r"SELECT\b(?!\s+MODELS\s+FOR\b)", re.I)
 

@@ -28,9 +28,14 @@ _CONTEXT = {
     "TASK": "tasks",
     "SOURCES": "tasks",
     "GRAPH": "graphs",
+    "FROM": "relations",
+    "JOIN": "relations",
+    "SELECT": "columns",
+    "BY": "columns",
 }
 
 _META = {"models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task",
+         "relations": "relation", "columns": "column",
          "graphs": "semantic graph"}
 
 
@@ -135,6 +140,8 @@ class ZooQLCompleter(Completer):
         def name_completions():
             for n, cat in name_hits:
                 text = ('"' + n.replace('"', '""') + '"') if quoted else quote_name(n)
+                if cat in ("relations", "columns") and not quoted and lx.IDENT_RE.match(n):
+                    text = n   # SQL names: ZooQL's statement keywords need no quotes there
                 yield Completion(text, start_position=-len(word), display=n,
                                  display_meta=_META.get(cat, cat))
 
