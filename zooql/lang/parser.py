@@ -461,6 +461,10 @@ def _format_error(text: str, exc: UnexpectedInput) -> ParseError:
     elif isinstance(exc, UnexpectedToken):
         what = f"unexpected {exc.token.value!r}"
         expected = _pretty_expected(exc.accepts or exc.expected)
+        history = getattr(exc, "token_history", None) or []
+        if exc.token.type == "LPAR" and history and history[-1].type == "SQL_QUERY":
+            what = "unbalanced '(' in the query (or parentheses nested deeper than 10)"
+            expected = []
     elif isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream]
         what = {"'": "unterminated 'string'", '"': 'unterminated "quoted name"'}.get(
