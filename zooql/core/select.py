@@ -67,7 +67,10 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     tree = sqlcheck.parse_sql(stmt.sql, line, column)
     rels = relations(bc)
     sub_names = {s.name for s in stmt.subs}
-    used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
+    try:
+        used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
+    except BindError as exc:
+        raise positioned(exc.message, (stmt.sql, line, column)) from None
     sub_plans = tuple(_sub_plan(s.statement, bc, "inside a query") for s in stmt.subs)
     expanded = views.expand(tree, [u for u in used if u not in rels and u not in sub_names], bc, _bind_select)
     params = []
@@ -182,7 +185,18 @@ def _bind_error(exc, source: tuple) -> BindError:
             names = [x.strip().strip('"') for x in line.split(":", 1)[1].split(",") if x.strip()]
             msg += " (did you mean " + ", ".join(repr(n) for n in names[:3]) + "?)"
     found = re.findall(r'"([^"]+)"', lines[0])
-    pos = sqlcheck.locate(source[0], found[-1].split(".")[-1]) if source and found else None
+    return positioned(msg, source, found[-1].split(".")[-1] if found else None)
+
+
+def positioned(msg: str, source: tuple, name: str | None = None) -> BindError:
+    """A BindError with the line, column and caret of ``name`` (by default the first
+    'quoted' name or function() of the message) in the query as written."""
+    import re
+
+    if name is None:
+        m = re.search(r"'([^']+)'|(\w+)\(\)", msg)
+        name = (m.group(1) or m.group(2)) if m else None
+    pos = sqlcheck.locate(source[0], name) if source and name else None
     if pos is None:
         return BindError(msg)
     line, column, context = sqlcheck.caret(source[0], source[1], source[2], *pos)

@@ -99,6 +99,7 @@ def parse_sql(sql: str, line: int, column: int):
     import sqlglot
     from sqlglot.errors import ParseError as GlotError, TokenError
 
+    _refuse_statements(sql, line, column)
     try:
         trees = sqlglot.parse(sql, read="duckdb")
     except GlotError as exc:
@@ -115,6 +116,29 @@ def parse_sql(sql: str, line: int, column: int):
     if len(trees) != 1:
         raise ParseError("a query must be exactly one SELECT statement")
     return trees[0]
+
+
+STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET", "RESET", "COPY", "CALL",
+                             "EXPORT", "IMPORT", "USE", "CHECKPOINT", "VACUUM", "FORCE", "INSERT", "UPDATE",
+                             "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK"})
+
+
+def _refuse_statements(sql: str, line: int, column: int) -> None:
+    """A DuckDB statement word where a statement would start (after '(') is refused with
+    its position, before sqlglot tries to make sense of it."""
+    from sqlglot.dialects.duckdb import DuckDB
+    from sqlglot.errors import TokenError
+
+    try:
+        tokens = DuckDB().tokenize(sql)
+    except TokenError:
+        return      # parse_sql reports it
+    for prev, tok in zip(tokens, tokens[1:]):
+        word = tok.text.upper()
+        if prev.token_type.name == "L_PAREN" and word in STATEMENT_WORDS and tok.token_type.name != "IDENTIFIER":
+            abs_line, abs_col, context = caret(sql, line, column, tok.line, tok.col - len(tok.text) + 1)
+            raise BindError(f"{word} is not allowed inside a query (queries are read-only SELECTs) "
+                            f"at line {abs_line}, column {abs_col}", hint=context)
 
 
 def caret(sql: str, line: int, column: int, rel_line: int, rel_col: int) -> tuple[int, int, str]:
