@@ -230,3 +230,20 @@ def test_repl_completes_relations_columns_and_sql_keywords(hub):
     from zooql.api import keywords
 
     assert {"HAVING", "OVER", "PARTITION", "DISTINCT", "VIEW"} <= set(keywords())
+
+
+def test_parse_tree_of_a_query_with_a_sub_statement_and_parameters():
+    q = "SELECT f.model FROM (FIND MODELS RECOGNIZING 'dog' TOP ?) AS f WHERE f.score > :s AND f.label <> ?"
+    tree = zooql.parse(q)[0].to_tree()
+    assert len("(FIND MODELS RECOGNIZING 'dog' TOP ?)") == 37    # positions after it stay put
+    assert tree["node"] == "SqlQuery" and tree["sql"].index("AS f") == q.index("AS f")
+    assert tree["sql"] == ("SELECT f.model FROM (SELECT * FROM __sub1)" + " " * (37 - 22) + " AS f "
+                           "WHERE f.score > $p_s AND f.label <> $p_1")
+    sub = tree["subs"][0]
+    assert sub["name"] == "__sub1" and sub["statement"]["node"] == "Find"
+    assert sub["statement"]["top"] == {"node": "Param", "key": 0}     # the sub-statement's ? comes first
+    assert [p[0] for p in tree["params"]] == ["p_s", "p_1"]
+    copy = zooql.parse("COPY (SHOW TREES) TO ? WITH (format = 'csv')")[0].to_tree()
+    assert copy["node"] == "Copy" and copy["path"] == {"node": "Param", "key": 0}
+    view = zooql.parse("CREATE VIEW v AS SELECT 1 AS x")[0].to_tree()
+    assert view["node"] == "CreateView" and view["query"]["sql"] == "SELECT 1 AS x"
