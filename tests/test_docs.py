@@ -46,3 +46,25 @@ def test_doc_examples_run(doc, tmp_path):
     names = {r[0] for r in hub.execute("SHOW MODELS")}
     assert {"digits_cnn", "llama3", "llama3-math", "llama3-chat"} <= names and "tiny_resnet" not in names
     assert dict(hub.execute("DESCRIBE DATASET gsm8k").rows)["outcomes"] == "8"
+
+
+def test_select_examples_do_what_the_text_says(tmp_path):
+    """The SELECT section's examples (run above) on the same fixtures, with their results."""
+    import zooql
+
+    _fixtures(tmp_path)
+    hub = zooql.connect(tmp_path / "hub")
+    for block in _examples("language.md"):
+        hub.execute(block, base_dir=str(tmp_path))
+    res = hub.execute("SELECT name, downloads FROM models WHERE tree = 'llama-3-8b' ORDER BY downloads DESC LIMIT 3")
+    assert [r[0] for r in res] == ["llama3", "llama3-math", "llama3-chat"]
+    assert hub.execute("SELECT model, root, depth FROM trees WHERE model = 'llama3-math'").rows == [
+        ("llama3-math", "llama3", 1)]
+    res = hub.execute("SELECT g.model FROM (DISCOVER BEST 1 IN TREE llama-3-8b ON gsm8k BUDGET 4 "
+                      "WHERE name <> 'llama3-chat') g")
+    assert len(res) == 1 and res.rows[0][0] in ("llama3", "llama3-math")
+    import pyarrow.parquet as pq
+
+    assert sorted(pq.read_table(tmp_path / "trees.parquet").column("name").to_pylist()) == \
+        ["digits_cnn", "llama3", "llama3-chat", "llama3-math"]
+    assert (tmp_path / "trees.csv").read_text().startswith("tree,models,roots")

@@ -67,7 +67,7 @@ def test_bad_first_token_lists_the_statements():
     with pytest.raises(ParseError) as exc:
         registry.parse("SHOW MODELS; fnd LOGITS")
     msg = str(exc.value)
-    assert "unexpected 'fnd' (did you mean FIND?); a statement starts with one of ADD, ALTER, CLASSIFY" in msg
+    assert "unexpected 'fnd' (did you mean FIND?); a statement starts with one of ADD, ALTER, CHECK" in msg
     assert "HELP lists the statements" in msg and exc.value.column == 14
 
 

@@ -186,7 +186,8 @@ class Hub:
                 return self._bind_and_plan(stmt, params, base_dir, con)
         bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                        dispatch=registry.dispatch(), settings=registry.settings(),
-                                       objects=registry.objects(), grammar=registry.parser().grammar))
+                                       objects=registry.objects(), grammar=registry.parser().grammar,
+                                       relations=registry.relations(), parse=registry.parse_one))
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 
@@ -304,13 +305,39 @@ class Hub:
             return {"models": [], "datasets": [], "trees": [], "columns": [*C.MODEL_COLUMNS, "tags"]}
         with self.store.read() as con:
             out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
-                   "trees": C.tree_names(con), "columns": [*C.MODEL_COLUMNS, "tags"]}
+                   "trees": C.tree_names(con)}
+        try:
+            rels = self.relations()
+        except (duckdb.Error, ZooQLError):
+            rels = {}
+        out["relations"] = sorted(rels)
+        out["columns"] = sorted({*C.MODEL_COLUMNS, "tags", *(c for cols in rels.values() for c in cols)})
+        with self.store.read() as con:
             sources = {"tasks": "SELECT name FROM tasks ORDER BY 1", **registry.completion_sources()}
             for key, sql in sources.items():
                 try:
                     out[key] = [r[0] for r in con.execute(sql).fetchall()]
                 except duckdb.Error:  # a hub written before that feature existed
                     out[key] = []
+        return out
+
+    def relations(self) -> dict[str, list[str]]:
+        """The relations a SELECT can read and their columns: the catalog's, each method's
+        and the stored views (a view's columns are known once it runs: listed empty)."""
+        from zooql.core import select, sqlcheck
+
+        rels = {**sqlcheck.CORE_RELATIONS, **registry.relations()}
+        con = select.sandbox(str(self.store.catalog_path),
+                             [(n, sqlcheck.qualified(sql)) for n, sql in rels.items()], [])
+        try:
+            out = {n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()] for n in sorted(rels)}
+        finally:
+            con.close()
+        with self.store.read() as rcon:
+            try:
+                out.update({r[0]: [] for r in rcon.execute("SELECT name FROM views ORDER BY 1").fetchall()})
+            except duckdb.Error:  # a hub written before views existed
+                pass
         return out
 
     def _check_open(self):

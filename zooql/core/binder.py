@@ -32,6 +32,8 @@ class BindContext:
     settings: dict = dataclasses.field(default_factory=dict)   # setting -> type, core and methods
     objects: dict = dataclasses.field(default_factory=dict)    # kind -> core.objects.ObjectKind
     grammar: str = ""        # the full grammar text (HELP renders statements from it)
+    relations: dict = dataclasses.field(default_factory=dict)  # method relations: name -> SQL (SELECT)
+    parse: Callable | None = None    # text -> one statement (the full parser), for views
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:

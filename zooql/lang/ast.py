@@ -285,3 +285,49 @@ class Help(Statement):
     """``HELP [words]``: the statements, or the syntax and an example of those matching ``words``."""
     topic: tuple[str, ...] = ()
     span: Span | None = _span()
+
+
+# ---- SELECT queries and COPY (zooql/core/select.py) ----------------------------------------
+
+@dataclass(frozen=True)
+class SubStatement(Node):
+    """A result-producing statement in parentheses inside a query's FROM or WITH; in the
+    query's SQL it stands as the relation ``name``."""
+    name: str
+    statement: Statement
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class SqlQuery(Statement):
+    """A read-only SELECT (or WITH ... SELECT) query. ``sql`` is its text with each method
+    sub-statement replaced by its relation name (padded so that positions stay put) and
+    each parameter by a DuckDB ``$name``; ``params`` are those parameters, in order."""
+    sql: str
+    subs: tuple = ()                  # tuple[SubStatement]
+    params: tuple = ()                # tuple[(duckdb name, Param or Literal)]
+    span: Span | None = _span()
+    text: str = field(default="", compare=False, repr=False)   # the query as written
+
+
+@dataclass(frozen=True)
+class Copy(Statement):
+    """COPY (<statement>) TO 'file' [WITH (format = ...)]."""
+    statement: Statement
+    path: Node
+    options: tuple = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class CreateView(Statement):
+    name: Name
+    query: SqlQuery
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class DropView(Statement):
+    name: Name
+    if_exists: bool = False
+    span: Span | None = _span()

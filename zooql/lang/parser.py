@@ -10,6 +10,7 @@ tokens are listed only when there are few of them.
 """
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 
@@ -18,6 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from zooql.errors import ParseError, ZooQLError
 from zooql.lang import ast as A
+from zooql.lang import sqlspan
 
 _MAX_EXPECTED = 8
 
@@ -243,6 +245,19 @@ class _ToAst(Transformer):
     def set_stmt(self, meta, items):
         return A.SetOption(".".join(items[0].parts).lower(), items[-1], span=span(meta))
 
+    def sql_query(self, meta, items):
+        return self._parser._sql_query(items[0], self)
+
+    def create_view(self, meta, items):
+        return A.CreateView(items[0], items[1], span=span(meta))
+
+    def drop_view(self, meta, items):
+        return A.DropView(items[-1], len(items) == 2, span=span(meta))
+
+    def copy_stmt(self, meta, items):
+        opts = items[2][1] if len(items) > 2 else ()
+        return A.Copy(items[0], items[1], opts, span=span(meta))
+
 
     # ---- method statements -------------------------------------------------------------
     def images_kw(self, meta, items):
@@ -347,11 +362,65 @@ class Parser:
         except UnexpectedInput as exc:
             raise _format_error(text, exc, self.first_keywords()) from None
         try:
-            return self._transformer().transform(tree)
+            return self._transform(tree, text)[1]
         except VisitError as exc:
             if isinstance(exc.orig_exc, ZooQLError):
                 raise exc.orig_exc from None
             raise
+
+    def _transform(self, tree, text: str, positional: int = 0):
+        t = self._transformer()
+        t._parser, t._text, t._positional = self, text, positional
+        return t, t.transform(tree)
+
+    def _sql_query(self, tok: Token, outer) -> A.SqlQuery:
+        """A SELECT query's raw span: its method statements in parentheses are parsed here
+        (errors point into the whole text), its parameters become DuckDB ``$names``."""
+        raw, base, text = str(tok), tok.start_pos, outer._text
+        sql, subs, params, last = [], [], [], 0
+        for item in sqlspan.scan(raw, self.statement_starters()):
+            start, end = item[1], item[2]
+            sql.append(raw[last:start])
+            last = end
+            if item[0] == "sub":
+                name = f"__sub{len(subs) + 1}"
+                sub_text = sqlspan.blank(text[:base + start + 1]) + raw[start + 1:end - 1]
+                try:
+                    tree = self._lark.parse(sub_text)
+                except UnexpectedInput as exc:
+                    err = _format_error(sub_text, exc)
+                    err.context = _caret(text, err.line, err.column)
+                    raise err from None
+                sub_t, stmts = self._transform(tree, text, outer._positional)
+                outer._positional = sub_t._positional
+                if len(stmts) != 1:
+                    raise ParseError("a statement in parentheses must be exactly one statement")
+                subs.append(A.SubStatement(name, stmts[0], span=(base + start, base + end, 0, 0)))
+                rel = f"(SELECT * FROM {name})"
+                sql.append(rel + sqlspan.blank(raw[start + len(rel):end]))
+            else:
+                key = item[3]
+                if key is None:
+                    key, outer._positional = outer._positional, outer._positional + 1
+                params.append((f"p_{key}", A.Param(key, span=(base + start, base + end, 0, 0))))
+                sql.append(f"$p_{key}")
+        sql.append(raw[last:])
+        return A.SqlQuery("".join(sql).rstrip(), tuple(subs), tuple(params), span=_tokspan(tok), text=raw.rstrip())
+
+    @functools.cached_property
+    def _starters(self) -> frozenset[str]:
+        ip = self._lark.parse_interactive("")
+        out = set()
+        for name in ip.accepts():
+            term = next((t for t in self._lark.terminals if t.name == name), None)
+            if term is not None and term.pattern.type == "str":
+                out.add(term.pattern.value.upper())
+        return frozenset(out)
+
+    def statement_starters(self) -> frozenset[str]:
+        """The keywords that start a statement (a parenthesis inside a query that opens
+        one of them holds a ZooQL statement)."""
+        return self._starters
 
     def parse_one(self, text: str) -> A.Statement:
         stmts = self.parse(text)
@@ -369,7 +438,7 @@ class Parser:
 
     def keywords(self) -> frozenset[str]:
         """Every keyword of the grammar (upper case), for highlighting and completion."""
-        return frozenset(m.upper() for m in re.findall(r'"([A-Za-z_]+)"i', self.grammar))
+        return frozenset(m.upper() for m in re.findall(r'"([A-Za-z_]+)"i', self.grammar)) | sqlspan.SQL_KEYWORDS
 
 
 _TOKEN_NAMES = {
@@ -421,6 +490,10 @@ def _format_error(text: str, exc: UnexpectedInput, first: list[str] = ()) -> Par
     elif isinstance(exc, UnexpectedToken):
         what = f"unexpected {exc.token.value!r}"
         expected = _pretty_expected(exc.accepts or exc.expected)
+        history = getattr(exc, "token_history", None) or []
+        if exc.token.type == "LPAR" and history and history[-1].type == "SQL_QUERY":
+            what = "unbalanced '(' in the query (or parentheses nested deeper than 10)"
+            expected = []
     elif isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream]
         what = {"'": "unterminated 'string'", '"': 'unterminated "quoted name"'}.get(

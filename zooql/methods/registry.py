@@ -51,6 +51,7 @@ class Method:
     hooks: dict[str, str] = field(default_factory=dict)         # hook -> "module:function"
     tables: tuple[str, ...] = ()               # user-facing tables (documentation, DROP checks)
     objects: tuple = ()                        # zooql.core.kinds.ObjectKind: SHOW <plural> / DESCRIBE <kind>
+    relations: dict[str, str] = field(default_factory=dict)     # SELECT relations: name -> SQL over its tables
 
     def __post_init__(self):
         unknown = set(self.hooks) - HOOKS
@@ -230,6 +231,17 @@ def completion_sources() -> dict[str, str]:
     return out
 
 
+def relations() -> dict[str, str]:
+    """The relations every method offers to SELECT (name -> SQL over its tables)."""
+    out: dict[str, str] = {}
+    for m in methods():
+        dup = set(out) & set(m.relations)
+        if dup:
+            raise ZooQLError(f"relation(s) {sorted(dup)} declared by two methods")
+        out.update(m.relations)
+    return out
+
+
 def hooks(name: str) -> list[Callable]:
     return [h for h in (m.hook(name) for m in methods()) if h is not None]
 
@@ -239,10 +251,10 @@ def dispatch():
     """Binder and planner tables: the core's plus every method's, built from the tagged
     functions of the declared modules; a statement type claimed twice is an error."""
     from zooql.plan.hooks import Dispatch
-    from zooql.core import binder, check, help, objects, planner, tasks_bind
+    from zooql.core import binder, check, help, objects, planner, select, tasks_bind, views
 
     d = Dispatch()
-    for mod in (binder, planner, tasks_bind, check, objects, help):
+    for mod in (binder, planner, tasks_bind, check, objects, help, select, views):
         d.collect(mod, owner="core")
     for m in methods():
         for mod in m.load_modules():

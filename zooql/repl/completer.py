@@ -10,6 +10,8 @@ paths. Text the grammar already rejects falls back to keyword and name prefixes.
 pops up by itself on an empty (continuation) line; Tab still completes there."""
 from __future__ import annotations
 
+import re
+
 import threading
 from typing import Iterable
 
@@ -44,10 +46,13 @@ _CONTEXT = {
     "BY": "columns",
     "AS": None,       # a new name: nothing to offer
     "SET": None,
+    "FROM": "relations",
+    "JOIN": "relations",
+    "SELECT": "columns",
 }
 _SKIP = {",", "(", "IF", "EXISTS"}
 
-_META = {"columns": "column", "labels": "logit label", "models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task",
+_META = {"columns": "column", "labels": "logit label", "models": "model", "datasets": "dataset", "trees": "tree", "probesets": "probe set", "tasks": "task", "relations": "relation",
          "graphs": "semantic graph"}
 
 
@@ -57,6 +62,13 @@ def quote_name(name: str) -> str:
     if lx.IDENT_RE.match(name) and name.upper() not in lx.keyword_set():
         return name
     return '"' + name.replace('"', '""') + '"'
+
+
+def _in_sql_query(text: str) -> bool:
+    """Whether the statement being typed is a SELECT / WITH query, which the grammar reads as
+    one raw token (so its expectations say nothing about relations and columns)."""
+    cur = text.rsplit(";", 1)[-1].lstrip().upper()
+    return cur.startswith(("SELECT", "WITH")) and not re.match(r"SELECT\s+MODELS\s+FOR\b", cur)
 
 
 def _expected(text: str) -> dict | None:
@@ -160,8 +172,8 @@ class ZooQLCompleter(Completer):
         if not word and not complete_event.completion_requested and not text.rsplit("\n", 1)[-1].strip():
             return  # an empty (continuation) line: no pop-up while typing
         before = text[:len(text) - len(word)]
-        exp = _expected(before)
-        if exp is None:  # not valid so far: plain prefixes
+        exp = None if _in_sql_query(before) else _expected(before)
+        if exp is None:  # not valid so far, or SQL (one token to the grammar): plain prefixes
             yield from self._word_completions(word, _prev_keyword(toks[:-1] if word else toks), None)
             return
         wanted = _wanted(exp["previous"]) if exp["names"] else None
@@ -194,6 +206,8 @@ class ZooQLCompleter(Completer):
                 text = ('"' + n.replace('"', '""') + '"') if quoted else quote_name(n)
                 if exp is not None and not quoted and text != n and lx.IDENT_RE.match(n) and _bare_ok(before, n):
                     text = n  # a keyword-like name the grammar takes bare here (WHERE tree = ...)
+                elif cat in ("relations", "columns") and not quoted and lx.IDENT_RE.match(n):
+                    text = n   # SQL names: ZooQL's statement keywords need no quotes there
                 yield Completion(text, start_position=-len(word), display=n,
                                  display_meta=_META.get(cat, cat))
 

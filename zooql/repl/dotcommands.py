@@ -227,6 +227,29 @@ for _cat, _title, _what in (("models", "model", "models"), ("datasets", "dataset
         _names_command(_cat, _title))
 
 
+@command(".tables", ".tables [PATTERN]", "List the relations a SELECT can read (catalog, methods, views).")
+def _tables(repl, arg: str) -> None:
+    import fnmatch
+
+    try:
+        names = sorted(repl.hub.relations())
+    except Exception as e:  # noqa: BLE001 - shown to the user
+        raise DotCommandError(f"cannot list relations: {e}") from None
+    repl.show_rows(["relation"], [(n,) for n in names if not arg or fnmatch.fnmatch(n, arg.lower())])
+
+
+@command(".schema", ".schema [RELATION]", "Show the columns of one relation, or of every relation.")
+def _schema(repl, arg: str) -> None:
+    try:
+        rels = repl.hub.relations()
+    except Exception as e:  # noqa: BLE001 - shown to the user
+        raise DotCommandError(f"cannot list relations: {e}") from None
+    if arg and arg.lower() not in rels:
+        raise DotCommandError(f"unknown relation {arg!r} (see .tables)")
+    names = [arg.lower()] if arg else sorted(rels)
+    repl.show_rows(["relation", "columns"], [(n, ", ".join(rels[n]) or "(a view)") for n in names])
+
+
 @command(".quit", ".quit", "Leave the REPL (also .exit, Ctrl-D).", aliases=(".exit", ".q"))
 def _quit(repl, arg: str) -> None:
     repl.quit()

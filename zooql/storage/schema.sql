@@ -66,3 +66,9 @@ CREATE TABLE IF NOT EXISTS task_queries (
     query_id VARCHAR NOT NULL,
     query JSON
 );
+-- Views (CREATE VIEW name AS SELECT ...): the query text, parsed and bound again on every use.
+CREATE TABLE IF NOT EXISTS views (
+    name VARCHAR PRIMARY KEY,
+    query VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);

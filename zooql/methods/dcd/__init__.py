@@ -9,4 +9,5 @@ METHOD = Method(
     modules=("bind",),
     hooks={"on_drop": "ops:_drop_hook"},
     tables=("dcd_vectors",),
+    relations={"conductance_vectors": "SELECT model, task, n_images, steps, blocks, vector FROM dcd_vectors"},
 )

@@ -9,4 +9,5 @@ METHOD = Method(
     modules=("bind",),
     hooks={"on_drop": "ops:_drop_cached"},
     tables=("discover_cache",),
+    relations={"discover_outcomes": "SELECT task, model, query_id, score, evaluated_at FROM discover_cache"},
 )

@@ -13,4 +13,7 @@ METHOD = Method(
     hooks={"on_drop": "ops:_drop_hook", "on_describe": "ops:_describe_hook"},
     objects=(ObjectKind("semantic graph", "semantic graphs", _objects.LIST_SQL, "objects:describe_graph"),),
     tables=("mll_graphs", "mll_nodes", "mll_embeddings", "mll_labels", "mll_label_runs", "mll_tasks"),
+    relations={"semantic_graphs": "SELECT name, origin, root, max_images, created_at FROM mll_graphs",
+               "model_labels": "SELECT g.name AS graph, m.name AS model, l.node, l.\"precision\", l.n_images FROM mll_labels l "
+                               "JOIN mll_graphs g ON g.id = l.graph_id JOIN models m ON m.id = l.model_id"},
 )

@@ -9,4 +9,6 @@ METHOD = Method(
     modules=("bind",),
     hooks={"on_import": "ops:_on_import"},
     tables=("recommenders", "model_features"),
+    relations={"recommenders": "SELECT name, records, models, datasets, metrics, train_seconds, stale, trained_at "
+                                 "FROM recommenders"},
 )
