@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 import duckdb
 
 from zooql.core.binder import BindContext, BoundExplain, bind
-from zooql.errors import ExecutionError, ZooQLError
+from zooql.core.params import check_params
+from zooql.errors import BindError, ExecutionError, ZooQLError
 from zooql.lang import ast as A
 from zooql.methods import registry
 from zooql.plan import nodes as P
@@ -142,6 +143,7 @@ class Hub:
         """Run every statement in ``query``; return the result of the last one."""
         self._check_open()
         stmts = registry.parse(query)
+        check_params(stmts, params)
         if not stmts:
             return Result([], [], message="no statement", kind="empty")
         result = None
@@ -153,6 +155,7 @@ class Hub:
         stmts = registry.parse(query)
         if len(stmts) != 1:
             raise ZooQLError("explain() takes exactly one statement")
+        check_params(stmts, params)
         stmt = stmts[0]
         if not isinstance(stmt, A.Explain):
             stmt = A.Explain(stmt, False)
@@ -161,8 +164,12 @@ class Hub:
 
     def _bind_and_plan(self, stmt, params, base_dir):
         with self.store.read() as con:
-            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                           dispatch=registry.dispatch(), settings=registry.settings()))
+            try:
+                bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
+                                               dispatch=registry.dispatch(), settings=registry.settings()))
+            except duckdb.Error as exc:  # a value the catalog refuses while names are resolved
+                raise BindError(f"cannot bind the statement against the catalog: "
+                                f"{str(exc).splitlines()[0]}") from None
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from zooql.errors import BindError
 from zooql.lang import ast as A
+from zooql.core.params import check_literals
 from zooql.core.where import Compiled, ExprCompiler, render, suggest
 from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
@@ -20,6 +21,11 @@ from zooql.storage import catalog as C
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
 SETTINGS = {"trust_code": bool, "device": str}
+# Value kinds of the models table's columns (schema.sql): WHERE compares like with like.
+MODEL_COLUMN_KINDS = {"id": "number", "downloads": "number", "params": "number", "num_logits": "number",
+                      "input_size": "number", "loadable": "bool", "added_at": "time",
+                      **{c: "text" for c in ("name", "source", "checkpoint", "tree", "parent", "task",
+                                             "family", "description")}}
 
 
 @dataclass
@@ -226,7 +232,8 @@ def _bind_add_many(stmt: A.AddModels, bc: BindContext):
 
 def _model_compiler(bc: BindContext) -> ExprCompiler:
     cols = {c: c for c in C.MODEL_COLUMNS if c not in ("preprocess", "tags")}
-    return ExprCompiler(cols, json_column="tags", tag_keys=C.tag_keys(bc.con), table="models")
+    return ExprCompiler(cols, json_column="tags", tag_keys=C.tag_keys(bc.con), table="models",
+                        types=MODEL_COLUMN_KINDS)
 
 
 def bind_model_filter(where: A.Node | None, bc: BindContext) -> tuple[Compiled | None, str | None]:
@@ -330,6 +337,7 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
 
 def bind(stmt: A.Statement, bc: BindContext):
     stmt = substitute(stmt, bc.params)
+    check_literals(stmt)
     if isinstance(stmt, A.Explain):
         return BoundExplain(bind(stmt.statement, bc), stmt.analyze)
     fn = bc.dispatch.binder(type(stmt)) if bc.dispatch is not None else None

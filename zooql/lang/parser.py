@@ -13,13 +13,16 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from zooql.errors import ParseError, ZooQLError
 from zooql.lang import ast as A
 
 _MAX_EXPECTED = 8
+# Deepest parse tree accepted (about 95 nested parentheses or 190 chained NOTs): the
+# Transformer, the binder and the WHERE compiler recurse over the tree.
+MAX_DEPTH = 200
 
 
 def core_grammar() -> str:
@@ -52,9 +55,7 @@ class _ToAst(Transformer):
         return A.Literal(_unquote_string(str(items[0])), span=_tokspan(items[0]))
 
     def number(self, meta, items):
-        s = str(items[0])
-        val = float(s) if any(c in s for c in ".eE") else int(s)
-        return A.Literal(val, span=_tokspan(items[0]))
+        return A.Literal(number_value(items[0]), span=_tokspan(items[0]))
 
     def true(self, meta, items):
         return A.Literal(True, span=span(meta))
@@ -190,6 +191,10 @@ class _ToAst(Transformer):
 
     def explain_stmt(self, meta, items):
         analyze = len(items) == 2
+        if isinstance(items[-1], A.Explain):
+            inner = items[-1].span
+            where = f" at line {inner[2]}, column {inner[3]}" if inner else ""
+            raise ParseError(f"EXPLAIN cannot explain an EXPLAIN{where}; write one EXPLAIN [ANALYZE]")
         return A.Explain(items[-1], analyze, span=span(meta))
 
     def add_model(self, meta, items):
@@ -293,6 +298,35 @@ class _ToAst(Transformer):
 
 
 
+def number_value(tok: Token) -> int | float:
+    """The value of a NUMBER token; a float that overflows to infinity is a ParseError."""
+    s = str(tok)
+    if not any(c in s for c in ".eE"):
+        return int(s)
+    val = float(s)
+    if val in (float("inf"), float("-inf")):
+        raise ParseError(f"number {s[:40]} at line {tok.line}, column {tok.column} is out of range "
+                         f"(the largest is about 1.8e308)", line=tok.line, column=tok.column)
+    return val
+
+
+def check_depth(text: str, tree: Tree) -> None:
+    """Refuse a parse tree deeper than :data:`MAX_DEPTH` (walked without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = getattr(node, "meta", None)
+            line = getattr(meta, "line", None) or 1
+            column = getattr(meta, "column", None) or 1
+            raise ParseError(
+                f"syntax error at line {line}, column {column}: expression nested too deeply (at most "
+                f"{MAX_DEPTH} parse levels, about {MAX_DEPTH // 2 - 5} nested parentheses or "
+                f"{MAX_DEPTH - 10} chained NOTs)", line=line, column=column,
+                context=_caret(text, line, column))
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+
 def clauses(items) -> dict:
     """Collect ('key', value) clause pairs; a clause given twice is an error."""
     out: dict = {}
@@ -334,6 +368,7 @@ class Parser:
             tree = self._lark.parse(text)
         except UnexpectedInput as exc:
             raise _format_error(text, exc) from None
+        check_depth(text, tree)
         try:
             return self._transformer().transform(tree)
         except VisitError as exc:
