@@ -158,6 +158,9 @@ def _bind_create_probe_set(stmt: A.CreateProbeSet, bc: BindContext):
             raise BindError(f"probe images must be a folder of images, a .npy or a .parquet file, "
                             f"got {os.path.basename(path)!r}")
     limit = _int(stmt.limit, "LIMIT", 2)
+    if kind == "builtin" and limit is not None and limit > P.BUILTIN_MAX_N:
+        raise BindError(f"the built-in probes are generated, at most {P.BUILTIN_MAX_N} of them "
+                        f"(LIMIT {limit} asked); bring a folder, .npy or .parquet for more")
     seed = _int(stmt.seed, "SEED", 0)
     captions = None
     if stmt.captions is not None:

@@ -48,6 +48,7 @@ from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-expo
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).
 BUILTIN_DEFAULT_N = 256
 BUILTIN_SIZE = 224
+BUILTIN_MAX_N = 4096  # CREATE PROBE SET ... FROM 'builtin' LIMIT n: n <= this (150 KB per probe)
 BUILTIN_NAME = "builtin"
 DEFAULT_BATCH = 64
 
