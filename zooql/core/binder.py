@@ -17,6 +17,7 @@ from zooql.core.params import check_literals
 from zooql.core.where import Compiled, ExprCompiler, render, suggest
 from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
+from zooql.storage.names import check_name
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
@@ -184,6 +185,7 @@ def model_spec(source: str, *, name: str | None, checkpoint: str | None, labels,
         if source.startswith("torchscript:") or source.startswith("python:"):
             tail = os.path.splitext(os.path.basename(tail.split(":")[0]))[0]
         name = tail.replace(":", "-")
+    check_name(name, "model")
     spec = {"name": name, "source": source, "checkpoint": resolve(checkpoint) if checkpoint else None,
             "labels": list(labels) if labels is not None else None,
             "labels_file": resolve(labels_file) if labels_file else None,

@@ -23,6 +23,7 @@ from zooql.core.binder import BindContext, bind_model_filter, int_of, options_di
 from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
+from zooql.storage.names import check_name
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _graph_name(node, bc: BindContext, fallback: str | None = None) -> str:
 
 @binds(A.CreateSemanticGraph)
 def _bind_create(stmt: A.CreateSemanticGraph, bc: BindContext):
-    name = stmt.name.value
+    name = check_name(stmt.name.value, "semantic graph")
     folder = bc.path(string_of(stmt.path, "CREATE SEMANTIC GRAPH ... FROM"))
     if not os.path.isdir(folder):
         raise BindError(f"graph folder not found: {folder}")

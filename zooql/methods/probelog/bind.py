@@ -14,6 +14,7 @@ from zooql.methods.probelog import ops_find as F
 from zooql.methods.probelog import ops_probe as P
 from zooql.plan.nodes import Operator
 from zooql.errors import BindError
+from zooql.storage.names import check_name
 from zooql.methods.probelog import ast as A
 from zooql.core.binder import (BindContext, bind_model_filter, binds, int_of, options_dict, string_of,
                                 value_of)
@@ -143,7 +144,7 @@ def _model_probe_info(bc: BindContext, name: str, what: str) -> dict:
 
 @binds(A.CreateProbeSet)
 def _bind_create_probe_set(stmt: A.CreateProbeSet, bc: BindContext):
-    name = stmt.name.value
+    name = check_name(stmt.name.value, "probe set")
     if P.probe_set_row(bc.con, name) is not None:
         raise BindError(f"probe set {name!r} already exists")
     raw = string_of(stmt.path, "probe images")

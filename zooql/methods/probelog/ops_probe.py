@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -56,7 +55,9 @@ DEFAULT_BATCH = 64
 # ==== CREATE PROBE SET ========================================================================
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "ps"
+    from zooql.storage.names import file_stem
+
+    return file_stem(name)
 
 
 def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, limit, seed,
