@@ -161,6 +161,7 @@ class BoundImport:
     kind: str
     path: str
     source: str | None
+    on_conflict: str = "error"
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,8 @@ def _bind_import(stmt: A.Import, bc: BindContext):
     path = bc.path(string_of(stmt.path, "IMPORT file"))
     if not path.endswith((".csv", ".parquet", ".tsv")):
         raise BindError(f"IMPORT reads .csv, .tsv or .parquet files, got {os.path.basename(path)!r}")
-    return BoundImport(stmt.kind, path, value_of(stmt.source) if stmt.source is not None else None)
+    return BoundImport(stmt.kind, path, value_of(stmt.source) if stmt.source is not None else None,
+                       stmt.on_conflict)
 
 
 @binds(A.SetOption)

@@ -231,7 +231,22 @@ class _ToAst(Transformer):
         return A.AlterDataset(items[0], tuple(items[1:]), span=span(meta))
 
     def import_stmt(self, meta, items):
-        return A.Import(items[0], items[1], items[2] if len(items) > 2 else None, span=span(meta))
+        action = items[-1] if isinstance(items[-1], tuple) and items[-1][0] == "on_conflict" else None
+        rest = items[:-1] if action else items
+        return A.Import(rest[0], rest[1], rest[2] if len(rest) > 2 else None,
+                        action[1] if action else "error", span=span(meta))
+
+    def conflict_clause(self, meta, items):
+        return ("on_conflict", items[0])
+
+    def conflict_replace(self, meta, items):
+        return "replace"
+
+    def conflict_skip(self, meta, items):
+        return "skip"
+
+    def conflict_error(self, meta, items):
+        return "error"
 
     def set_stmt(self, meta, items):
         return A.SetOption(".".join(items[0].parts).lower(), items[-1], span=span(meta))
