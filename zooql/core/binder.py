@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from zooql.errors import BindError
 from zooql.lang import ast as A
-from zooql.core.params import check_literals
+from zooql.core.params import check_literals, check_value
 from zooql.core.where import Compiled, ExprCompiler, render, suggest
 from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
@@ -199,8 +199,9 @@ def model_spec(source: str, *, name: str | None, checkpoint: str | None, labels,
             if k == "downloads" and val is not None:
                 try:
                     val = int(val)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise BindError(f"downloads must be an integer, got {val!r}") from None
+                check_value(val, "downloads")
             spec["columns"][k] = val
         elif k in PREPROCESS_KEYS:
             spec["preprocess"][k] = val

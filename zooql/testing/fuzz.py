@@ -18,7 +18,8 @@ evaluations, outcomes, a queries task, a probe set) and checks, per statement:
 
 Statements that would run models or long work (PROBE, FIND, RECOMMEND, TRAIN RECOMMENDER,
 LABEL MODELS, CLASSIFY, RANK MODELS, REFRESH DESCRIPTORS, SELECT MODELS FOR TASK, CREATE
-PROBE SET FROM 'builtin') are bound and planned only (``Hub.explain``), never run.
+PROBE SET FROM 'builtin', ADD MODEL of a timm/open_clip/torchscript/python source, which
+instantiates the model) are bound and planned only (``Hub.explain``), never run.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 HEAVY = {"Probe", "Find", "Recommend", "TrainRecommender", "LabelModels", "Classify", "RankModels",
          "RefreshDescriptors", "SelectModelsForTask"}
+LOADABLE = ("timm:", "open_clip:", "torchscript:", "python:")
 SKIP_FILES = {"hub.lock", "catalog.duckdb", "catalog.duckdb.wal"}
 
 HUGE = ["999999999999999999999999999999", "2147483648", "100000000", "9223372036854775808", "1e309",
@@ -245,6 +247,9 @@ def _is_heavy(stmts) -> bool:
             return True
         if name == "CreateProbeSet" and "builtin" in repr(getattr(inner, "path", "")).lower():
             return True
+        source = getattr(getattr(inner, "source", None), "value", None)
+        if name == "AddModel" and isinstance(source, str) and source.lower().startswith(LOADABLE):
+            return True  # instantiates the model (a ViT-B-32 takes seconds)
     return False
 
 

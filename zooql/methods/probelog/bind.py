@@ -159,6 +159,8 @@ def _bind_create_probe_set(stmt: A.CreateProbeSet, bc: BindContext):
             raise BindError(f"probe images must be a folder of images, a .npy or a .parquet file, "
                             f"got {os.path.basename(path)!r}")
     limit = _int(stmt.limit, "LIMIT", 2)
+    if limit is not None:  # a source never holds more images than this; the reader clamps further
+        limit = min(limit, 2 ** 31 - 1)
     if kind == "builtin" and limit is not None and limit > P.BUILTIN_MAX_N:
         raise BindError(f"the built-in probes are generated, at most {P.BUILTIN_MAX_N} of them "
                         f"(LIMIT {limit} asked); bring a folder, .npy or .parquet for more")
