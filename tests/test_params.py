@@ -16,6 +16,8 @@ def test_positional_and_named_parameters_bind(h):
     assert len(h.execute("SHOW MODELS WHERE tree = ?", ["llama-3-8b"])) == 2
     assert len(h.execute("SHOW MODELS WHERE tree = ?", ("llama-3-8b",))) == 2
     assert len(h.execute("SHOW MODELS WHERE tree = :t AND downloads = :d", {"t": "llama-3-8b", "d": 5})) == 1
+    # as in sqlite3 a mapping may hold names the statement does not use (the CLI's -p values)
+    assert len(h.execute("SHOW MODELS WHERE tree = :t", {"t": "llama-3-8b", "unused": 1})) == 2
     assert len(h.execute("SHOW MODELS WHERE name IN (?, ?)", ["a", "b"])) == 2
     # positions count over the whole query text, one list for every statement in it
     res = h.execute("ALTER MODEL a SET family = ?; SHOW MODELS WHERE family = ?", ["x", "x"])
@@ -31,7 +33,6 @@ def test_positional_and_named_parameters_bind(h):
     ("SHOW MODELS", [1], "uses 0 parameters, but 1 was given"),
     ("SHOW MODELS WHERE tree = ?", {"t": 1}, "positional parameter"),
     ("SHOW MODELS WHERE tree = :t", ["x"], "named parameters (:t) but a sequence"),
-    ("SHOW MODELS WHERE tree = :t", {"t": "x", "u": 1}, ":u given but the statement uses :t"),
     ("SHOW MODELS WHERE tree = :t", {}, "no value given for parameter :t"),
     ("SHOW MODELS WHERE tree = ?", 5, "not int"),
     ("SHOW MODELS WHERE tree = ?", {1, 2}, "not set"),

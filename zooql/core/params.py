@@ -2,8 +2,9 @@
 
 Parameters follow the sqlite3 convention: ``?`` placeholders take a sequence (list or
 tuple) whose length is the number of placeholders in the whole query text; ``:name``
-placeholders take a mapping holding every name used. A ``str`` is not a sequence of
-parameters, a wrong count, an unused name or a mix of styles is a :class:`BindError`.
+placeholders take a mapping holding every name used (other keys are ignored). A ``str`` is
+not a sequence of parameters; a wrong count, a missing name or a mix of styles is a
+:class:`BindError`.
 
 Every value a statement carries (literals, parameter values, names) must be something the
 catalog can store: str without lone surrogates, int within 64 bits, float, bool or None
@@ -65,10 +66,8 @@ def check_params(stmts, params: Any) -> None:
         missing = [n for n in named if n not in params]
         if missing:
             raise BindError(f"no value given for parameter :{missing[0]}")
-        extra = [str(k) for k in params if k not in named]
-        if extra:
-            raise BindError(f"parameter(s) {', '.join(':' + k for k in extra[:5])} given but the "
-                            f"statement uses {', '.join(':' + n for n in named) or 'no named parameters'}")
+        # as in sqlite3, a mapping may hold more names than the statement uses (the CLI's
+        # -p values go to every statement of a script)
         for key in named:
             check_value(params[key], f"parameter :{key}")
         return
