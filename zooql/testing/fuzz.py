@@ -6,6 +6,8 @@ method's fragment) and applies one to three mutations: token drops, swaps and du
 random grammar keywords, huge/negative/odd numbers, unicode, NUL and surrogate strings,
 long and path-like identifiers, deep nesting (parentheses, NOT, minus), injection-looking
 strings, ``?``/``:name`` placeholders, and it draws parameters of wrong counts and types.
+Four cases in ten change only values, names and nesting, keeping the statement's shape so
+that more of them get past the parser.
 
 :func:`run` executes the statements against a small hub (name-only ``hf:`` models,
 evaluations, outcomes, a queries task, a probe set) and checks, per statement:
@@ -72,6 +74,17 @@ class Case:
     params: object = None
 
 
+_VALUE_OPS = (4, 4, 5, 5, 6, 7, 8)  # numbers, strings, names, nesting, placeholders
+
+
+def _parses(registry, text: str) -> bool:
+    try:
+        registry.parse(text)
+        return True
+    except Exception:  # noqa: BLE001 - a seed that is an error case on purpose
+        return False
+
+
 class Mutator:
     """Lark-driven token mutations of seed statements (deterministic for a seed)."""
 
@@ -83,6 +96,7 @@ class Mutator:
         self.lark = registry.parser().lark
         self.keywords = sorted(registry.keywords())
         self._cache: dict[str, list[str]] = {}
+        self.valid = [t for t in seeds if _parses(registry, t)] or seeds
 
     def tokens(self, text: str) -> list[str]:
         if text not in self._cache:
@@ -93,12 +107,12 @@ class Mutator:
             self._cache[text] = toks
         return list(self._cache[text])
 
-    def _mutate_once(self, toks: list[str]) -> list[str]:
+    def _mutate_once(self, toks: list[str], values_only: bool = False) -> list[str]:
         r, n = self.rng, len(toks)
         if not toks:
             return [r.choice(self.keywords)]
         i = r.randrange(n)
-        op = r.randrange(11)
+        op = r.choice(_VALUE_OPS) if values_only else r.randrange(11)
         if op == 0:
             del toks[i]
         elif op == 1:
@@ -110,18 +124,23 @@ class Mutator:
             toks.insert(i, r.choice(self.keywords))
         elif op == 4:
             nums = [k for k, t in enumerate(toks) if re.fullmatch(r"\d+(\.\d*)?([eE][+-]?\d+)?", t)]
-            toks[r.choice(nums) if nums else i] = r.choice(HUGE)
+            if nums or not values_only:
+                toks[r.choice(nums) if nums else i] = r.choice(HUGE)
         elif op == 5:
             strs = [k for k, t in enumerate(toks) if t.startswith("'")]
-            toks[r.choice(strs) if strs else i] = r.choice(STRINGS)
+            if strs or not values_only:
+                toks[r.choice(strs) if strs else i] = r.choice(STRINGS)
         elif op == 6:
             idents = [k for k, t in enumerate(toks) if re.fullmatch(r"[A-Za-z_][\w-]*", t) and t.upper() not in self.keywords]
-            toks[r.choice(idents) if idents else i] = r.choice(NAMES)
+            if idents or not values_only:
+                toks[r.choice(idents) if idents else i] = r.choice(NAMES)
         elif op == 7:
             depth = r.choice((5, 90, 120, 300, 2000))
             kind = r.randrange(3)
             k = next((k for k, t in enumerate(toks) if t.upper() == "WHERE"), None)
-            if k is None or k + 1 >= n:
+            if (k is None or k + 1 >= n) and values_only:
+                pass
+            elif k is None or k + 1 >= n:
                 toks += ["WHERE"] + ["NOT"] * depth + ["tree", "=", "'x'"]
             elif kind == 0:
                 toks[k + 1:] = ["("] * depth + toks[k + 1:] + [")"] * depth
@@ -129,7 +148,8 @@ class Mutator:
                 toks[k + 1:k + 1] = ["NOT" if kind == 1 else "-"] * depth
         elif op == 8:
             vals = [k for k, t in enumerate(toks) if t.startswith("'") or t[:1].isdigit()]
-            toks[r.choice(vals) if vals else i] = r.choice(("?", ":t", ":missing", "?"))
+            if vals or not values_only:
+                toks[r.choice(vals) if vals else i] = r.choice(("?", ":t", ":missing", "?"))
         elif op == 9:
             toks = toks[:i] if r.random() < 0.5 else toks + [";"] + self.tokens(r.choice(self.seeds))
         else:
@@ -137,9 +157,10 @@ class Mutator:
         return toks
 
     def case(self) -> Case:
-        toks = self.tokens(self.rng.choice(self.seeds))
+        values_only = self.rng.random() < 0.4  # keep the statement's shape: reach bind and run
+        toks = self.tokens(self.rng.choice(self.valid if values_only else self.seeds))
         for _ in range(self.rng.choice((1, 1, 2, 3))):
-            toks = self._mutate_once(toks)
+            toks = self._mutate_once(toks, values_only)
         text = " ".join(toks)
         params = self.rng.choice(PARAMS) if ("?" in toks or ":" in text or self.rng.random() < 0.15) else None
         return Case(text, params)
