@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import zooql
-from zooql.errors import BindError, StorageError
+from zooql.errors import BindError, ExecutionError, StorageError
 from zooql.storage.names import file_stem, inside
 
 NASTY = ["../../../escape", "../../escape2", "/tmp/abs_escape", "a/b/c", "..\\..\\win", "a\\b",
@@ -123,3 +123,16 @@ def test_hubstore_file_refuses_escapes(env):
     with pytest.raises(StorageError, match="outside the hub"):
         hub.store.named_file("..", "x", ".npz")
     assert not (root / "a" / "x.npy").exists()
+
+
+def test_nul_in_an_input_path_is_a_bind_error(env):
+    """Found by benchmarks/fuzz.py: open() raised ValueError('embedded null byte')."""
+    hub, root, inputs = env
+    for stmt in ["ADD MODEL 'hf:x' AS x LABELS FROM 'a\x00b'", "CREATE TASK t FROM 'a\x00b.npz'",
+                 "CREATE PROBE SET p FROM 'a\x00b.npy'", "IMPORT EVALUATIONS FROM 'a\x00b.csv'",
+                 "ADD MODELS FROM 'm\x00.csv'", "ADD MODEL 'torchscript:a\x00b.pt' AS y"]:
+        with pytest.raises(BindError, match="NUL character"):
+            hub.execute(stmt, base_dir=str(inputs))
+    (inputs / "m.csv").write_text("name,source,labels_file\nz,hf:z,\"l\x00.txt\"\n")
+    with pytest.raises(ExecutionError, match="NUL character"):
+        hub.execute("ADD MODELS FROM 'm.csv'", base_dir=str(inputs))

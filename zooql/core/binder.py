@@ -50,6 +50,8 @@ class BindContext:
         return value
 
     def path(self, value: str) -> str:
+        if "\x00" in value:
+            raise BindError(f"path {value[:60]!r} contains a NUL character")
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
 
 

@@ -31,6 +31,8 @@ def _read_labels_file(path: str) -> list[str]:
             return [line.rstrip("\n") for line in f if line.strip()]
     except OSError as exc:
         raise ExecutionError(f"cannot read labels file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8 text; a NUL in the path
+        raise ExecutionError(f"cannot read labels file {path!r}: {exc}") from None
 
 
 # ---- ADD MODEL / ADD MODELS FROM ------------------------------------------------------------
@@ -84,7 +86,10 @@ class ReadModelsFile(Operator):
         from zooql.core.binder import model_spec  # pure-python helper shared with ADD MODEL
 
         base = os.path.dirname(self.path)
-        resolve = lambda p: os.path.normpath(os.path.join(base, os.path.expanduser(p)))  # noqa: E731
+        def resolve(p: str) -> str:
+            if "\x00" in p:
+                raise BindError(f"path {p[:60]!r} contains a NUL character")
+            return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
         recs = self._records()
         if recs and "source" not in recs[0] and "name" not in recs[0]:
             raise ExecutionError(f"{self.path}: needs a 'source' or 'name' column; found "
