@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import duckdb
 
 from zooql.core.binder import BindContext, BoundExplain, bind
-from zooql.errors import ExecutionError, StorageError, ZooQLError
+from zooql.core.params import check_params
+from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
 from zooql.lang import ast as A
 from zooql.methods import registry
 from zooql.plan import nodes as P
@@ -160,6 +161,7 @@ class Hub:
         its own: when one fails, the ones before it stay done and the error propagates."""
         self._check_open()
         stmts = registry.parse(query)
+        check_params(stmts, params)
         if not stmts:
             return Result([], [], message="no statement", kind="empty")
         results = []
@@ -172,6 +174,7 @@ class Hub:
         stmts = registry.parse(query)
         if len(stmts) != 1:
             raise ZooQLError("explain() takes exactly one statement")
+        check_params(stmts, params)
         stmt = stmts[0]
         if not isinstance(stmt, A.Explain):
             stmt = A.Explain(stmt, False)
@@ -184,10 +187,14 @@ class Hub:
         if con is None:
             with self.store.read() as con:
                 return self._bind_and_plan(stmt, params, base_dir, con)
-        bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
-                                       dispatch=registry.dispatch(), settings=registry.settings(),
-                                       objects=registry.objects(), grammar=registry.parser().grammar,
-                                       relations=registry.relations(), parse=registry.parse_one))
+        try:
+            bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
+                                           dispatch=registry.dispatch(), settings=registry.settings(),
+                                           objects=registry.objects(), grammar=registry.parser().grammar,
+                                           relations=registry.relations(), parse=registry.parse_one))
+        except duckdb.Error as exc:  # a value the catalog refuses while names are resolved
+            raise BindError(f"cannot bind the statement against the catalog: "
+                            f"{str(exc).splitlines()[0]}") from None
         target = bound.statement if isinstance(bound, BoundExplain) else bound
         return bound, make_plan(target, registry.dispatch())
 

@@ -13,14 +13,21 @@ from typing import Any, Callable
 
 from zooql.errors import BindError
 from zooql.lang import ast as A
+from zooql.core.params import check_literals, check_value
 from zooql.core.where import Compiled, ExprCompiler, render, suggest
 from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
+from zooql.storage.names import check_name
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
 SETTINGS = {"trust_code": bool, "device": str, "lock_timeout": float}
+# Value kinds of the models table's columns (schema.sql): WHERE compares like with like.
+MODEL_COLUMN_KINDS = {"id": "number", "downloads": "number", "params": "number", "num_logits": "number",
+                      "input_size": "number", "loadable": "bool", "added_at": "time",
+                      **{c: "text" for c in ("name", "source", "checkpoint", "tree", "parent", "task",
+                                             "family", "description")}}
 
 
 @dataclass
@@ -48,6 +55,8 @@ class BindContext:
         return value
 
     def path(self, value: str) -> str:
+        if "\x00" in value:
+            raise BindError(f"path {value[:60]!r} contains a NUL character")
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
 
 
@@ -159,6 +168,7 @@ class BoundImport(Logical):
     kind: str
     path: str
     source: str | None
+    on_conflict: str = "error"
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,7 @@ def model_spec(source: str, *, name: str | None, checkpoint: str | None, labels,
         if source.startswith("torchscript:") or source.startswith("python:"):
             tail = os.path.splitext(os.path.basename(tail.split(":")[0]))[0]
         name = tail.replace(":", "-")
+    check_name(name, "model")
     spec = {"name": name, "source": source, "checkpoint": resolve(checkpoint) if checkpoint else None,
             "labels": list(labels) if labels is not None else None,
             "labels_file": resolve(labels_file) if labels_file else None,
@@ -196,8 +207,9 @@ def model_spec(source: str, *, name: str | None, checkpoint: str | None, labels,
             if k == "downloads" and val is not None:
                 try:
                     val = int(val)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise BindError(f"downloads must be an integer, got {val!r}") from None
+                check_value(val, "downloads")
             spec["columns"][k] = val
         elif k in PREPROCESS_KEYS:
             spec["preprocess"][k] = val
@@ -232,7 +244,8 @@ def _bind_add_many(stmt: A.AddModels, bc: BindContext):
 
 def _model_compiler(bc: BindContext) -> ExprCompiler:
     cols = {c: c for c in C.MODEL_COLUMNS if c not in ("preprocess", "tags")}
-    return ExprCompiler(cols, json_column="tags", tag_keys=C.tag_keys(bc.con), table="models")
+    return ExprCompiler(cols, json_column="tags", tag_keys=C.tag_keys(bc.con), table="models",
+                        types=MODEL_COLUMN_KINDS)
 
 
 def bind_model_filter(where: A.Node | None, bc: BindContext) -> tuple[Compiled | None, str | None]:
@@ -316,7 +329,8 @@ def _bind_import(stmt: A.Import, bc: BindContext):
     path = bc.path(string_of(stmt.path, "IMPORT file"))
     if not path.endswith((".csv", ".parquet", ".tsv")):
         raise BindError(f"IMPORT reads .csv, .tsv or .parquet files, got {os.path.basename(path)!r}")
-    return BoundImport(stmt.kind, path, value_of(stmt.source) if stmt.source is not None else None)
+    return BoundImport(stmt.kind, path, value_of(stmt.source) if stmt.source is not None else None,
+                       stmt.on_conflict)
 
 
 @binds(A.SetOption)
@@ -340,6 +354,7 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
 
 def bind(stmt: A.Statement, bc: BindContext):
     stmt = substitute(stmt, bc.params)
+    check_literals(stmt)
     if isinstance(stmt, A.Explain):
         return BoundExplain(bind(stmt.statement, bc), stmt.analyze, stmt.verbose)
     fn = bc.dispatch.binder(type(stmt)) if bc.dispatch is not None else None

@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 
 from zooql.plan.nodes import ExecContext, Expr, Operator, Rows
 from zooql.errors import BindError, ExecutionError
+from zooql.core import import_keys as IK
 
 NAME_ONLY_PREFIXES = ("hf:", "name:", "api:")
 
@@ -28,6 +29,8 @@ def _read_labels_file(path: str) -> list[str]:
             return [line.rstrip("\n") for line in f if line.strip()]
     except OSError as exc:
         raise ExecutionError(f"cannot read labels file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8 text; a NUL in the path
+        raise ExecutionError(f"cannot read labels file {path!r}: {exc}") from None
 
 
 # ---- ADD MODEL / ADD MODELS FROM ------------------------------------------------------------
@@ -81,7 +84,10 @@ class ReadModelsFile(Operator):
         from zooql.core.binder import model_spec  # pure-python helper shared with ADD MODEL
 
         base = os.path.dirname(self.path)
-        resolve = lambda p: os.path.normpath(os.path.join(base, os.path.expanduser(p)))  # noqa: E731
+        def resolve(p: str) -> str:
+            if "\x00" in p:
+                raise BindError(f"path {p[:60]!r} contains a NUL character")
+            return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
         recs = self._records()
         if recs and "source" not in recs[0] and "name" not in recs[0]:
             raise ExecutionError(f"{self.path}: needs a 'source' or 'name' column; found "
@@ -416,10 +422,12 @@ class ImportTable(Operator):
     kind: str = ""
     path: str = ""
     source: str | None = None
+    on_conflict: str = "error"
     writes: ClassVar[bool] = True
 
     def explain_params(self):
-        return {"table": self.kind, "path": os.path.basename(self.path), "source": self.source}
+        return {"table": self.kind, "path": os.path.basename(self.path), "source": self.source,
+                "on_conflict": self.on_conflict}
 
     def _read(self):
         import pyarrow as pa
@@ -459,20 +467,30 @@ class ImportTable(Operator):
                 cols[c] = pa.nulls(table.num_rows, pa.string())
         if self.kind == "evaluations" and self.source is not None:
             cols["source"] = pa.array([self.source] * table.num_rows, pa.string())
+        fname = os.path.basename(self.path)
+        if self.kind == "outcomes" and cols["score"].null_count:
+            raise ExecutionError(f"{fname}: outcomes need a score in every row")
+        # the file's line of each row (a header line, then one row per line) or its row number
+        where, first = ("row", 1) if self.path.endswith(".parquet") else ("line", 2)
+        cols["_line"] = pa.array(range(first, first + table.num_rows), pa.int64())
         data = pa.table(cols)
-        if data.column("score").null_count and self.kind == "outcomes":
-            raise ExecutionError(f"{os.path.basename(self.path)}: outcomes need a score in every row")
-        ctx.con.register("_zooql_import", data)
+        collist = ", ".join(c for c in cols if c != "_line")
+        ctx.con.register(IK.TMP, data)
         try:
-            collist = ", ".join(cols)
-            ctx.con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM _zooql_import")
-            ctx.con.execute("INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM _zooql_import")
+            IK.check_file(ctx.con, self.kind, fname, where)
+            keep, conflicts = IK.resolve_conflicts(ctx.con, self.kind, self.on_conflict, fname, where)
+            n = ctx.con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM {IK.TMP} i"
+                                + keep).fetchall()[0][0]
+            ctx.con.execute(f"INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM {IK.TMP}")
         finally:
-            ctx.con.unregister("_zooql_import")
+            ctx.con.unregister(IK.TMP)
         for hook in ctx.hooks.get("on_import", ()):
             hook(ctx, self.kind, table)  # the whole file, side columns included
-        return Rows(["imported"], [(data.num_rows,)],
-                    message=f"imported {data.num_rows} {self.kind} from {os.path.basename(self.path)}")
+        msg = f"imported {n} {self.kind} from {fname}"
+        if conflicts:
+            msg += (f" ({conflicts} stored row(s) replaced)" if self.on_conflict == "replace"
+                    else f" ({conflicts} row(s) already stored, skipped)")
+        return Rows(["imported"], [(n,)], message=msg)
 
 
 # Called after an import inside its transaction with (ctx, kind, the pyarrow table read).

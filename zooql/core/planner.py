@@ -81,7 +81,7 @@ def _plan_alter(b: B.BoundAlter) -> Operator:
 
 @plans(B.BoundImport)
 def _plan_import(b: B.BoundImport) -> Operator:
-    return O.ImportTable(kind=b.kind, path=b.path, source=b.source)
+    return O.ImportTable(kind=b.kind, path=b.path, source=b.source, on_conflict=b.on_conflict)
 
 
 @plans(B.BoundSet)

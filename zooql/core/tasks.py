@@ -273,7 +273,7 @@ def store_task(con, store, t: TaskDef) -> tuple[bool, int]:
             con.execute("DELETE FROM discover_cache WHERE task = ? AND fingerprint <> 'recorded'", [t.name])
     path = t.path
     if t.npz_source:
-        final = store.file("tasks", f"{t.name}-{t.fingerprint[:12]}.npz")
+        final = store.named_file("tasks", t.name, f"-{t.fingerprint[:12]}.npz")
         if not final.exists():
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             shutil.copyfile(t.npz_source, tmp)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from zooql.core import evaluators as E
 from zooql.core import tasks as T
 from zooql.core.binder import BindContext, int_of, string_of, value_of
+from zooql.storage.names import check_name
 from zooql.core.where import suggest
 from zooql.errors import BindError, ExecutionError
 from zooql.lang import ast as A
@@ -86,7 +87,7 @@ class BoundCreateTask(Logical):
 
 @binds(A.CreateTask)
 def _bind_create_task(stmt: A.CreateTask, bc: BindContext):
-    name = value_of(stmt.name)
+    name = check_name(value_of(stmt.name), "task")
     path = bc.path(string_of(stmt.path, "task file"))
     evaluator = "exact_match"
     if stmt.evaluator is not None:

@@ -32,8 +32,9 @@ class ExprCompiler:
     known (``tag_keys``), as a bare name."""
 
     def __init__(self, columns: dict[str, str], *, json_column: str | None = "tags",
-                 tag_keys=(), table: str = "models"):
+                 tag_keys=(), table: str = "models", types: dict[str, str] | None = None):
         self.columns = columns
+        self.types = types or {}  # column -> 'text' | 'number' | 'bool' | 'time'; checked at bind
         self.json_column = json_column
         self.tag_keys = set(tag_keys)
         self.table = table
@@ -55,6 +56,34 @@ class ExprCompiler:
         if isinstance(node, A.BinOp) and node.op in "+-*/%":
             return True
         return isinstance(node, A.UnaryOp) and node.op == "NEG"
+
+    def _kind(self, node: A.Node) -> str | None:
+        """The value kind of an operand when it is known (None: any, e.g. a tag or NULL)."""
+        if isinstance(node, A.Literal):
+            v = node.value
+            if v is None:
+                return None
+            return "bool" if isinstance(v, bool) else "text" if isinstance(v, str) else "number"
+        if isinstance(node, A.Column) and len(node.parts) == 1:
+            return self.types.get(node.parts[0].lower())
+        if isinstance(node, A.BinOp) and node.op in "+-*/%":
+            return "number"
+        if isinstance(node, A.UnaryOp) and node.op == "NEG":
+            return "number"
+        return None
+
+    def _same_kind(self, a: A.Node, b: A.Node, op: str) -> None:
+        ka, kb = self._kind(a), self._kind(b)
+        ka, kb = ("text" if k == "time" else k for k in (ka, kb))
+        if ka is None or kb is None or ka == kb:
+            return
+        raise BindError(f"cannot compare {render(a)} ({ka}) {op} {render(b)} ({kb}): "
+                        f"both sides of {op} must be of the same kind (write a number as 5, text as '5')")
+
+    def _numeric_operand(self, node: A.Node, op: str) -> None:
+        kind = self._kind(node)
+        if kind not in (None, "number"):
+            raise BindError(f"{op} needs numbers, but {render(node)} is {kind}")
 
     def _json(self, key: str, numeric: bool) -> str:
         path = self._p("$." + '"' + key.replace('"', '\\"') + '"')
@@ -94,25 +123,38 @@ class ExprCompiler:
         if isinstance(node, A.UnaryOp):
             if node.op == "NOT":
                 return f"(NOT {self._c(node.operand)})"
+            self._numeric_operand(node.operand, "'-'")
             return f"(-{self._operand(node.operand, True)})"
         if isinstance(node, A.BinOp):
             if node.op not in _SQL_OPS:
                 raise BindError(f"unsupported operator {node.op!r}")
+            if node.op in "+-*/%":
+                self._numeric_operand(node.left, repr(node.op))
+                self._numeric_operand(node.right, repr(node.op))
+            else:
+                self._same_kind(node.left, node.right, node.op)
             numeric = node.op in "+-*/%" or self._is_numeric(node.left) or self._is_numeric(node.right)
             return f"({self._operand(node.left, numeric)} {node.op} {self._operand(node.right, numeric)})"
         if isinstance(node, A.InList):
             numeric = all(self._is_numeric(x) for x in node.items)
+            for x in node.items:
+                self._same_kind(node.operand, x, "IN")
             operand = self._operand(node.operand, numeric)  # parameters in textual order
             items = ", ".join(self._c(x) for x in node.items)
             neg = "NOT " if node.negated else ""
             return f"({operand} {neg}IN ({items}))"
         if isinstance(node, A.Like):
             neg = "NOT " if node.negated else ""
+            for side in (node.operand, node.pattern):
+                if self._kind(side) not in (None, "text", "time"):
+                    raise BindError(f"LIKE needs text, but {render(side)} is {self._kind(side)}")
             return f"({self._operand(node.operand, False)} {neg}LIKE {self._c(node.pattern)})"
         if isinstance(node, A.IsNull):
             return f"({self._operand(node.operand, False)} IS {'NOT ' if node.negated else ''}NULL)"
         if isinstance(node, A.Between):
             neg = "NOT " if node.negated else ""
+            self._same_kind(node.operand, node.low, "BETWEEN")
+            self._same_kind(node.operand, node.high, "BETWEEN")
             return (f"({self._operand(node.operand, True)} {neg}BETWEEN "
                     f"{self._operand(node.low, True)} AND {self._operand(node.high, True)})")
         raise BindError(f"unsupported expression {type(node).__name__}")

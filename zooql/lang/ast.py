@@ -235,6 +235,7 @@ class Import(Statement):
     kind: str  # 'evaluations' | 'outcomes'
     path: Node
     source: Node | None = None
+    on_conflict: str = "error"  # 'error' | 'replace' | 'skip' (rows whose key is already stored)
     span: Span | None = _span()
 
 

@@ -14,7 +14,7 @@ import functools
 import re
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from zooql.errors import ParseError, ZooQLError
@@ -22,6 +22,9 @@ from zooql.lang import ast as A
 from zooql.lang import sqlspan
 
 _MAX_EXPECTED = 8
+# Deepest parse tree accepted (about 95 nested parentheses or 190 chained NOTs): the
+# Transformer, the binder and the WHERE compiler recurse over the tree.
+MAX_DEPTH = 200
 
 
 def core_grammar() -> str:
@@ -54,9 +57,7 @@ class _ToAst(Transformer):
         return A.Literal(_unquote_string(str(items[0])), span=_tokspan(items[0]))
 
     def number(self, meta, items):
-        s = str(items[0])
-        val = float(s) if any(c in s for c in ".eE") else int(s)
-        return A.Literal(val, span=_tokspan(items[0]))
+        return A.Literal(number_value(items[0]), span=_tokspan(items[0]))
 
     def true(self, meta, items):
         return A.Literal(True, span=span(meta))
@@ -195,6 +196,10 @@ class _ToAst(Transformer):
 
     def explain_stmt(self, meta, items):
         mode = items[0] if len(items) == 2 else None
+        if isinstance(items[-1], A.Explain):
+            inner = items[-1].span
+            where = f" at line {inner[2]}, column {inner[3]}" if inner else ""
+            raise ParseError(f"EXPLAIN cannot explain an EXPLAIN{where}; write one EXPLAIN [ANALYZE | VERBOSE]")
         return A.Explain(items[-1], mode == "analyze", span=span(meta), verbose=mode == "verbose")
 
     def add_model(self, meta, items):
@@ -234,7 +239,22 @@ class _ToAst(Transformer):
         return A.AlterDataset(items[0], tuple(items[1:]), span=span(meta))
 
     def import_stmt(self, meta, items):
-        return A.Import(items[0], items[1], items[2] if len(items) > 2 else None, span=span(meta))
+        action = items[-1] if isinstance(items[-1], tuple) and items[-1][0] == "on_conflict" else None
+        rest = items[:-1] if action else items
+        return A.Import(rest[0], rest[1], rest[2] if len(rest) > 2 else None,
+                        action[1] if action else "error", span=span(meta))
+
+    def conflict_clause(self, meta, items):
+        return ("on_conflict", items[0])
+
+    def conflict_replace(self, meta, items):
+        return "replace"
+
+    def conflict_skip(self, meta, items):
+        return "skip"
+
+    def conflict_error(self, meta, items):
+        return "error"
 
     def help_word(self, meta, items):
         return str(items[0])
@@ -320,6 +340,35 @@ class _ToAst(Transformer):
 
 
 
+def number_value(tok: Token) -> int | float:
+    """The value of a NUMBER token; a float that overflows to infinity is a ParseError."""
+    s = str(tok)
+    if not any(c in s for c in ".eE"):
+        return int(s)
+    val = float(s)
+    if val in (float("inf"), float("-inf")):
+        raise ParseError(f"number {s[:40]} at line {tok.line}, column {tok.column} is out of range "
+                         f"(the largest is about 1.8e308)", line=tok.line, column=tok.column)
+    return val
+
+
+def check_depth(text: str, tree: Tree) -> None:
+    """Refuse a parse tree deeper than :data:`MAX_DEPTH` (walked without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = getattr(node, "meta", None)
+            line = getattr(meta, "line", None) or 1
+            column = getattr(meta, "column", None) or 1
+            raise ParseError(
+                f"syntax error at line {line}, column {column}: expression nested too deeply (at most "
+                f"{MAX_DEPTH} parse levels, about {MAX_DEPTH // 2 - 5} nested parentheses or "
+                f"{MAX_DEPTH - 10} chained NOTs)", line=line, column=column,
+                context=_caret(text, line, column))
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+
 def clauses(items) -> dict:
     """Collect ('key', value) clause pairs; a clause given twice is an error."""
     out: dict = {}
@@ -361,6 +410,7 @@ class Parser:
             tree = self._lark.parse(text)
         except UnexpectedInput as exc:
             raise _format_error(text, exc, self.first_keywords()) from None
+        check_depth(text, tree)
         try:
             return self._transform(tree, text)[1]
         except VisitError as exc:

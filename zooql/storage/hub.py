@@ -278,9 +278,18 @@ class HubStore:
 
     def file(self, *parts: str) -> Path:
         """Path of a file beside the catalog (matrices, indexes, caches)."""
-        p = self.path.joinpath(*parts)
+        from zooql.storage.names import inside
+
+        p = inside(self.path, self.path.joinpath(*parts))  # never a path outside the hub
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+    def named_file(self, folder: str, name: str, suffix: str) -> Path:
+        """A file for the user-named object ``name``: ``<folder>/<safe stem><suffix>``, the
+        stem mapped by :func:`zooql.storage.names.file_stem` (no ``..``, separators, NUL)."""
+        from zooql.storage.names import file_stem
+
+        return self.file(folder, file_stem(name) + suffix)
 
 
 class StatementConnections:

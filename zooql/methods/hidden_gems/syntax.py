@@ -9,7 +9,11 @@ from zooql.methods.hidden_gems import ast as A
 
 class Syntax:
     def count(self, meta, items):
-        return ("k", int(str(items[0])))
+        tok = items[0]
+        if not str(tok).isdigit() or int(str(tok)) < 1:
+            raise ParseError(f"DISCOVER BEST k needs a whole number >= 1, got {str(tok)[:40]} "
+                             f"(line {tok.line}, column {tok.column})", line=tok.line, column=tok.column)
+        return ("k", int(str(tok)))
 
     def per_model(self, meta, items):
         return True

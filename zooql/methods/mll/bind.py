@@ -24,6 +24,7 @@ from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.plan.logical import Logical
+from zooql.storage.names import check_name
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _graph_name(node, bc: BindContext, fallback: str | None = None) -> str:
 
 @binds(A.CreateSemanticGraph)
 def _bind_create(stmt: A.CreateSemanticGraph, bc: BindContext):
-    name = stmt.name.value
+    name = check_name(stmt.name.value, "semantic graph")
     folder = bc.path(string_of(stmt.path, "CREATE SEMANTIC GRAPH ... FROM"))
     if not os.path.isdir(folder):
         raise BindError(f"graph folder not found: {folder}")

@@ -16,6 +16,7 @@ from zooql.methods.probelog import ops_find as F
 from zooql.methods.probelog import ops_probe as P
 from zooql.plan.nodes import Operator
 from zooql.errors import BindError
+from zooql.storage.names import check_name
 from zooql.methods.probelog import ast as A
 from zooql.core.binder import (BindContext, bind_model_filter, binds, int_of, options_dict, string_of,
                                 value_of)
@@ -169,7 +170,7 @@ def _model_probe_info(bc: BindContext, name: str, what: str) -> dict:
 
 @binds(A.CreateProbeSet)
 def _bind_create_probe_set(stmt: A.CreateProbeSet, bc: BindContext):
-    name = stmt.name.value
+    name = check_name(stmt.name.value, "probe set")
     if P.probe_set_row(bc.con, name) is not None:
         raise BindError(f"probe set {name!r} already exists")
     raw = string_of(stmt.path, "probe images")
@@ -184,6 +185,11 @@ def _bind_create_probe_set(stmt: A.CreateProbeSet, bc: BindContext):
             raise BindError(f"probe images must be a folder of images, a .npy or a .parquet file, "
                             f"got {os.path.basename(path)!r}")
     limit = _int(stmt.limit, "LIMIT", 2)
+    if limit is not None:  # a source never holds more images than this; the reader clamps further
+        limit = min(limit, 2 ** 31 - 1)
+    if kind == "builtin" and limit is not None and limit > P.BUILTIN_MAX_N:
+        raise BindError(f"the built-in probes are generated, at most {P.BUILTIN_MAX_N} of them "
+                        f"(LIMIT {limit} asked); bring a folder, .npy or .parquet for more")
     seed = _int(stmt.seed, "SEED", 0)
     captions = None
     if stmt.captions is not None:

@@ -231,8 +231,8 @@ class Search(Operator):
     # -- logits ---------------------------------------------------------------------------------------
     def _search_logits(self, ctx, files, dm, q, kp, mids, first, ncols, all_ncols, notes):
         search = _search_fn(self.method, kp)
-        top = int(self.top)
         n_gallery = int(ncols.sum())
+        top = min(int(self.top), n_gallery)  # never allocate for more results than logits exist
         if n_gallery == 0 or top <= 0:
             return (np.empty(0, np.int64), np.empty(0)), "exact"
         extra = int(all_ncols.sum()) - n_gallery
@@ -262,7 +262,7 @@ class Search(Operator):
         if int(np.isin(ids, allowed).sum()) < min(int(self.top), int(allowed.size)):
             # never silently fewer than k results: exact scan of the admissible columns
             notes.append("HNSW found too few admissible candidates; exact scan of the gallery")
-            return search(q, dm, int(self.top), allowed)
+            return search(q, dm, min(int(self.top), int(allowed.size)), allowed)
         if unindexed.size:
             notes.append(f"{unindexed.size} logits not yet in the HNSW index were scanned exactly")
         return ids, d

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-expo
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).
 BUILTIN_DEFAULT_N = 256
 BUILTIN_SIZE = 224
+BUILTIN_MAX_N = 4096  # CREATE PROBE SET ... FROM 'builtin' LIMIT n: n <= this (150 KB per probe)
 BUILTIN_NAME = "builtin"
 DEFAULT_BATCH = 64
 
@@ -54,7 +54,9 @@ DEFAULT_BATCH = 64
 # ==== CREATE PROBE SET ========================================================================
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "ps"
+    from zooql.storage.names import file_stem
+
+    return file_stem(name)
 
 
 def create_probe_set(ctx: ExecContext, name: str, kind: str, path: str | None, limit, seed,

@@ -1,0 +1,67 @@
+"""Benchmark: the long fuzz run of issue 18 (zooql.testing.fuzz), counts by exception class.
+
+Generates ``--n`` statements by Lark-driven mutation of every golden statement and docs
+example (fixed ``--seed``), runs them against a small hub of name-only models, evaluations,
+outcomes, a queries task and a probe set, and reports: outcomes by exception class, crashes
+(any exception that is not a ZooQLError), statements over 10 s, failed statements that
+changed a table or a file of the hub. Appends the table to benchmarks/RESULTS.md.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fuzz.py --n 100000
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100000, help="statements to generate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
+    args = ap.parse_args(argv)
+
+    from zooql.testing import fuzz
+
+    t0 = time.perf_counter()
+
+    def progress(i, rep):
+        print(f"  {i} texts, {rep.n} statements, {time.perf_counter() - t0:.0f} s, "
+              f"crashes {len(rep.crashes)}, hangs {len(rep.hangs)}, changes {len(rep.changes)}", flush=True)
+
+    rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress)
+    lines = ["| outcome | statements |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(rep.outcomes.items(), key=lambda kv: -kv[1])]
+    lines += [f"| **total** | {rep.n} |"]
+    summary = (f"{rep.texts} generated texts, {rep.n} statements ({rep.explained} bound and planned "
+               f"only: they would run models), {rep.seconds:.0f} s, slowest statement {rep.slowest:.2f} s. "
+               f"Non-ZooQL exceptions: {len(rep.crashes)}; statements over 10 s: {len(rep.hangs)}; "
+               f"failed statements that changed a table or file: {len(rep.changes)}.")
+    print("\n".join(lines))
+    print(summary)
+    for what, items in (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes)):
+        for item in items[:20]:
+            print(what, item)
+    if not args.no_results:
+        cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fuzz.py " + " ".join(argv or sys.argv[1:])
+        details = "".join(f"\n- {what}: `{item!r}`" for what, items in
+                          (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes))
+                          for item in items[:10])
+        block = (f"\n\n## Fuzz (issue 18), {datetime.date.today().isoformat()}\n\n"
+                 f"Machine: 2-core CPU, shared. Command: `{cmd.strip()}` (seed {args.seed}).\n\n"
+                 + "\n".join(lines) + "\n\n" + summary + details + "\n")
+        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
+            f.write(block)
+    return 0 if not (rep.crashes or rep.hangs or rep.changes) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
