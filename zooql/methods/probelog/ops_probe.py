@@ -176,8 +176,6 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     yet, provisional (missing responses at the row mean) until CompleteDescriptors fits
     the factors."""
     from zooql.methods.probelog import completion as CP
-    from zooql.methods.probelog.kernels import zscore_columns
-    from zooql.storage import catalog as C
 
     ps = probe_set_row(ctx.con, ps_name)
     if ps is None:
@@ -185,8 +183,40 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     files = ProbeSetFiles(ctx.store, ps)
     dm = open_matrix(files)
     _delete_orphans(ctx, ps, dm)
+    todo, rows = _to_probe(ctx, ps, model_names)
+    if not todo:
+        return rows, []
+    ctx.commit()  # what this statement wrote before (an auto-created probe set) is a unit too
+    run = _ProbeRun(ctx, ps, files, dm, runtime_for(ctx, device), batch, sample_pct, sample_seed,
+                    reg, CP.load_factors(files) if sample_pct is not None else None)
+    failures = []
+    try:
+        for i, m in enumerate(todo):
+            row = run.probe(m)
+            if row[2].startswith("failed"):
+                failures.append(m["name"])
+            rows.append(row)
+            ctx.report(label, i + 1, len(todo))
+    finally:
+        if run.index_dirty:
+            save_index(ctx, files, run.index)
+    notes = []
+    done = sum(1 for r in rows if str(r[2]).startswith("probed"))
+    if done:
+        notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({run.passes} forward passes"
+                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "") + ")")
+    if failures:
+        notes.append(f"{len(failures)} failed: {', '.join(failures[:5])}{'...' if len(failures) > 5 else ''}")
+    return rows, notes
+
+
+def _to_probe(ctx: ExecContext, ps: dict, model_names) -> tuple[list[dict], list[tuple]]:
+    """(model rows to probe, result rows of those that need nothing: dropped, already
+    probed, not probeable)."""
+    from zooql.storage import catalog as C
+
     probed = probed_model_ids(ctx.con, ps["id"])
-    todo, rows, notes = [], [], []
+    todo, rows = [], []
     for name in model_names:
         m = C.model_row(ctx.con, name)
         if m is None:
@@ -197,100 +227,100 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
             rows.append((name, m["num_logits"], "not probeable (no loadable logits)", None))
         else:
             todo.append(m)
-    if not todo:
-        return rows, notes
-    ctx.commit()  # what this statement wrote before (an auto-created probe set) is a unit too
-    images = files.images()
-    n = ps["n_probes"]
-    runtime = runtime_for(ctx, device)
-    index = _load_index(files) if files.has_index() else None
-    index_dirty = False
-    failures = []
-    factors = CP.load_factors(files) if sample_pct is not None else None
-    passes = 0
-    try:
-        for i, m in enumerate(todo):
-            t0 = time.perf_counter()
-            mask = None
-            run_images = images
-            if sample_pct is not None:
-                mask = CP.sample_mask(n, sample_pct, sample_seed or 0, m["id"])
-                run_images = np.asarray(images[np.flatnonzero(mask)])
-            try:
-                loaded = load_model(runtime, m)
-                logits = runtime.run(loaded, run_images, batch_size=batch,
-                                     progress=lambda d, t, _m=m["name"]: ctx.report(f"probing {_m}", d, t))
-            except ExecutionError as exc:
-                failures.append(m["name"])
-                rows.append((m["name"], m["num_logits"], f"failed: {exc.message}", None))
-                ctx.report(label, i + 1, len(todo))
-                continue
-            logits = np.asarray(logits, dtype=np.float32)
-            n_run = int(run_images.shape[0])
-            if logits.ndim != 2 or logits.shape[0] != n_run or logits.shape[1] != m["num_logits"]:
-                failures.append(m["name"])
-                rows.append((m["name"], m["num_logits"], f"failed: output shape {tuple(logits.shape)} is not "
-                             f"[{n_run} probes, {m['num_logits']} logits]", None))
-                ctx.report(label, i + 1, len(todo))
-                continue
-            if not np.isfinite(logits).all():
-                failures.append(m["name"])
-                rows.append((m["name"], m["num_logits"], "failed: logits contain NaN or infinity", None))
-                ctx.report(label, i + 1, len(todo))
-                continue
-            passes += n_run
-            status, completion = "probed", None
-            if mask is None:
-                desc = zscore_columns(logits)
-            else:
-                full = np.full((n, logits.shape[1]), np.nan, np.float32)
-                full[mask] = logits
-                logits = full
-                M = np.broadcast_to(mask, (full.shape[1], n))
-                if factors is not None and factors[0].shape[0] == n:
-                    lam = reg if reg is not None else factors[1].get("reg", CP.DEFAULT_REG)
-                    Zc = CP.fold_in(full.T, M, factors[0], lam)
-                    completion = "fold-in"
-                else:
-                    Zc, _, _ = CP.standardize_rows(full.T, M)
-                    completion, status = "provisional", "probed (provisional)"
-                desc = zscore_columns(Zc.T)
-            raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
-            save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
-            start, end = dm.append_columns(desc)
-            seconds = time.perf_counter() - t0
-            con = ctx.begin_write()  # a short transaction per model: readers wait at most for it
-            con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
-                            "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [ps["id"], m["id"], start, end - start, raw_rel, getattr(runtime, "device", None),
-                             seconds])
-            con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
-                            [ps["id"], start, m["id"], end - start])
-            if mask is not None:
-                mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
-                save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
-                con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
-                                "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [ps["id"], m["id"], float(sample_pct), int(sample_seed or 0), int(mask.sum()),
-                                 mask_rel, completion])
-            # per-model commit: an interrupt keeps the finished models
-            ctx.commit()
-            if index is not None:
-                index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
-                index_dirty = True
-            rows.append((m["name"], m["num_logits"], status, round(seconds, 3)))
-            ctx.report(label, i + 1, len(todo))
-    finally:
-        if index_dirty:
+    return todo, rows
 
-            save_index(ctx, files, index)
-    done = sum(1 for r in rows if str(r[2]).startswith("probed"))
-    if done:
-        notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({passes} forward passes"
-                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "") + ")")
-    if failures:
-        notes.append(f"{len(failures)} failed: {', '.join(failures[:5])}{'...' if len(failures) > 5 else ''}")
-    return rows, notes
+
+class _ProbeRun:
+    """Probing of one statement: runs each model on the probes (or its sample of them),
+    stores its raw logits and descriptor columns and commits them as one unit."""
+
+    def __init__(self, ctx, ps, files, dm, runtime, batch, sample_pct, sample_seed, reg, factors):
+        self.ctx, self.ps, self.files, self.dm, self.runtime = ctx, ps, files, dm, runtime
+        self.batch, self.sample_pct, self.sample_seed, self.reg, self.factors = \
+            batch, sample_pct, sample_seed, reg, factors
+        self.images = files.images()
+        self.n = ps["n_probes"]
+        self.index = _load_index(files) if files.has_index() else None
+        self.index_dirty = False
+        self.passes = 0
+
+    def probe(self, m: dict) -> tuple:
+        """Probe one model; the result row (name, logits, status, seconds)."""
+        from zooql.methods.probelog import completion as CP
+
+        t0 = time.perf_counter()
+        mask, run_images = None, self.images
+        if self.sample_pct is not None:
+            mask = CP.sample_mask(self.n, self.sample_pct, self.sample_seed or 0, m["id"])
+            run_images = np.asarray(self.images[np.flatnonzero(mask)])
+        logits, failure = self._run(m, run_images)
+        if failure:
+            return (m["name"], m["num_logits"], f"failed: {failure}", None)
+        self.passes += int(run_images.shape[0])
+        logits, desc, status, completion = self._descriptors(logits, mask)
+        start, end, seconds = self._store(m, logits, desc, mask, completion, t0)
+        if self.index is not None:
+            self.index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
+            self.index_dirty = True
+        return (m["name"], m["num_logits"], status, round(seconds, 3))
+
+    def _run(self, m: dict, run_images) -> tuple[np.ndarray | None, str | None]:
+        ctx = self.ctx
+        try:
+            loaded = load_model(self.runtime, m)
+            logits = self.runtime.run(loaded, run_images, batch_size=self.batch,
+                                      progress=lambda d, t, _m=m["name"]: ctx.report(f"probing {_m}", d, t))
+        except ExecutionError as exc:
+            return None, exc.message
+        logits = np.asarray(logits, dtype=np.float32)
+        n_run = int(run_images.shape[0])
+        if logits.ndim != 2 or logits.shape[0] != n_run or logits.shape[1] != m["num_logits"]:
+            return None, f"output shape {tuple(logits.shape)} is not [{n_run} probes, {m['num_logits']} logits]"
+        if not np.isfinite(logits).all():
+            return None, "logits contain NaN or infinity"
+        return logits, None
+
+    def _descriptors(self, logits, mask):
+        """(raw logits over all probes, descriptors, status, completion kind)."""
+        from zooql.methods.probelog import completion as CP
+        from zooql.methods.probelog.kernels import zscore_columns
+
+        if mask is None:
+            return logits, zscore_columns(logits), "probed", None
+        n = self.n
+        full = np.full((n, logits.shape[1]), np.nan, np.float32)
+        full[mask] = logits
+        M = np.broadcast_to(mask, (full.shape[1], n))
+        if self.factors is not None and self.factors[0].shape[0] == n:
+            lam = self.reg if self.reg is not None else self.factors[1].get("reg", CP.DEFAULT_REG)
+            return full, zscore_columns(CP.fold_in(full.T, M, self.factors[0], lam).T), "probed", "fold-in"
+        Zc, _, _ = CP.standardize_rows(full.T, M)
+        return full, zscore_columns(Zc.T), "probed (provisional)", "provisional"
+
+    def _store(self, m, logits, desc, mask, completion, t0: float) -> tuple[int, int, float]:
+        """Raw logits, descriptor columns and catalog rows of one model, committed as a unit
+        (an interrupt keeps the finished models; readers wait at most for this transaction)."""
+        ps, files, ctx = self.ps, self.files, self.ctx
+        raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
+        save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
+        start, end = self.dm.append_columns(desc)
+        seconds = time.perf_counter() - t0
+        con = ctx.begin_write()
+        con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
+                    "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [ps["id"], m["id"], start, end - start, raw_rel, getattr(self.runtime, "device", None),
+                     seconds])
+        con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
+                    [ps["id"], start, m["id"], end - start])
+        if mask is not None:
+            mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
+            save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
+            con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                        "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
+                         mask_rel, completion])
+        ctx.commit()
+        return start, end, seconds
 
 
 def bare(text: str) -> str:
