@@ -6,6 +6,7 @@ import pytest
 
 from zooql.methods.probelog import completion as CP
 from zooql.errors import BindError
+from zooql.testing.zoo import save_linear as _save_linear
 
 torch = pytest.importorskip("torch")
 
@@ -77,15 +78,6 @@ def test_sample_mask_reproducible_and_per_model():
 # ---- through the language -------------------------------------------------------------------------------
 
 N_BASE, N_COPIES = 3, 4
-
-
-def _save_linear(weight, bias, path):
-    lin = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        lin.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        lin.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), lin)).save(str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 
 from zooql.errors import BindError
+from zooql.testing.zoo import save_linear as _save_linear
 
 torch = pytest.importorskip("torch")
 
 GREY = "WITH (input_size = 8, channels = 1, mean = (0.5), std = (0.5))"
-
-
-def _save_linear(weight, bias, path):
-    lin = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        lin.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        lin.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), lin)).save(str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -92,3 +92,16 @@ def slow_down(step: str, seconds: float) -> None:
         wrap(ImportTable, "_read")
     else:
         raise ValueError(f"unknown step {step!r}")
+
+
+def save_linear(weight, bias, path) -> str:
+    """A TorchScript classifier ``Flatten -> Linear(weight, bias)`` saved at ``path``: a model
+    whose logits are known in closed form (tests plant logit copies and permutations)."""
+    import torch
+
+    lin = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        lin.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), lin)).save(str(path))
+    return str(path)
