@@ -30,6 +30,10 @@ SESSION = [
      "teacher's own logits are left out.", "FIND LOGITS RECOGNIZING 'a tabby cat' USING ALIGNER teacher TOP 3"),
     ("Which fine-tune of the `digits-mlp` tree is best on the `digits` task, evaluating at most "
      "20 queries per model (Hidden Gems)?", "DISCOVER BEST IN TREE digits-mlp ON digits BUDGET 20 SEED 0"),
+    ("Everything is also a relation for plain SQL: the catalog's tables, and any method "
+     "statement in parentheses (its result columns are documented in docs/language.md).",
+     "SELECT g.model, g.score, m.downloads FROM (DISCOVER BEST 3 IN TREE digits-mlp ON digits BUDGET 20 SEED 0) g "
+     "JOIN models m ON m.name = g.model ORDER BY g.score DESC"),
     ("A typo at the start of a statement lists the statements:", "SHWO TREES"),
 ]
 
