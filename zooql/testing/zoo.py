@@ -82,7 +82,7 @@ def slow_down(step: str, seconds: float) -> None:
         from zooql.runtime.models import ModelRuntime
         wrap(ModelRuntime, "run")
     elif step == "evaluate":
-        from zooql.core.tasks import RecordedSource
+        from zooql.core.evaluators import RecordedSource
         wrap(RecordedSource, "evaluate")
     elif step == "fit":
         from zooql.methods.probelog import completion
