@@ -217,10 +217,10 @@ def test_tables_and_schema(project):
     r = zooql_cmd(hub, "--create", "-f", "csv", "-c", ".tables models\n.schema models")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:2] == ["table,rows", "models,0"]
-    assert "CREATE TABLE models(" in r.stdout and "\"name\" VARCHAR NOT NULL" in r.stdout
+    assert lines[:2] == ["relation", "models"]
+    assert lines[2] == "relation,columns" and lines[3].startswith("models,") and "downloads" in lines[3]
     r = zooql_cmd(hub, "-c", ".schema nope")
-    assert r.returncode == 1 and "no catalog table 'nope'" in r.stderr
+    assert r.returncode == 1 and "unknown relation 'nope'" in r.stderr
 
 
 def test_run_errors_name_the_file_and_line(project):

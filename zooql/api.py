@@ -275,27 +275,6 @@ class Hub:
         return self.store is not None
 
     # ---- catalog helpers -----------------------------------------------------------------
-    def catalog_tables(self) -> list[tuple[str, int]]:
-        """(table, rows) of every table in the catalog database (the REPL's ``.tables``)."""
-        if self.store is None:
-            return []
-        with self.store.read() as con:
-            names = [r[0] for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
-            return [(n, con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names]
-
-    def catalog_schema(self, table: str | None = None) -> list[tuple[str, str]]:
-        """(table, CREATE TABLE statement) of the catalog's tables, or of one (``.schema``)."""
-        if self.store is None:
-            return []
-        sql = "SELECT table_name, sql FROM duckdb_tables() WHERE schema_name = 'main'"
-        args: list = []
-        if table:
-            sql += " AND lower(table_name) = lower(?)"
-            args.append(table)
-        with self.store.read() as con:
-            return [(r[0], r[1]) for r in con.execute(sql + " ORDER BY 1", args).fetchall()]
-
     def logit_labels(self, model: str) -> list[str]:
         """The logit labels of a registered model, in logit order (for completion)."""
         if self.store is None:

@@ -150,24 +150,6 @@ def _progress(repl, arg: str) -> None:
     repl.say(f"progress: {state}")
 
 
-@command(".tables", ".tables [PATTERN]", "List the hub's catalog tables and their row counts.")
-def _tables(repl, arg: str) -> None:
-    rows = repl.hub.catalog_tables()
-    if arg:
-        import fnmatch
-
-        rows = [r for r in rows if fnmatch.fnmatch(r[0].lower(), arg.lower())]
-    repl.show_rows(["table", "rows"], rows)
-
-
-@command(".schema", ".schema [TABLE]", "Show the CREATE TABLE statements of the catalog (or one table).")
-def _schema(repl, arg: str) -> None:
-    got = repl.hub.catalog_schema(arg or None)
-    if arg and not got:
-        raise DotCommandError(f"no catalog table {arg!r}; .tables lists them")
-    repl.print("\n".join(sql.rstrip(";") + ";" for _, sql in got))
-
-
 @command(".timer", ".timer [on|off]", "Print the time each statement takes.")
 def _timer(repl, arg: str) -> None:
     repl.timer = _on_off(arg, repl.timer, ".timer [on|off]")
