@@ -92,7 +92,10 @@ def test_readme_examples_on_demo_hub(demo):
     hub, base = demo
     skipped, results = _run_doc("README.md", hub, base)
     assert skipped == NOT_RUN["README.md"]
-    assert len(results) == 7
+    assert len(results) == 8
+    sel = _result(results, "SELECT name, downloads FROM models WHERE tree = 'digits-mlp'")
+    downloads = [r[1] for r in sel.rows]
+    assert sel.columns == ["name", "downloads"] and len(sel) == 3 and downloads == sorted(downloads, reverse=True)
     espresso = _result(results, "FIND LOGITS LIKE efficientnet_lite0.logit['espresso']")
     assert "probes: builtin (256; the hub's probe_set setting)" in espresso.message and len(espresso) == 5
     assert espresso.rows[0][1] == "efficientnet_lite1" and espresso.rows[0][3] == "espresso"
