@@ -91,10 +91,6 @@ class Result:
         return f"<Result {self.kind} columns={self.columns} rows={len(self)}>"
 
 
-def _hooks() -> dict[str, list]:
-    return {name: registry.hooks(name) for name in registry.HOOKS}
-
-
 def keywords() -> list[str]:
     """Every keyword of the language (core and methods), for the REPL's lexer and completer."""
     return registry.keywords()
@@ -203,7 +199,7 @@ class Hub:
         if self.store is None:   # opened with create="on_write": a write creates it, a read is refused
             self._bind_and_plan(stmt, params, base_dir)
         ctx_args = dict(base_dir=base_dir, progress=progress, runtime_factory=self.runtime,
-                        session=self.session, hooks=_hooks())
+                        session=self.session, hooks=registry.hook_table())
         try:
             with self.store.read() as con:   # one read-only connection binds and runs a read
                 bound, op = self._bind_and_plan(stmt, params, base_dir, con)

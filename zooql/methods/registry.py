@@ -122,6 +122,7 @@ def _invalidate() -> None:
     objects.cache_clear()
     parser.cache_clear()
     dispatch.cache_clear()
+    hook_table.cache_clear()
 
 
 @functools.lru_cache(maxsize=1)
@@ -242,8 +243,15 @@ def relations() -> dict[str, str]:
     return out
 
 
-def hooks(name: str) -> list[Callable]:
-    return [h for h in (m.hook(name) for m in methods()) if h is not None]
+@functools.lru_cache(maxsize=1)
+def hook_table() -> dict[str, tuple[Callable, ...]]:
+    """Every method's hook functions by hook name (resolved once, not per statement)."""
+    return {name: tuple(h for h in (m.hook(name) for m in methods()) if h is not None)
+            for name in sorted(HOOKS)}
+
+
+def hooks(name: str) -> tuple[Callable, ...]:
+    return hook_table()[name]
 
 
 @functools.lru_cache(maxsize=1)

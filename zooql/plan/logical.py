@@ -56,9 +56,7 @@ class Logical:
     def __post_init__(self):
         for name, allowed in _checks(type(self)):
             value = getattr(self, name)
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed and int in allowed):
-                if isinstance(value, bool) and int in allowed:
-                    continue   # bool is accepted where an int is
+            if not isinstance(value, allowed):   # (a bool is an int, as in Python)
                 raise TypeError(f"{type(self).__name__}.{name} must be {' or '.join(t.__name__ for t in allowed)}, "
                                 f"got {type(value).__name__} {value!r}")
 

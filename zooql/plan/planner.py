@@ -15,12 +15,17 @@ from zooql.plan.nodes import Operator
 from zooql.plan.rules import apply_rules
 
 
-def plan(bound, dispatch, *, trace: list | None = None) -> Operator:
+def _plan(bound, dispatch, trace: list | None):
+    """(logical node after the logical rules, operator tree after the physical rules)."""
     logical = apply_rules(bound, dispatch.rules["logical"], trace)
     fn = dispatch.planner(type(logical))
     if fn is None:
         raise ZooQLError(f"no planner for {type(logical).__name__}")
-    return apply_rules(fn(logical), dispatch.rules["physical"], trace)
+    return logical, apply_rules(fn(logical), dispatch.rules["physical"], trace)
+
+
+def plan(bound, dispatch, *, trace: list | None = None) -> Operator:
+    return _plan(bound, dispatch, trace)[1]
 
 
 def plan_verbose(bound, dispatch) -> tuple[list[str], Operator]:
@@ -30,12 +35,8 @@ def plan_verbose(bound, dispatch) -> tuple[list[str], Operator]:
     from zooql.plan.nodes import explain
 
     trace: list = []
-    logical = apply_rules(bound, dispatch.rules["logical"], trace)
-    fn = dispatch.planner(type(logical))
-    if fn is None:
-        raise ZooQLError(f"no planner for {type(logical).__name__}")
-    n_logical = len(trace)
-    op = apply_rules(fn(logical), dispatch.rules["physical"], trace)
+    logical, op = _plan(bound, dispatch, trace)
+    n_logical = len(dispatch.rules["logical"])
     lines = ["logical_plan:"] + ["  " + x for x in explain_logical(bound)]
     for i, (name, changed) in enumerate(trace):
         lines.append(f"rule: name={name} phase={'logical' if i < n_logical else 'physical'} "

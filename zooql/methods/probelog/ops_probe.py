@@ -159,10 +159,6 @@ def _delete_orphans(ctx: ExecContext, ps: dict, dm) -> int:
     return delete_orphan_columns(ctx.con, ps, dm)
 
 
-def _load_index(files: ProbeSetFiles):
-    return load_index(files)
-
-
 def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, device: str | None,
                  label: str = "probe", sample_pct: float | None = None, sample_seed: int | None = None,
                  reg: float | None = None) -> tuple[list[tuple], list[str]]:
@@ -240,7 +236,7 @@ class _ProbeRun:
             batch, sample_pct, sample_seed, reg, factors
         self.images = files.images()
         self.n = ps["n_probes"]
-        self.index = _load_index(files) if files.has_index() else None
+        self.index = load_index(files) if files.has_index() else None
         self.index_dirty = False
         self.passes = 0
 

@@ -90,7 +90,7 @@ def probe_query_fully(ctx, ps_name: str, model: str, batch: int = P.DEFAULT_BATC
     ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
                     [ps["id"], start, m["id"], end - start])
     ctx.con.execute("DELETE FROM probe_masks WHERE probe_set_id = ? AND model_id = ?", [ps["id"], m["id"]])
-    index = P._load_index(files) if files.has_index() else None
+    index = P.load_index(files) if files.has_index() else None
     if index is not None:
         index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
     ctx.after_commit.append(_cleanup(ctx.store, files, dm, index, np.arange(first, first + ncols, dtype=np.int64),
