@@ -47,31 +47,28 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
     return float(tau) if np.isfinite(tau) else 0.0
 
 
-_clean, _order, _kendall_tau_b = clean_scores, order_desc, kendall_tau_b
-
-
 def ndcg5_paper(true_scores, pred_scores, k: int = 5) -> float:
     """Eq. 54 (our reading): NDCG@k over the intersection, gains ``2^rel - 1``."""
-    t, p = _clean(true_scores, pred_scores)
+    t, p = clean_scores(true_scores, pred_scores)
     if len(t) == 0:
         return float("nan")
     k = min(int(k), len(t))
     rel = np.zeros(len(t))
-    rel[_order(t)[:k]] = np.arange(k, 0, -1, dtype=np.float64)
+    rel[order_desc(t)[:k]] = np.arange(k, 0, -1, dtype=np.float64)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = float(np.sum((2.0 ** rel[_order(p)[:k]] - 1.0) * disc))
+    dcg = float(np.sum((2.0 ** rel[order_desc(p)[:k]] - 1.0) * disc))
     idcg = float(np.sum((2.0 ** np.arange(k, 0, -1, dtype=np.float64) - 1.0) * disc))
     return dcg / idcg
 
 
 def tau5_paper(true_scores, pred_scores, k: int = 5) -> float:
     """Eq. 55 (our reading): Kendall's tau-b over the intersection of the top-k lists."""
-    t, p = _clean(true_scores, pred_scores)
+    t, p = clean_scores(true_scores, pred_scores)
     if len(t) == 0:
         return float("nan")
-    truth = set(_order(t)[:k].tolist())
-    inter = [i for i in _order(p)[:k].tolist() if i in truth]
+    truth = set(order_desc(t)[:k].tolist())
+    inter = [i for i in order_desc(p)[:k].tolist() if i in truth]
     if len(inter) < 2:
         return 0.0
     idx = np.array(inter)
-    return float(_kendall_tau_b(t[idx], p[idx]))
+    return float(kendall_tau_b(t[idx], p[idx]))

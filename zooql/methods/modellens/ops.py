@@ -38,7 +38,10 @@ import duckdb
 from zooql.plan.nodes import ExecContext, Expr, Operator, OpStats, Rows
 from zooql.errors import ExecutionError
 from zooql.methods.modellens.catalog import (  # noqa: F401  (re-exported for the binder)
-    RECOMMENDER_NAME, CACHE_DIR, FEATURES_VERSION, _LOADED, _EVAL_FILTER, _SIZE, _SEP, _LETTER_DIGIT, evaluation_count, fingerprint, cached_row, cached_selection, hub_dir, default_config, config_tag, stored_config, recommender_status, load_records, dataset_text, catalog_dataset_text, name_features, model_features, side_info,
+    RECOMMENDER_NAME, CACHE_DIR, FEATURES_VERSION, _LOADED, _EVAL_FILTER, evaluation_count,
+    fingerprint, cached_row, cached_selection, hub_dir, default_config, config_tag,
+    stored_config, recommender_status, load_records, dataset_text, catalog_dataset_text,
+    name_features, model_features, side_info,
 )
 
 METHODS = ("modellens", "avg_rank", "imagenet", "size", "knn_dataset", "auto")

@@ -21,7 +21,6 @@ class SeedsAndCalibration:
         P = self.params
         names = [m for m, _ in seeds]
         y = np.array([s for _, s in seeds], dtype=np.float64)
-        n = len(y)
         Us, bs, _ = self._model_vectors(names, model_features)
         ids = np.array([self._m_index.get(m, -1) for m in names])
         src = att > 0
@@ -30,7 +29,6 @@ class SeedsAndCalibration:
         logl = np.full(len(att), -np.inf)
         alphas = np.zeros(len(att))
         betas = np.zeros(len(att))
-        kappa = 3.0
         for j in np.nonzero(src)[0]:
             ls = np.nonzero(self.list_d == j)[0]
             if not len(ls):
@@ -40,13 +38,7 @@ class SeedsAndCalibration:
             yt = bs + Us @ (P["V"][j] * P["W"][self.list_k[l]])
             r_obs = np.where(ids >= 0, self.list_resid[l, np.maximum(ids, 0)], np.nan)
             yt = yt + np.where(np.isfinite(r_obs), r_obs, 0.0)
-            if n >= 3 and np.var(yt) > 1e-12:
-                beta = float(np.cov(yt, y, bias=True)[0, 1] / np.var(yt))
-                beta = (n * max(beta, 0.0) + kappa * sd0) / (n + kappa)
-            else:
-                beta = sd0
-            beta = max(beta, 1e-6)
-            alpha = float(np.mean(y - beta * yt))
+            alpha, beta = _fit_affine(yt, y, sd0)
             r = (y - alpha - beta * yt) / beta
             logl[j] = -float(np.sum(r ** 2)) / (2 * sigma ** 2)
             alphas[j], betas[j] = alpha, beta
@@ -67,25 +59,13 @@ class SeedsAndCalibration:
         lam = self.config["given_reg"]
         n = len(y)
         v = v0.copy()
-        kappa = 3.0  # pseudo-count of the prior scale
-
-        def fit_affine(p):
-            if n >= 3 and np.var(p) > 1e-12:
-                beta = float(np.cov(p, y, bias=True)[0, 1] / np.var(p))
-                beta = (n * max(beta, 0.0) + kappa * sd0) / (n + kappa)
-            else:
-                beta = sd0
-            beta = max(beta, 1e-6)
-            alpha = float(np.mean(y - beta * p))
-            return alpha, beta
-
-        alpha, beta = fit_affine(b + U @ v)
+        alpha, beta = _fit_affine(b + U @ v, y, sd0)
         for _ in range(4):
             zt = (y - alpha) / beta
             r = zt - b - U @ v0
             A = U.T @ U + lam * np.eye(U.shape[1])
             v = v0 + np.linalg.solve(A, U.T @ r)
-            alpha, beta = fit_affine(b + U @ v)
+            alpha, beta = _fit_affine(b + U @ v, y, sd0)
         resid = (y - alpha - beta * (b + U @ v)) / beta
         seed_rms = float(np.sqrt(np.mean(resid ** 2))) if n > 1 else 0.0
         # the list mean: alpha is the z=0 point
@@ -121,3 +101,17 @@ class SeedsAndCalibration:
         if not self.has_text.any():
             for mc in ("id", "feat"):
                 self.resid[f"{mc}|text"] = self.resid[f"{mc}|none"]
+
+
+def _fit_affine(p: np.ndarray, y: np.ndarray, sd0: float, kappa: float = 3.0) -> tuple[float, float]:
+    """The affine map ``y ~ alpha + beta * p`` of predictions to seed scores: the slope is
+    shrunk towards the prior scale ``sd0`` (``kappa`` pseudo-seeds), and is ``sd0`` itself
+    with fewer than 3 seeds or constant predictions."""
+    n = len(y)
+    if n >= 3 and np.var(p) > 1e-12:
+        beta = float(np.cov(p, y, bias=True)[0, 1] / np.var(p))
+        beta = (n * max(beta, 0.0) + kappa * sd0) / (n + kappa)
+    else:
+        beta = sd0
+    beta = max(beta, 1e-6)
+    return float(np.mean(y - beta * p)), beta
