@@ -250,10 +250,6 @@ def hook_table() -> dict[str, tuple[Callable, ...]]:
             for name in sorted(HOOKS)}
 
 
-def hooks(name: str) -> tuple[Callable, ...]:
-    return hook_table()[name]
-
-
 @functools.lru_cache(maxsize=1)
 def dispatch():
     """Binder and planner tables: the core's plus every method's, built from the tagged
