@@ -88,21 +88,24 @@ def test_copy_errors_leave_nothing(hub):
     assert not (folder / "x.csv").exists() and "gem" in {r[0] for r in hub.execute("SHOW MODELS")}
 
 
-def test_sandbox_refuses_files_even_when_the_check_is_bypassed(hub):
+def test_sandbox_refuses_files_even_when_the_check_is_bypassed(hub, tmp_path):
     from zooql.core import select
+
+    out_csv, out_db = tmp_path / "x.csv", tmp_path / "x.duckdb"   # outside the hub
 
     con = select.sandbox(str(hub.store.catalog_path), [("models", "SELECT name FROM cat.main.models")], [])
     try:
         assert len(select.run_sql(con, "SELECT * FROM models", {})) == 4
-        for sql in ("SELECT * FROM read_csv('/etc/passwd')", "COPY models TO '/tmp/zooql-x.csv'",
-                    "ATTACH '/tmp/zooql-x.duckdb' AS x"):
+        out_csv.write_text("a\n1\n")
+        for sql in (f"SELECT * FROM read_csv('{out_csv}')", f"COPY models TO '{tmp_path / 'y.csv'}'",
+                    f"ATTACH '{out_db}' AS x"):
             with pytest.raises(BindError, match="refused"):
                 select.run_sql(con, sql, {})
         with pytest.raises(ExecutionError, match="enable_external_access"):
             select.run_sql(con, "SET enable_external_access = true", {})
     finally:
         con.close()
-    assert not os.path.exists("/tmp/zooql-x.csv")
+    assert not (tmp_path / "y.csv").exists() and not out_db.exists()
 
 
 def test_sub_statement_errors_point_into_the_query(hub):
