@@ -11,6 +11,8 @@ plan part of ZooQL's time on its own. Prints a table (median of ``--reps`` runs,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -28,8 +30,15 @@ QUERIES = {
 
 
 def build(folder: str, n_models: int, n_evals: int):
+    """A hub in ``folder/hub`` with ``n_models`` models and ``n_evals`` evaluations; an
+    existing one built with the same sizes (``folder/sizes``) is reused."""
+    import os
+
     import zooql
 
+    sizes = os.path.join(folder, "sizes")
+    if os.path.exists(sizes) and open(sizes).read() == f"{n_models} {n_evals}":
+        return zooql.connect(f"{folder}/hub", create=False)
     hub = zooql.connect(f"{folder}/hub")
     hub.execute("ADD MODEL 'hf:x/seed' AS seed_model")     # creates the catalog and its schema
     with hub.store.write() as con:
@@ -39,56 +48,117 @@ def build(folder: str, n_models: int, n_evals: int):
         con.execute(f"""INSERT INTO evaluations (model, dataset, metric, score)
             SELECT 'm' || (i % {n_models}), 'd' || (i % 50), 'acc', ((i * 31) % 1000) / 1000.0
             FROM range({n_evals}) r(i)""")
+    with open(sizes, "w") as f:
+        f.write(f"{n_models} {n_evals}")
     return hub
 
 
-def median_ms(fn, reps: int) -> float:
+def timed(fn) -> float:
+    t0 = time.perf_counter()
     fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return (time.perf_counter() - t0) * 1000
+
+
+def phases(hub, sql: str, folder: str) -> dict[str, float]:
+    """ZooQL's phases for one statement, as ``Hub._run_one`` runs them (ms)."""
+    from zooql.api import BindContext, bind, make_plan
+    from zooql.methods import registry
+    from zooql.plan import nodes as P
+
+    t = {}
+    t0 = time.perf_counter()
+    stmt = registry.parse(sql)[0]
+    t1 = time.perf_counter()
+    with hub.store.read() as con:
+        t2 = time.perf_counter()
+        bc = BindContext(con=con, base_dir=folder, dispatch=registry.dispatch(), settings=registry.settings(),
+                         objects=registry.objects(), grammar=registry.parser().grammar,
+                         relations=registry.relations(), parse=registry.parse_one)
+        bound = bind(stmt, bc)
+        t3 = time.perf_counter()
+        op = make_plan(bound, registry.dispatch())
+        t4 = time.perf_counter()
+        ctx = P.ExecContext(hub.store, con, base_dir=folder, session={}, hooks=registry.hook_table())
+        ctx.read_only = True
+        P.execute(op, ctx).table
+        t5 = time.perf_counter()
+    t.update(parse=t1 - t0, connect=t2 - t1, bind=t3 - t2, plan=t4 - t3, execute=t5 - t4)
+    return {k: v * 1000 for k, v in t.items()}
+
+
+def measure(hub, name: str, sql: str, folder: str, reps: int) -> dict:
+    """Medians over ``reps`` interleaved runs: DuckDB on an open read-only connection
+    ("warm") and ZooQL's ``hub.execute(sql).to_arrow()``; then both after the hub's shared
+    connections were handed back ("cold": DuckDB connects, ZooQL reopens its connections)."""
+    from zooql.storage import hub as H
+
+    path = str(hub.store.catalog_path)
+    warm_con = duckdb.connect(path, read_only=True)
+    try:
+        assert warm_con.sql(sql).to_arrow_table().num_rows == hub.execute(sql).to_arrow().num_rows
+        d, z, ph = [], [], []
+        for _ in range(reps):
+            d.append(timed(lambda: warm_con.sql(sql).to_arrow_table()))
+            z.append(timed(lambda: hub.execute(sql).to_arrow()))
+            ph.append(phases(hub, sql, folder))
+    finally:
+        warm_con.close()
+    dc, zc = [], []
+    for _ in range(max(3, reps // 2)):
+        hub.store.shared.close()
+        time.sleep(0.05)
+        dc.append(timed(lambda: duckdb.connect(path, read_only=True).sql(sql).to_arrow_table()))
+        hub.store.shared.close()
+        time.sleep(0.05)
+        zc.append(timed(lambda: hub.execute(sql).to_arrow()))
+    med = statistics.median
+    split = {k: med(p[k] for p in ph) for k in ph[0]}
+    return dict(query=name, duckdb=med(d), zooql=med(z), duckdb_cold=med(dc), zooql_cold=med(zc),
+                overhead=split["parse"] + split["connect"] + split["bind"] + split["plan"], idle_s=H.READ_IDLE_S,
+                **split)
+
+
+HEADER = ("| query | DuckDB ms | ZooQL ms | ratio | parse | connect | bind | plan | overhead ms | execute "
+          "| DuckDB cold ms | ZooQL cold ms | cold ratio |")
+
+
+def row(r: dict) -> str:
+    return (f"| {r['query']} | {r['duckdb']:.1f} | {r['zooql']:.1f} | {r['zooql'] / r['duckdb']:.2f}x "
+            f"| {r['parse']:.2f} | {r['connect']:.2f} | {r['bind']:.2f} | {r['plan']:.2f} | {r['overhead']:.2f} "
+            f"| {r['execute']:.1f} | {r['duckdb_cold']:.1f} | {r['zooql_cold']:.1f} "
+            f"| {r['zooql_cold'] / r['duckdb_cold']:.2f}x |")
+
+
+def record(lines: list[str], command: str) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "RESULTS.md"), "a") as f:
+        f.write(f"\n## SELECT through ZooQL vs DuckDB directly ({time.strftime('%Y-%m-%d')})\n\n"
+                f"Machine: shared 2-core CPU, loaded. Command: `{command}`.\n\n" + "\n".join(lines) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=1_000_000)
     ap.add_argument("--evals", type=int, default=5_000_000)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--hub", default=None, help="folder to build the hub in (reused when it exists); "
+                    "default: a temporary folder")
+    ap.add_argument("--no-record", action="store_true", help="do not append the table to RESULTS.md")
     args = ap.parse_args()
-    from zooql.api import BindContext, bind, make_plan
-    from zooql.methods import registry
 
-    with tempfile.TemporaryDirectory() as folder:
+    with (contextlib.nullcontext(args.hub) if args.hub else tempfile.TemporaryDirectory()) as folder:
+        os.makedirs(folder, exist_ok=True)
         t0 = time.perf_counter()
         hub = build(folder, args.models, args.evals)
         print(f"built {args.models} models, {args.evals} evaluations in {time.perf_counter() - t0:.1f}s")
-        path = str(hub.store.catalog_path)
-        print(f"| query | DuckDB ms | ZooQL ms | ratio | parse+bind+plan ms |")
-        print(f"|---|---|---|---|---|")
+        lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
+        print("\n".join(lines))
         for name, sql in QUERIES.items():
-            def direct():
-                con = duckdb.connect(path, read_only=True)
-                try:
-                    return con.sql(sql).to_arrow_table()
-                finally:
-                    con.close()
-
-            def overhead():
-                stmt = registry.parse_one(sql)
-                with hub.store.read() as con:
-                    bc = BindContext(con=con, base_dir=folder, dispatch=registry.dispatch(),
-                                     settings=registry.settings(), relations=registry.relations(),
-                                     parse=registry.parse_one)
-                    make_plan(bind(stmt, bc), registry.dispatch())
-
-            assert direct().num_rows == hub.execute(sql).to_arrow().num_rows
-            d = median_ms(direct, args.reps)
-            z = median_ms(lambda: hub.execute(sql).to_arrow(), args.reps)
-            o = median_ms(overhead, args.reps)
-            print(f"| {name} | {d:.1f} | {z:.1f} | {z / d:.2f}x | {o:.1f} |")
+            lines.append(row(measure(hub, name, sql, folder, args.reps)))
+            print(lines[-1])
+        if not args.no_record:
+            record(lines, "OMP_NUM_THREADS=1 python benchmarks/select_bench.py --models "
+                   f"{args.models} --evals {args.evals} --reps {args.reps}")
 
 
 if __name__ == "__main__":

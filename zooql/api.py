@@ -81,10 +81,10 @@ class Result:
         return self._data.table
 
     def to_pandas(self):
-        try:
-            import pandas  # noqa: F401
-        except ImportError:
-            raise ExecutionError("to_pandas() needs pandas, which is not installed") from None
+        import importlib.util
+
+        if importlib.util.find_spec("pandas") is None:
+            raise ExecutionError("to_pandas() needs pandas, which is not installed")
         return self.to_arrow().to_pandas()
 
     def __repr__(self) -> str:
@@ -215,6 +215,7 @@ class Hub:
                                   elapsed=time.perf_counter() - t0)
                 if not op.any_writes():
                     ctx = P.ExecContext(self.store, con, **ctx_args)
+                    ctx.read_only = True     # a read-only connection (SELECT needs no check)
                     out = P.execute(op, ctx)
             if op.any_writes():
                 # The writer lock is held for the whole statement; the catalog is opened
@@ -309,12 +310,14 @@ class Hub:
         from zooql.core import select, sqlcheck
 
         rels = {**sqlcheck.CORE_RELATIONS, **registry.relations()}
-        con = select.sandbox(str(self.store.catalog_path),
-                             [(n, sqlcheck.qualified(sql)) for n, sql in rels.items()], [])
-        try:
-            out = {n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()] for n in sorted(rels)}
-        finally:
-            con.close()
+        qualified = [(n, sqlcheck.qualified(sql)) for n, sql in rels.items()]
+        with select.shared_sandbox(self.store, qualified) as cur:
+            con = cur if cur is not None else select.sandbox(self.store, qualified, [])
+            try:
+                out = {n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()] for n in sorted(rels)}
+            finally:
+                if cur is None:
+                    con.close()
         with self.store.read() as rcon:
             try:
                 out.update({r[0]: [] for r in rcon.execute("SELECT name FROM views ORDER BY 1").fetchall()})

@@ -118,6 +118,13 @@ def parse_sql(sql: str, line: int, column: int):
     return trees[0]
 
 
+@functools.lru_cache(maxsize=512)
+def parse_sql_cached(sql: str, line: int, column: int):
+    """:func:`parse_sql`, remembered (errors are not): callers must ``copy()`` the tree
+    before changing it."""
+    return parse_sql(sql, line, column)
+
+
 STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET", "RESET", "COPY", "CALL",
                              "EXPORT", "IMPORT", "USE", "CHECKPOINT", "VACUUM", "FORCE", "INSERT", "UPDATE",
                              "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK"})

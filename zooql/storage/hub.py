@@ -6,6 +6,13 @@
   its holder at once, or waits up to the ``lock_timeout`` setting. Readers take no lock
   file: they open the catalog read-only and retry for up to :data:`READ_RETRY_S` while a
   writer holds DuckDB's read-write connection for a commit.
+* Read-only connections are kept open between statements (:class:`SharedReads`, one per
+  catalog file and process) while statements keep coming: a statement reads through a
+  cursor of it instead of opening the catalog again (which costs tens of ms on a large
+  catalog). Holding it never gives stale reads, because DuckDB's file lock keeps every
+  writer out while it is open: it is handed back after :data:`READ_IDLE_S` without a
+  statement, at once when a writer holds ``hub.lock``, and before this process opens the
+  catalog read-write; the catalog file's identity, size and mtime are checked on each use.
 * Short statements run in one DuckDB transaction (:meth:`HubStore.write`); long ones
   (:class:`StatementConnections`) do their work over a read-only connection and open the
   catalog read-write only for short commits. An error or an interrupt rolls the open
@@ -19,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -36,6 +44,9 @@ LOCK = "hub.lock"
 READ_RETRY_S = 2.0
 #: How long the writer retries opening the catalog read-write while readers hold it.
 WRITE_OPEN_S = 30.0
+#: How long the shared read-only connections stay open without a statement (seconds; 0:
+#: open the catalog for every statement).
+READ_IDLE_S = 0.5
 
 
 def default_hub_path() -> Path:
@@ -212,13 +223,22 @@ class HubStore:
     # ---- connections ---------------------------------------------------------------------
     def _connect(self, read_only: bool, timeout: float | None = None) -> duckdb.DuckDBPyConnection:
         """Open the catalog, retrying while another process holds a conflicting DuckDB lock
-        (readers: a writer's commit window; the writer: readers' short connections)."""
+        (readers: a writer's commit window; the writer: readers' short connections). Before
+        opening it read-write, this process's shared read-only connections are closed."""
+        if not read_only:
+            self.shared.close()
+        return self._retrying(lambda: duckdb.connect(str(self.catalog_path), read_only=read_only),
+                              read_only, timeout)
+
+    def _retrying(self, fn, read_only: bool, timeout: float | None = None):
+        """``fn()``, retried while another process holds a conflicting DuckDB lock on the
+        catalog (readers: a writer's commit window; the writer: readers' connections)."""
         if timeout is None:
             timeout = READ_RETRY_S if read_only else WRITE_OPEN_S
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return duckdb.connect(str(self.catalog_path), read_only=read_only)
+                return fn()
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise StorageError(f"cannot open catalog {self.catalog_path}: {exc}") from None
@@ -233,8 +253,25 @@ class HubStore:
                 raise StorageError(f"cannot open catalog {self.catalog_path}: "
                                    f"{' '.join(str(exc).split())[:300]}") from None
 
+    def attach_read_only(self, con: duckdb.DuckDBPyConnection, alias: str = "cat") -> None:
+        """ATTACH the catalog to ``con`` read-only as ``alias``, retrying like :meth:`read`
+        while a writer commits."""
+        sql = "ATTACH '" + str(self.catalog_path).replace("'", "''") + f"' AS {alias} (READ_ONLY)"
+        self._retrying(lambda: con.execute(sql), read_only=True)
+
+    @property
+    def shared(self) -> "SharedReads":
+        """This process's shared read-only connections to the catalog."""
+        return SharedReads.of(self)
+
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection: a cursor of the shared one (:class:`SharedReads`), or a
+        connection of its own while a writer holds the hub."""
+        with self.shared.cursor("catalog", lambda: self._connect(read_only=True)) as cur:
+            if cur is not None:
+                yield cur
+                return
         con = self._connect(read_only=True)
         try:
             yield con
@@ -355,3 +392,162 @@ class StatementConnections:
         if self._ro is not None:
             self._ro.close()
             self._ro = None
+
+
+class SharedReads:
+    """The read-only connections to one catalog file that this process keeps open between
+    statements: ``kind`` names each (``"catalog"``: the catalog itself; ``"sandbox"``: the
+    SELECT sandbox); users get cursors of them. See the module docstring for why this never
+    reads stale data; :meth:`close` hands the file back."""
+
+    _all: dict[str, "SharedReads"] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, store: HubStore):
+        self.catalog_path = str(store.catalog_path)
+        self.lock_path = str(store.path / LOCK)
+        self.cond = threading.Condition()
+        self.cons: dict[str, duckdb.DuckDBPyConnection] = {}
+        self.state: dict[str, dict] = {}     # kind -> its owner's notes (e.g. views made)
+        self.key = None
+        self.users = 0
+        self.doomed = False                  # close as soon as no cursor is in use
+        self.last_used = 0.0
+        self.timer: threading.Timer | None = None
+        self.opened = 0                      # connections opened (tests, benchmarks)
+
+    @classmethod
+    def of(cls, store: HubStore) -> "SharedReads":
+        with cls._all_lock:
+            got = cls._all.get(str(store.catalog_path))
+            if got is None:
+                got = cls._all[str(store.catalog_path)] = cls(store)
+            return got
+
+    def _file_key(self):
+        out = []
+        for p in (self.catalog_path, self.catalog_path + ".wal"):
+            try:
+                st = os.stat(p)
+                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def writer_active(self) -> bool:
+        """Whether a writer (in any process, this one included) holds ``hub.lock``: the
+        lock file holds a live writer's pid while it does."""
+        try:
+            with open(self.lock_path, "rb") as f:
+                pid = int(f.read(32).decode(errors="replace").strip() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False          # a writer that died: its pid is left in the file
+        except PermissionError:
+            pass
+        return True
+
+    @contextlib.contextmanager
+    def cursor(self, kind: str, factory):
+        """A cursor of the shared connection ``kind`` (made by ``factory()`` when not open),
+        or None when connections must not be kept (a writer holds the hub, or
+        :data:`READ_IDLE_S` is 0): the caller then opens its own."""
+        if READ_IDLE_S <= 0 or self.writer_active():
+            self.close(wait_s=0)
+            yield None
+            return
+        with self.cond:
+            key = self._file_key()
+            if key != self.key or self.doomed:
+                if self.users:        # in use by another thread: it is closed after that
+                    self.doomed = True
+                    cur = None
+                else:
+                    self._close_locked()
+                    self.key = key
+            if not self.doomed:
+                con = self.cons.get(kind)
+                if con is None:
+                    con = self.cons[kind] = factory()
+                    self.state[kind] = {}
+                    self.opened += 1
+                cur = con.cursor()
+                self.users += 1
+        if cur is None:
+            yield None
+            return
+        try:
+            yield cur
+        finally:
+            cur.close()
+            self._release()
+
+    def notes(self, kind: str) -> dict:
+        """Notes kept with the shared connection ``kind`` while it stays open."""
+        with self.cond:
+            return self.state.setdefault(kind, {})
+
+    def base(self, kind: str) -> duckdb.DuckDBPyConnection | None:
+        with self.cond:
+            return self.cons.get(kind)
+
+    def _release(self) -> None:
+        with self.cond:
+            self.users -= 1
+            self.last_used = time.monotonic()
+            if self.users == 0:
+                self.cond.notify_all()
+                if self.doomed or self.writer_active():
+                    self._close_locked()
+                elif self.timer is None and self.cons:
+                    self._arm(READ_IDLE_S)
+
+    def _arm(self, delay: float) -> None:
+        self.timer = threading.Timer(max(delay, 0.01), self._idle)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _idle(self) -> None:
+        with self.cond:
+            self.timer = None
+            if self.users or not self.cons:
+                return
+            left = self.last_used + READ_IDLE_S - time.monotonic()
+            if left > 0:
+                self._arm(left)
+                return
+            self._close_locked()
+
+    def close(self, wait_s: float = WRITE_OPEN_S) -> None:
+        """Close the shared connections, waiting up to ``wait_s`` for the cursors in use;
+        if some still are, they are closed when the last one is."""
+        with self.cond:
+            if not self.cons:
+                return
+            self.cond.wait_for(lambda: self.users == 0, timeout=wait_s)
+            if self.users:
+                self.doomed = True
+            else:
+                self._close_locked()
+
+    def _close_locked(self) -> None:
+        cons, self.cons, self.state, self.doomed = self.cons, {}, {}, False
+        for con in cons.values():
+            try:
+                con.close()
+            except duckdb.Error:
+                pass
+
+
+def _forget_after_fork() -> None:
+    # a forked child does not hold the parent's file locks: it opens its own connections
+    SharedReads._all = {}
+    SharedReads._all_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
