@@ -74,6 +74,9 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     sub_names = {s.name for s in stmt.subs}
     try:
         used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
+        sqlcheck.check_columns(tree, {r: rels[r] for r in used if r in rels and r not in sub_names})
+    except sqlcheck.ColumnError as exc:
+        raise positioned_at(exc.message, (stmt.sql, line, column), exc.offset, exc.name) from None
     except BindError as exc:
         raise positioned(exc.message, (stmt.sql, line, column)) from None
     sub_plans = tuple(_sub_plan(s.statement, bc, "inside a query") for s in stmt.subs)
@@ -237,6 +240,17 @@ def positioned(msg: str, source: tuple, name: str | None = None) -> BindError:
     if pos is None:
         return BindError(msg)
     line, column, context = sqlcheck.caret(source[0], source[1], source[2], *pos)
+    return BindError(f"{msg} at line {line}, column {column}", hint=context)
+
+
+def positioned_at(msg: str, source: tuple, offset: int | None, name: str) -> BindError:
+    """A BindError with the line, column and caret of character ``offset`` of the query
+    (found by ``name`` when the offset is not known)."""
+    if offset is None:
+        return positioned(msg, source, name)
+    before = source[0][:offset]
+    rel_line, rel_col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+    line, column, context = sqlcheck.caret(source[0], source[1], source[2], rel_line, rel_col)
     return BindError(f"{msg} at line {line}, column {column}", hint=context)
 
 

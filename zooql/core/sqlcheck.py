@@ -266,3 +266,107 @@ def qualified(sql: str, catalog: str = "cat") -> str:
             t.set("db", exp.to_identifier("main"))
             t.set("catalog", exp.to_identifier(catalog))
     return tree.sql(dialect="duckdb")
+
+
+@functools.lru_cache(maxsize=256)
+def output_columns(sql: str) -> tuple[str, ...] | None:
+    """The column names of a relation's SQL (lower case), or None when they cannot be told
+    from the text alone (a ``*``)."""
+    import sqlglot
+
+    names = sqlglot.parse_one(sql, read="duckdb").named_selects
+    if not names or "*" in names:
+        return None
+    return tuple(n.lower() for n in names)
+
+
+class ColumnError(BindError):
+    """An unknown column of a catalog relation; ``offset``: where it is in the query text."""
+
+    def __init__(self, message: str, offset: int | None, name: str):
+        super().__init__(message)
+        self.offset, self.name = offset, name
+
+
+PSEUDO_COLUMNS = frozenset({"rowid"})
+
+
+def check_columns(tree, relations: dict[str, str]) -> None:
+    """Refuse a column that no catalog relation in reach has: ``t.col`` where ``t`` is a
+    catalog relation of the query (or its alias), and an unqualified ``col`` where every
+    relation in reach (its own query's and the enclosing ones') is a catalog relation and
+    none has it (nor is it a SELECT alias). Anything else is left to DuckDB."""
+    from sqlglot.optimizer.scope import traverse_scope
+
+    exp = _exp()
+    try:
+        scopes = traverse_scope(tree)
+    except Exception:   # sqlglot cannot scope it: DuckDB checks the names
+        return
+    for scope in scopes:
+        for col in scope.columns:
+            if isinstance(col.this, exp.Star) or _owner(col) is not scope.expression:
+                continue
+            name = col.name.lower()
+            if name in PSEUDO_COLUMNS:
+                continue
+            _check_column(col, name, col.table.lower(), scope, relations)
+
+
+def _owner(col):
+    exp = _exp()
+    node = col.parent
+    while node is not None and not isinstance(node, exp.Query):
+        node = node.parent
+    return node
+
+
+def _known(src, relations: dict[str, str]):
+    """The columns of ``src`` (a scope's source) when it is a catalog relation, else None."""
+    exp = _exp()
+    if isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier) and str(src.name).lower() in relations:
+        return output_columns(relations[str(src.name).lower()])
+    return None
+
+
+def _check_column(col, name: str, table: str, scope, relations) -> None:
+    chain = []
+    s = scope
+    while s is not None:
+        chain.append(s)
+        s = s.parent
+    offset = col.this.meta.get("start") if hasattr(col.this, "meta") else None
+    if table:
+        for s in chain:
+            if table in s.sources:
+                cols = _known(s.sources[table], relations)
+                if cols is not None and name not in cols:
+                    rel = str(s.sources[table].name).lower()
+                    where = rel if rel == table else f"{table} ({rel})"
+                    raise ColumnError(f"unknown column {col.name!r} in {where}{_did_you_mean(name, cols)}",
+                                      offset, col.name)
+                return
+        return
+    seen: list[str] = []
+    rels: list[str] = []
+    for s in chain:
+        if not s.sources:
+            continue
+        for src in s.sources.values():
+            cols = _known(src, relations)
+            if cols is None:
+                return          # a CTE, sub-query, view or statement result: DuckDB checks
+            rels.append(str(src.name).lower())
+            seen.extend(c for c in cols if c not in seen)
+        aliases = [str(p.alias).lower() for p in getattr(s.expression, "expressions", ())
+                   if isinstance(p, _exp().Alias)] if isinstance(s.expression, _exp().Select) else []
+        if name in seen or name in aliases:
+            return
+        seen.extend(a for a in aliases if a not in seen)
+    if rels:
+        raise ColumnError(f"unknown column {col.name!r} in {', '.join(dict.fromkeys(rels))}"
+                          f"{_did_you_mean(name, seen)}", offset, col.name)
+
+
+def _did_you_mean(name: str, columns) -> str:
+    return suggest(name, columns) or f" (columns: {', '.join(columns)})"
