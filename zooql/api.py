@@ -283,12 +283,15 @@ class Hub:
                 return []
             return [x for x in C.model_labels(con, m["id"]) if x is not None]
 
-    def completions(self) -> dict[str, list[str]]:
+    def completions(self, models: bool = True) -> dict[str, list[str]]:
+        """Names for completion, by category. ``models=False`` leaves out the model names
+        (a catalog may hold millions: the REPL asks :meth:`complete_names` per prefix)."""
         if self.store is None:
             return {"models": [], "datasets": [], "trees": [], "columns": [*C.MODEL_COLUMNS, "tags"]}
         with self.store.read() as con:
-            out = {"models": C.model_names(con), "datasets": C.dataset_names(con),
-                   "trees": C.tree_names(con)}
+            out = {"datasets": C.dataset_names(con), "trees": C.tree_names(con)}
+            if models:
+                out["models"] = C.model_names(con)
         try:
             rels = self.relations()
         except (duckdb.Error, ZooQLError):
@@ -304,20 +307,35 @@ class Hub:
                     out[key] = []
         return out
 
+    def complete_names(self, category: str, prefix: str, limit: int = 50) -> list[str]:
+        """At most ``limit`` names of ``category`` (``models``) starting with ``prefix``
+        (case-insensitive), in order: one LIMITed prefix query, never every name."""
+        if category != "models":
+            raise ValueError(f"no prefix query for {category!r} (categories: models)")
+        if self.store is None:
+            return []
+        with self.store.read() as con:
+            return C.model_names_with_prefix(con, prefix, limit)
+
     def relations(self) -> dict[str, list[str]]:
         """The relations a SELECT can read and their columns: the catalog's, each method's
         and the stored views (a view's columns are known once it runs: listed empty)."""
         from zooql.core import select, sqlcheck
 
         rels = {**sqlcheck.CORE_RELATIONS, **registry.relations()}
-        qualified = [(n, sqlcheck.qualified(sql)) for n, sql in rels.items()]
-        with select.shared_sandbox(self.store, qualified) as cur:
-            con = cur if cur is not None else select.sandbox(self.store, qualified, [])
-            try:
-                out = {n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()] for n in sorted(rels)}
-            finally:
-                if cur is None:
-                    con.close()
+        known = {n: sqlcheck.output_names(sql) for n, sql in rels.items()}   # from the SQL text
+        out = {n: list(known[n]) for n in sorted(rels) if known[n] is not None}
+        qualified = [(n, sqlcheck.qualified(rels[n])) for n in sorted(rels) if known[n] is None]
+        if qualified:   # a relation whose columns only DuckDB can tell
+            with select.shared_sandbox(self.store, qualified) as cur:
+                con = cur if cur is not None else select.sandbox(self.store, qualified, [])
+                try:
+                    out.update({n: [r[0] for r in con.execute(f'DESCRIBE "{n}"').fetchall()]
+                                for n, _ in qualified})
+                finally:
+                    if cur is None:
+                        con.close()
+            out = dict(sorted(out.items()))
         with self.store.read() as rcon:
             try:
                 out.update({r[0]: [] for r in rcon.execute("SELECT name FROM views ORDER BY 1").fetchall()})

@@ -48,10 +48,16 @@ class BindContext:
             self._models = C.model_names(self.con)
         return self._models
 
+    def has_model(self, name: str) -> bool:
+        """Whether model ``name`` is registered (a point query; no list of every name)."""
+        if hasattr(self, "_models"):
+            return name in self._models
+        return self.con.execute("SELECT 1 FROM models WHERE name = ?", [name]).fetchone() is not None
+
     def require_model(self, name: A.Name | str) -> str:
         value = name.value if isinstance(name, A.Name) else name
-        if value not in self.models():
-            raise BindError(f"unknown model {value!r}{suggest(value, self.models())}")
+        if not self.has_model(value):
+            raise BindError(f"unknown model {value!r}{suggest(value, C.similar_model_names(self.con, value))}")
         return value
 
     def path(self, value: str) -> str:
@@ -244,7 +250,7 @@ def _bind_add_many(stmt: A.AddModels, bc: BindContext):
 
 def _model_compiler(bc: BindContext) -> ExprCompiler:
     cols = {c: c for c in C.MODEL_COLUMNS if c not in ("preprocess", "tags")}
-    return ExprCompiler(cols, json_column="tags", tag_keys=C.tag_keys(bc.con), table="models",
+    return ExprCompiler(cols, json_column="tags", tag_keys=lambda: C.tag_keys(bc.con), table="models",
                         types=MODEL_COLUMN_KINDS)
 
 

@@ -199,10 +199,10 @@ def run_sql(con, sql: str, params: dict, source: tuple = (), rollback: bool = Fa
 
     try:
         if not rollback:
-            return con.sql(sql, params=params or None).to_arrow_table()
+            return _table(con.sql(sql, params=params or None))
         con.execute("BEGIN TRANSACTION")
         try:
-            return con.sql(sql, params=params or None).to_arrow_table()
+            return _table(con.sql(sql, params=params or None))
         finally:
             con.execute("ROLLBACK")
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException) as exc:
@@ -211,6 +211,12 @@ def run_sql(con, sql: str, params: dict, source: tuple = (), rollback: bool = Fa
         raise BindError(f"refused: {str(exc).splitlines()[0]}") from None
     except duckdb.Error as exc:
         raise ExecutionError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def _table(rel):
+    if rel is None:     # a statement, not a query (only if the check was bypassed)
+        raise BindError("refused: only queries run in the sandbox")
+    return rel.to_arrow_table()
 
 
 def _bind_error(exc, source: tuple) -> BindError:

@@ -269,15 +269,22 @@ def qualified(sql: str, catalog: str = "cat") -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def output_columns(sql: str) -> tuple[str, ...] | None:
-    """The column names of a relation's SQL (lower case), or None when they cannot be told
-    from the text alone (a ``*``)."""
+def output_names(sql: str) -> tuple[str, ...] | None:
+    """The column names of a relation's SQL, or None when they cannot be told from the text
+    alone (a ``*``)."""
     import sqlglot
 
     names = sqlglot.parse_one(sql, read="duckdb").named_selects
-    if not names or "*" in names:
+    if not names or "*" in names or "" in names:
         return None
-    return tuple(n.lower() for n in names)
+    return tuple(names)
+
+
+@functools.lru_cache(maxsize=256)
+def output_columns(sql: str) -> tuple[str, ...] | None:
+    """:func:`output_names` in lower case (DuckDB's names are case-insensitive)."""
+    names = output_names(sql)
+    return None if names is None else tuple(n.lower() for n in names)
 
 
 class ColumnError(BindError):

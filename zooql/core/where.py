@@ -36,9 +36,19 @@ class ExprCompiler:
         self.columns = columns
         self.types = types or {}  # column -> 'text' | 'number' | 'bool' | 'time'; checked at bind
         self.json_column = json_column
-        self.tag_keys = set(tag_keys)
+        self._tag_keys = tag_keys   # a collection, or a function giving one (asked only if needed)
         self.table = table
         self.params: list = []
+
+    @property
+    def tag_keys(self) -> set:
+        """The known tag keys; a function given for them runs on first use (reading every
+        model's tags is a scan of the catalog, needed only for a bare unknown name)."""
+        if callable(self._tag_keys):
+            self._tag_keys = self._tag_keys()
+        if not isinstance(self._tag_keys, set):
+            self._tag_keys = set(self._tag_keys)
+        return self._tag_keys
 
     def compile(self, node: A.Node) -> Compiled:
         self.params = []

@@ -21,6 +21,8 @@ from prompt_toolkit.document import Document
 from zooql.repl import lexer as lx
 
 CATEGORIES = ("models", "datasets", "trees", "probesets")
+#: How many model names one completion offers (a prefix query with this LIMIT).
+MODEL_LIMIT = 50
 
 # Which kind of name follows a keyword where the grammar accepts a name.
 _CONTEXT = {
@@ -116,6 +118,8 @@ class ZooQLCompleter(Completer):
         self.dot_commands = sorted(dot_commands)
         self._paths = PathCompleter(expanduser=True)
         self._hub = hub
+        self._prefix_models = False
+        self._last_models = None     # (prefix, names, complete): the last prefix query
         if hub is not None:
             self.refresh(hub)
 
@@ -124,9 +128,15 @@ class ZooQLCompleter(Completer):
         """Reload names from the hub; a hub that fails to answer leaves them as they were."""
         self._hub = hub
         try:
-            got = hub.completions() or {}
+            try:
+                got = hub.completions(models=False) or {}
+            except TypeError:   # a hub object without the argument: every name at once
+                got = hub.completions() or {}
         except Exception:
             return
+        # model names are asked for per prefix (LIMITed query) when the hub can do it
+        self._prefix_models = "models" not in got and hasattr(hub, "complete_names")
+        self._last_models = None
         names = {c: sorted({str(n) for n in (got.get(c) or [])}) for c in CATEGORIES}
         for extra, vals in got.items():  # categories the engine adds later
             if extra not in names:
@@ -137,6 +147,8 @@ class ZooQLCompleter(Completer):
     def set_names(self, names: dict[str, list[str]]) -> None:
         with self._lock:
             self.names = {k: sorted(set(v)) for k, v in names.items()}
+            if "models" in names:
+                self._prefix_models = False
 
     # -- completion -------------------------------------------------------------
     def get_completions(self, document: Document, complete_event):
@@ -196,7 +208,7 @@ class ZooQLCompleter(Completer):
         seen: set[str] = set()
         name_hits = []
         for cat in order:
-            for n in names.get(cat, []):
+            for n in (self._model_names(prefix) if cat == "models" and self._prefix_models else names.get(cat, [])):
                 if n.lower().startswith(low) and n not in seen:
                     seen.add(n)
                     name_hits.append((n, cat))
@@ -225,6 +237,20 @@ class ZooQLCompleter(Completer):
         else:
             yield from keyword_completions()
             yield from name_completions()
+
+    def _model_names(self, prefix: str) -> list[str]:
+        """Model names starting with ``prefix``: one prefix query with a LIMIT, refined
+        locally while the typed word extends a prefix whose answer was complete."""
+        low = prefix.lower()
+        last = self._last_models
+        if last is not None and low.startswith(last[0]) and last[2]:
+            return [n for n in last[1] if n.lower().startswith(low)]
+        try:
+            got = list(self._hub.complete_names("models", prefix, MODEL_LIMIT))
+        except Exception:  # completion never fails the prompt
+            return []
+        self._last_models = (low, got, len(got) < MODEL_LIMIT)
+        return got
 
     def _string_completions(self, before: str, partial: str, complete_event):
         """Inside a '...' literal: logit labels after ``model.logit[``, else file paths."""

@@ -15,6 +15,31 @@ def model_names(con) -> list[str]:
     return [r[0] for r in con.execute("SELECT name FROM models ORDER BY name").fetchall()]
 
 
+def model_names_with_prefix(con, prefix: str, limit: int) -> list[str]:
+    """At most ``limit`` model names starting with ``prefix`` (case-insensitive), in order:
+    one LIMITed query (ILIKE; with an ESCAPE clause, which is slower, only when needed)."""
+    if any(c in prefix for c in "\\%_"):
+        esc = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        sql, pattern = "SELECT name FROM models WHERE name ILIKE ? ESCAPE '\\' ORDER BY name LIMIT ?", esc + "%"
+    else:
+        sql, pattern = "SELECT name FROM models WHERE name ILIKE ? ORDER BY name LIMIT ?", prefix + "%"
+    return [r[0] for r in con.execute(sql, [pattern, int(limit)]).fetchall()]
+
+
+#: Above this many models, "did you mean" looks only at the closest names DuckDB finds.
+SUGGEST_SCAN = 10_000
+
+
+def similar_model_names(con, name: str, n: int = 50) -> list[str]:
+    """Candidates for a "did you mean" on an unknown model name: every name of a small
+    catalog, the ``n`` most similar (Jaro-Winkler, in DuckDB) of a large one."""
+    if con.execute("SELECT count(*) FROM models").fetchone()[0] <= SUGGEST_SCAN:
+        return model_names(con)
+    rows = con.execute("SELECT name FROM models ORDER BY jaro_winkler_similarity(name, ?) DESC, name LIMIT ?",
+                       [name, n]).fetchall()
+    return [r[0] for r in rows]
+
+
 def model_row(con, name: str) -> dict | None:
     cur = con.execute(f"SELECT {', '.join(MODEL_COLUMNS)} FROM models WHERE name = ?", [name])
     row = cur.fetchone()
