@@ -348,9 +348,13 @@ class Hub:
             raise ZooQLError("hub is closed")
 
     def close(self) -> None:
+        """Close the hub; this process's shared read connections to its catalog are handed
+        back (another Hub on the same catalog reopens them when it next reads)."""
         self._closed = True
         self._runtime = None
         self._drop_scratch()
+        if self.store is not None:
+            self.store.shared.close(wait_s=0)
 
     def __enter__(self) -> "Hub":
         return self

@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -542,6 +543,20 @@ class SharedReads:
                 con.close()
             except duckdb.Error:
                 pass
+
+
+def _close_all_at_exit() -> None:
+    # before the interpreter finalises: no idle timer left to fire, no DuckDB connection
+    # left for the garbage collector (closing one during finalisation can abort)
+    for shared in list(SharedReads._all.values()):
+        with shared.cond:
+            if shared.timer is not None:
+                shared.timer.cancel()
+                shared.timer = None
+            shared._close_locked()
+
+
+atexit.register(_close_all_at_exit)
 
 
 def _forget_after_fork() -> None:
