@@ -382,68 +382,45 @@ class ImportTable(Operator):
     source: str | None = None
     on_conflict: str = "error"
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True  # the file is read and checked before the catalog opens read-write
 
     def explain_params(self):
         return {"table": self.kind, "path": os.path.basename(self.path), "source": self.source,
                 "on_conflict": self.on_conflict}
 
     def _read(self):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
-        if not os.path.exists(self.path):
-            raise ExecutionError(f"file not found: {self.path}")
-        try:
-            if self.path.endswith(".parquet"):
-                return pq.read_table(self.path)
-            opts = pcsv.ParseOptions(delimiter="\t" if self.path.endswith(".tsv") else ",")
-            return pcsv.read_csv(self.path, parse_options=opts,
-                                 convert_options=pcsv.ConvertOptions(
-                                     column_types={"query_id": pa.string(), "model": pa.string(),
-                                                   "dataset": pa.string(), "metric": pa.string()}))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ExecutionError(f"cannot read {self.path}: {exc}") from None
+        return IK.read_file(self.path)
 
     def run(self, ctx, inputs):
-        import pyarrow as pa
-
-        table = self._read()
+        table, where, line_of = self._read()
         required, optional = _IMPORT_COLUMNS[self.kind]
         names = {n.lower(): n for n in table.column_names}
         missing = [c for c in required if c not in names]
+        fname = os.path.basename(self.path)
         if missing:
-            raise ExecutionError(f"{os.path.basename(self.path)} lacks column(s) {', '.join(missing)}; "
+            raise ExecutionError(f"{fname} lacks column(s) {', '.join(missing)}; "
                                  f"IMPORT {self.kind.upper()} needs {', '.join(required)}"
                                  + (f" (optional: {', '.join(optional)})" if optional else ""))
-        cols = {}
-        for c in required + optional:
-            if c in names:
-                arr = table.column(names[c])
-                cols[c] = arr.cast(pa.float64()) if c == "score" else arr.cast(pa.string())
-            else:
-                cols[c] = pa.nulls(table.num_rows, pa.string())
-        if self.kind == "evaluations" and self.source is not None:
-            cols["source"] = pa.array([self.source] * table.num_rows, pa.string())
-        fname = os.path.basename(self.path)
-        if self.kind == "outcomes" and cols["score"].null_count:
-            raise ExecutionError(f"{fname}: outcomes need a score in every row")
-        # the file's line of each row (a header line, then one row per line) or its row number
-        where, first = ("row", 1) if self.path.endswith(".parquet") else ("line", 2)
-        cols["_line"] = pa.array(range(first, first + table.num_rows), pa.int64())
-        data = pa.table(cols)
-        collist = ", ".join(c for c in cols if c != "_line")
-        ctx.con.register(IK.TMP, data)
+        source = self.source if self.kind == "evaluations" else None
+        data = IK.prepare(table, self.kind, required, optional, source, fname, where, line_of)
+        collist = ", ".join(c for c in data.column_names if c != "_row")
+        ctx.con.register(IK.TMP, data)   # read-only: the conflicts are counted before the write
         try:
-            IK.check_file(ctx.con, self.kind, fname, where)
-            keep, conflicts = IK.resolve_conflicts(ctx.con, self.kind, self.on_conflict, fname, where)
-            n = ctx.con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM {IK.TMP} i"
-                                + keep).fetchall()[0][0]
-            ctx.con.execute(f"INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM {IK.TMP}")
+            conflicts = IK.count_conflicts(ctx.con, self.kind, self.on_conflict, fname, where, line_of)
         finally:
             ctx.con.unregister(IK.TMP)
+        side = IK.typed_side_columns(table, set(required + optional)) if ctx.hooks.get("on_import") else None
+        con = ctx.begin_write()          # one short transaction: delete (REPLACE), insert, hooks
+        con.register(IK.TMP, data)
+        try:
+            keep = IK.resolve_conflicts(con, self.kind, self.on_conflict, conflicts)
+            n = con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM {IK.TMP} i"
+                            + keep).fetchall()[0][0]
+            con.execute(f"INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM {IK.TMP}").fetchall()
+        finally:
+            con.unregister(IK.TMP)
         for hook in ctx.hooks.get("on_import", ()):
-            hook(ctx, self.kind, table)  # the whole file, side columns included
+            hook(ctx, self.kind, side)  # the whole file, side columns included
         msg = f"imported {n} {self.kind} from {fname}"
         if conflicts:
             msg += (f" ({conflicts} stored row(s) replaced)" if self.on_conflict == "replace"
