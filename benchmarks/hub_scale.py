@@ -55,7 +55,10 @@ def child(kind: str, work: str, data: str) -> dict:
 
     out: dict = {}
     if kind in ("baseline_models", "baseline_evals"):
-        con = _schema_db(os.path.join(work, f"{kind}.duckdb"))
+        db = os.path.join(work, f"{kind}.duckdb")
+        if os.path.exists(db):
+            os.unlink(db)
+        con = _schema_db(db)
         t0 = time.perf_counter()
         if kind == "baseline_models":
             con.execute(f"INSERT INTO models (name, source, loadable, downloads, task, tags) SELECT name, source, "
@@ -67,7 +70,9 @@ def child(kind: str, work: str, data: str) -> dict:
             out["rows"] = con.execute("SELECT count(*) FROM evaluations").fetchall()[0][0]
         con.close()
         out["seconds"] = time.perf_counter() - t0
+        os.unlink(db)
     else:
+        shutil.rmtree(os.path.join(work, f"{kind}-hub"), ignore_errors=True)
         h = zooql.connect(os.path.join(work, f"{kind}-hub"))
         h.execute("SHOW MODELS")
         stmt = {"zooql_models": f"ADD MODELS FROM '{data}'", "zooql_models_rerun": f"ADD MODELS FROM '{data}'",

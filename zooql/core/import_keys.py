@@ -39,20 +39,46 @@ def _show(keys, values) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in zip(keys, values) if v is not None or k not in NULLABLE)
 
 
-def check_file(con, kind: str, fname: str, where: str, line_of=lambda row: row) -> None:
+def _missing(required) -> str:
+    # coalesce(trim(k), '') = '', trimming only values that start with a space
+    return " OR ".join(f"({k} IS NULL OR {k} = '' OR (starts_with({k}, ' ') AND trim({k}) = ''))" for k in required)
+
+
+def memory_db():
+    """A private in-memory DuckDB (files are read and checked there, not in the catalog)."""
+    import duckdb
+
+    return quiet(duckdb.connect())
+
+
+def quiet(con):
+    """``con`` with DuckDB's progress bar off (a long insert must not draw on the terminal)."""
+    import duckdb
+
+    try:
+        con.execute("SET SESSION enable_progress_bar = false").fetchall()
+    except duckdb.Error:  # a connection that may not change it
+        pass
+    return con
+
+
+def check_file(con, kind: str, fname: str, where: str, line_of=lambda row: row, stats=None) -> None:
     """Refuse a file with an incomplete key or a key given twice (``where``: 'line'/'row';
-    ``line_of(row)``: the line or row number of the 1-based record ``row``)."""
+    ``line_of(row)``: the line or row number of the 1-based record ``row``). ``stats``:
+    (first row missing a key part, rows, distinct key hashes) when the caller scanned them."""
     keys = KEYS[kind]
     required = [k for k in keys if k not in NULLABLE]
-    row = _one(con, f"SELECT _row, {', '.join(required)} FROM {TMP} WHERE "
-               + " OR ".join(f"coalesce(trim({k}), '') = ''" for k in required) + " ORDER BY _row LIMIT 1")
-    if row is not None:
+    cols = ", ".join(keys)
+    if stats is None:
+        stats = _one(con, f"SELECT min(_row) FILTER (WHERE {_missing(required)}), count(*), "
+                          f"count(DISTINCT hash({cols})) FROM {TMP}")
+    first, n, distinct = stats
+    if first is not None:
+        row = _one(con, f"SELECT _row, {', '.join(required)} FROM {TMP} WHERE _row = ?", [first])
         missing = [k for k, v in zip(required, row[1:]) if v is None or not v.strip()]
         raise ExecutionError(f"{fname} {where} {line_of(row[0])}: no {', '.join(missing)} (IMPORT {kind.upper()} "
                              f"needs {', '.join(required)} in every row); nothing imported")
-    cols = ", ".join(keys)
-    n, distinct = _one(con, f"SELECT count(*), count(DISTINCT ({cols})) FROM {TMP}")
-    if n == distinct:  # the common case: no window over the whole file
+    if n == distinct:  # the common case: no window over the whole file (a hash collision only costs it)
         return
     row = _one(con,
                f"SELECT _row, first_row, {cols} FROM (SELECT _row, {cols}, row_number() OVER w AS n, "
@@ -136,7 +162,7 @@ def read_file(path: str):
         cols = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
         q = (f"SELECT * FROM read_csv(?, header=false, skip=1, auto_detect=false, columns={cols}, "
              f"delim=?, quote='\"', escape='\"', nullstr=?, encoding='utf-8')")
-        tbl = duckdb.connect().sql(q, params=[path, delim, _NULL]).to_arrow_table()
+        tbl = memory_db().sql(q, params=[path, delim, _NULL]).to_arrow_table()
     except (duckdb.Error, OSError, UnicodeDecodeError) as exc:
         raise ExecutionError(f"cannot read {path}: {' '.join(str(exc).split()[:40])}") from None
     except Exception as exc:  # pyarrow's errors
@@ -148,51 +174,58 @@ def read_file(path: str):
 
 
 def prepare(table, kind: str, required, optional, source, fname: str, where: str, line_of):
-    """The import's rows as the pyarrow table to insert (key columns as text, score a
-    DOUBLE, ``_row``): scores are checked as a whole column, then the keys (check_file)."""
-    import duckdb
+    """The import's rows as a pyarrow table (the file's key columns, ``score`` as read,
+    ``_row``) and the SELECT list that inserts them: scores and keys are checked as whole
+    columns in one scan (then, only when a problem shows, the first bad row is found)."""
     import numpy as np
     import pyarrow as pa
 
     names = {n.lower(): n for n in table.column_names}
     cols = {}
     for c in required + optional:
-        cols[c] = table.column(names[c]) if c in names else pa.nulls(table.num_rows, pa.string())
+        if c in names:
+            arr = table.column(names[c])
+            if c != "score" and not pa.types.is_string(arr.type):
+                arr = arr.cast(pa.string())
+            cols[c] = arr
+        else:
+            cols[c] = pa.nulls(table.num_rows, pa.string())
     cols["_row"] = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    mem = duckdb.connect()
-    mem.register("_raw", pa.table(cols))
-    text = ", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in cols if c not in ("score", "_row"))
-    score = "CAST(score AS VARCHAR)"
-    bad = _one(mem, f"SELECT _row, {score} FROM _raw WHERE NULLIF(trim({score}), '') IS NOT NULL AND "
-                    f"TRY_CAST({score} AS DOUBLE) IS NULL ORDER BY _row LIMIT 1")
-    if bad:
-        raise ExecutionError(f"{fname} {where} {line_of(bad[0])}: score {bad[1]!r} is not a number; nothing imported")
-    if kind == "outcomes":
-        bad = _one(mem, f"SELECT _row FROM _raw WHERE NULLIF(trim({score}), '') IS NULL ORDER BY _row LIMIT 1")
-        if bad:
-            raise ExecutionError(f"{fname}: outcomes need a score in every row (none at {where} "
-                                 f"{line_of(bad[0])}); nothing imported")
-    src = ", ? AS source" if source is not None else ""
-    if source is not None:
-        text = text.replace("CAST(source AS VARCHAR) AS source", "NULL AS _src")
-    data = mem.sql(f"SELECT {text}, TRY_CAST(NULLIF(trim({score}), '') AS DOUBLE) AS score{src}, _row FROM _raw",
-                   params=[source] if source is not None else None).to_arrow_table()
-    if source is not None:
-        data = data.drop_columns(["_src"])
+    data = pa.table(cols)
+    numeric = pa.types.is_integer(data.schema.field("score").type) or pa.types.is_floating(data.schema.field("score").type)
+    text = "NULL" if pa.types.is_null(data.schema.field("score").type) else "NULLIF(trim(CAST(score AS VARCHAR)), '')"
+    score = "CAST(score AS DOUBLE)" if numeric else f"TRY_CAST({text} AS DOUBLE)"
+    mem = memory_db()
     mem.register(TMP, data)
-    check_file(mem, kind, fname, where, line_of)
-    return data
+    keys = KEYS[kind]
+    req = [k for k in keys if k not in NULLABLE]
+    st = _one(mem, f"SELECT min(_row) FILTER (WHERE {text} IS NOT NULL AND {score} IS NULL), "
+                   f"min(_row) FILTER (WHERE {score} IS NULL), min(_row) FILTER (WHERE {_missing(req)}), "
+                   f"count(*), count(DISTINCT hash({', '.join(keys)})), list(DISTINCT dataset) FROM {TMP}")
+    if st[0] is not None:
+        bad = _one(mem, f"SELECT CAST(score AS VARCHAR) FROM {TMP} WHERE _row = ?", [st[0]])[0]
+        raise ExecutionError(f"{fname} {where} {line_of(st[0])}: score {bad!r} is not a number; nothing imported")
+    if kind == "outcomes" and st[1] is not None:
+        raise ExecutionError(f"{fname}: outcomes need a score in every row (none at {where} "
+                             f"{line_of(st[1])}); nothing imported")
+    check_file(mem, kind, fname, where, line_of, stats=st[2:5])
+    select = {c: c for c in cols if c != "_row"}
+    select["score"] = f"{score} AS score"
+    params = []
+    if source is not None:
+        select["source"] = "? AS source"
+        params.append(source)
+    return data, select, params, st[5] or []
 
 
 def typed_side_columns(table, core) -> object:
     """The file's extra columns typed as a CSV reader infers them (integers, decimals,
     booleans, else text), for the on_import hooks; core columns as read."""
-    import duckdb
 
     side = [n for n in table.column_names if n.lower() not in core and str(table.schema.field(n).type) == "string"]
     if not side:
         return table
-    mem = duckdb.connect()
+    mem = memory_db()
     mem.register("_t", table)
     checks = []
     for n in side:

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from zooql.core.import_keys import csv_record_line, memory_db, quiet
 from zooql.errors import BindError, ExecutionError
 
 FILE_KEYS = ("name", "source", "checkpoint", "labels", "labels_file")
@@ -79,7 +80,7 @@ class ModelsFile:
         self.jsonl = not path.endswith(".csv")
         if not os.path.exists(path):
             raise ExecutionError(f"models file not found: {path}")
-        self.mem = duckdb.connect()
+        self.mem = memory_db()
         try:
             self.keys = self._read_jsonl() if self.jsonl else self._read_csv()
         except UnicodeDecodeError:
@@ -176,17 +177,7 @@ class ModelsFile:
         """The line of the file where record ``row`` starts."""
         if self.jsonl:
             return int(self.raw.column("_lineno")[row - 1].as_py())
-        with open(self.path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            next(reader, None)  # the header
-            n, start = 0, reader.line_num + 1
-            for rec in reader:
-                if rec:  # blank lines are not records (DuckDB skips them too)
-                    n += 1
-                    if n == row:
-                        return start
-                start = reader.line_num + 1
-        return row + 1
+        return csv_record_line(self.path, row)
 
     def where(self, row: int) -> str:
         return f"{self.path} row {row} (line {self.line(row)})"
@@ -483,6 +474,7 @@ def insert_staged(con, tbl) -> None:
     n = tbl.num_rows
     if n == 0:
         return
+    quiet(con)
     ids = con.sql("SELECT nextval('model_ids') AS id FROM range(?)", params=[n]).to_arrow_table()
     ids = np.sort(ids.column(0).to_numpy())
     tbl = tbl.append_column("id", pa.array(ids.astype(np.int32)))

@@ -402,21 +402,21 @@ class ImportTable(Operator):
                                  f"IMPORT {self.kind.upper()} needs {', '.join(required)}"
                                  + (f" (optional: {', '.join(optional)})" if optional else ""))
         source = self.source if self.kind == "evaluations" else None
-        data = IK.prepare(table, self.kind, required, optional, source, fname, where, line_of)
-        collist = ", ".join(c for c in data.column_names if c != "_row")
+        data, select, params, datasets = IK.prepare(table, self.kind, required, optional, source, fname, where, line_of)
+        collist = ", ".join(select)
         ctx.con.register(IK.TMP, data)   # read-only: the conflicts are counted before the write
         try:
             conflicts = IK.count_conflicts(ctx.con, self.kind, self.on_conflict, fname, where, line_of)
         finally:
             ctx.con.unregister(IK.TMP)
         side = IK.typed_side_columns(table, set(required + optional)) if ctx.hooks.get("on_import") else None
-        con = ctx.begin_write()          # one short transaction: delete (REPLACE), insert, hooks
+        con = IK.quiet(ctx.begin_write())  # one short transaction: delete (REPLACE), insert, hooks
         con.register(IK.TMP, data)
         try:
             keep = IK.resolve_conflicts(con, self.kind, self.on_conflict, conflicts)
-            n = con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM {IK.TMP} i"
-                            + keep).fetchall()[0][0]
-            con.execute(f"INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM {IK.TMP}").fetchall()
+            n = con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {', '.join(select.values())} "
+                            f"FROM {IK.TMP} i" + keep, params).fetchall()[0][0]
+            con.execute("INSERT OR IGNORE INTO datasets (name) SELECT unnest(?)", [datasets]).fetchall()
         finally:
             con.unregister(IK.TMP)
         for hook in ctx.hooks.get("on_import", ()):
