@@ -213,8 +213,10 @@ def main(argv=None) -> int:
     text = table(rows)
     print(text)
     if rows and not args.no_record:
-        cmd = "OMP_NUM_THREADS=1 python benchmarks/hub_scale.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--work"))
+        given = list(argv if argv is not None else sys.argv[1:])
+        shown = ["<folder>" if i > 0 and given[i - 1] == "--work" else a.split("=")[0] + "=<folder>"
+                 if a.startswith("--work=") else a for i, a in enumerate(given)]
+        cmd = "OMP_NUM_THREADS=1 python benchmarks/hub_scale.py " + " ".join(shown)
         with open(HERE / "RESULTS.md", "a") as f:
             f.write(f"\n\n## Hub scale (issue 14), {datetime.date.today().isoformat()}\n\n"
                     f"Machine: shared 2-core CPU, loaded. Command: `{cmd.strip()}`.\n\n{text}\n")
