@@ -22,7 +22,8 @@ from zooql.storage.names import check_name
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
-SETTINGS = {"trust_code": bool, "device": str, "lock_timeout": float}
+SETTINGS = {"trust_code": bool, "device": str, "lock_timeout": float, "inspect_workers": int,
+            "inspect_batch": int}
 # Value kinds of the models table's columns (schema.sql): WHERE compares like with like.
 MODEL_COLUMN_KINDS = {"id": "number", "downloads": "number", "params": "number", "num_logits": "number",
                       "input_size": "number", "loadable": "bool", "added_at": "time",
@@ -353,6 +354,10 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
         value = float(value)
     if value is not None and not isinstance(value, want):
         raise BindError(f"setting {stmt.key} expects a {want.__name__}, got {value!r}")
+    if stmt.key in ("inspect_workers", "inspect_batch") and value is not None and (
+            isinstance(value, bool) or not 1 <= value <= 1024):
+        raise BindError(f"setting {stmt.key} is a number of {'processes' if stmt.key == 'inspect_workers' else 'models'}, "
+                        f"1 to 1024; got {value!r}")
     if stmt.key == "lock_timeout" and value is not None and not 0 <= value <= 86400:
         raise BindError(f"setting lock_timeout is seconds to wait for another writer, 0 to 86400; got {value!r}")
     return BoundSet(stmt.key, value)

@@ -5,14 +5,13 @@ and EXPLAIN never load it.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
-from zooql.plan.nodes import ExecContext, Expr, Operator, Rows
-from zooql.errors import BindError, ExecutionError
+from zooql.plan.nodes import Expr, Operator, Rows
+from zooql.errors import ExecutionError
 from zooql.core import import_keys as IK
 
 NAME_ONLY_PREFIXES = ("hf:", "name:", "api:")
@@ -23,17 +22,13 @@ def is_name_only(source: str) -> bool:
     return kind not in ("timm:", "open_clip:", "torchscript:", "python:")
 
 
-def _read_labels_file(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
-    except OSError as exc:
-        raise ExecutionError(f"cannot read labels file {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8 text; a NUL in the path
-        raise ExecutionError(f"cannot read labels file {path!r}: {exc}") from None
-
-
 # ---- ADD MODEL / ADD MODELS FROM ------------------------------------------------------------
+# Rows between the three operators: one value, a models_file.Staged (an Arrow table of the
+# name-only rows ready to insert, plus the loadable rows' specs).
+
+#: models inspected per commit (SET inspect_batch = n)
+INSPECT_BATCH = 32
+
 
 @dataclass(frozen=True)
 class ModelValues(Operator):
@@ -46,125 +41,117 @@ class ModelValues(Operator):
         return {"models": len(self.specs), "names": names if len(names) <= 5 else None}
 
     def run(self, ctx, inputs):
-        return Rows(["spec"], [(s,) for s in self.specs])
+        from zooql.core import models_file as MF
 
-
-_FILE_KEYS = {"name", "source", "checkpoint", "labels", "labels_file"}
+        name_only, loadable = [], []
+        for i, s in enumerate(self.specs, 1):
+            s = dict(s)
+            if s["labels_file"]:
+                s["labels"] = MF.read_labels(s["labels_file"])
+            (name_only if is_name_only(s["source"]) else loadable).append((i, s))
+        return Rows(["staged"], [(MF.Staged(None, table=MF.spec_rows(name_only), loadable=loadable),)])
 
 
 @dataclass(frozen=True)
 class ReadModelsFile(Operator):
     """Rows of a models .csv/.jsonl file (name, source, checkpoint, labels, tree, parent,
-    downloads, task, family, description, preprocessing keys; other columns become tags)."""
+    downloads, task, family, description, preprocessing keys; other columns become tags),
+    read and validated as whole columns (zooql.core.models_file); rows already registered
+    with the same source are dropped (a rerun resumes)."""
 
     path: str = ""
 
     def explain_params(self):
         return {"path": os.path.basename(self.path)}
 
-    def _records(self) -> list[dict]:
-        if not os.path.exists(self.path):
-            raise ExecutionError(f"models file not found: {self.path}")
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                if self.path.endswith(".csv"):
-                    return [dict(r) for r in csv.DictReader(f)]
-                out = []
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            out.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise ExecutionError(f"{self.path}:{lineno}: invalid JSON ({exc.msg})") from None
-                return out
-        except UnicodeDecodeError:
-            raise ExecutionError(f"models file {self.path} is not UTF-8 text") from None
-
     def run(self, ctx, inputs):
-        from zooql.core.binder import model_spec  # pure-python helper shared with ADD MODEL
+        from zooql.core import models_file as MF
 
-        base = os.path.dirname(self.path)
-        def resolve(p: str) -> str:
-            if "\x00" in p:
-                raise BindError(f"path {p[:60]!r} contains a NUL character")
-            return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
-        recs = self._records()
-        if recs and "source" not in recs[0] and "name" not in recs[0]:
-            raise ExecutionError(f"{self.path}: needs a 'source' or 'name' column; found "
-                                 f"{', '.join(recs[0])}")
-        specs, seen = [], set()
-        for i, r in enumerate(recs, 1):
-            r = {k.strip().lower(): (v if v != "" else None) for k, v in r.items() if k}
-            source = r.get("source") or ("hf:" + r["name"] if r.get("name") else None)
-            labels = r.get("labels")
-            if isinstance(labels, str):
-                labels = json.loads(labels) if labels.startswith("[") else labels.split("|")
-            opts = {k: _coerce(v) for k, v in r.items() if k not in _FILE_KEYS and v is not None}
-            try:
-                spec = model_spec(source, name=r.get("name"), checkpoint=r.get("checkpoint"),
-                                  labels=labels, labels_file=r.get("labels_file"), options=opts,
-                                  resolve=resolve)
-            except BindError as exc:
-                raise ExecutionError(f"{self.path} row {i}: {exc.message}") from None
-            if spec["name"] in seen:
-                raise ExecutionError(f"{self.path} row {i}: model {spec['name']!r} appears twice")
-            seen.add(spec["name"])
-            specs.append(spec)
-        return Rows(["spec"], [(s,) for s in specs])
+        mf = MF.ModelsFile(self.path)
+        staged = MF.stage(mf)
+        MF.drop_registered(staged, ctx.con, mf.where)
+        staged.where = mf.where
+        return Rows(["staged"], [(staged,)])
 
 
-def _coerce(v):
-    if not isinstance(v, str):
-        return v
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return v
+def _inspect_settings(ctx) -> tuple[int, int]:
+    from zooql.runtime.inspect_pool import default_workers
+
+    workers = ctx.setting("inspect_workers", None) or default_workers()
+    return int(workers), int(ctx.setting("inspect_batch", None) or INSPECT_BATCH)
 
 
 @dataclass(frozen=True)
 class InspectModels(Operator):
     """Instantiate each loadable model once to record parameter count, logits, input
-    size and labels (weights are not copied). Name-only models are recorded as given."""
+    size and labels (weights are not copied), in a pool of worker processes
+    (``SET inspect_workers``); every ``inspect_batch`` models commit in one short
+    transaction, so an interrupted ADD MODELS FROM resumes. Name-only models pass through."""
 
     child: Operator = None
     loadable: int | None = None
     name_only: int | None = None
+    writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
 
     def explain_params(self):
         return {"instantiate": self.loadable, "name_only": self.name_only}
 
     def run(self, ctx, inputs):
-        rows = inputs[0].rows
-        out = []
+        from zooql.core import models_file as MF
+        from zooql.runtime.inspect_pool import inspect_many
+
+        staged = inputs[0].rows[0][0]
+        todo = staged.loadable
+        if not todo:
+            return inputs[0]
         trust = bool(ctx.setting("trust_code", False))
-        for i, (spec,) in enumerate(rows):
-            spec = dict(spec)
-            if spec["labels_file"]:
-                spec["labels"] = _read_labels_file(spec["labels_file"])
-            if is_name_only(spec["source"]):
-                spec["info"] = {"loadable": False}
-            else:
-                from zooql.runtime import models as runtime  # torch lives here
-                ctx.report(f"inspect {spec['name']}", i, len(rows))
-                info = runtime.inspect_model(spec["source"], checkpoint=spec["checkpoint"],
-                                             labels=spec["labels"], options=spec["preprocess"],
-                                             trust_code=trust)
-                spec["info"] = {"loadable": info.loadable, "params": info.param_count,
-                                "num_logits": info.num_logits, "input_size": info.input_size,
-                                "preprocess": info.preprocess, "labels": info.labels,
-                                "family": info.family, "extra": info.extra}
-            out.append((spec,))
-        ctx.report("inspect", len(rows), len(rows))
-        return Rows(["spec"], out)
+        workers, batch = _inspect_settings(ctx)
+        where = getattr(staged, "where", None) or (lambda row: "")
+        done: list = []
+        jobs = [{"source": s["source"], "checkpoint": s["checkpoint"], "labels": s["labels"],
+                 "options": s["preprocess"], "trust_code": trust} for _, s in todo]
+
+        def flush(final: bool) -> None:
+            if done:
+                MF.insert_staged(ctx.begin_write(), MF.spec_rows(done))
+                staged.added.append([s["name"] for _, s in done])
+                staged.notes.extend((s["name"], s["info"].get("extra") or {}) for _, s in done)
+                done.clear()
+                if not final:
+                    ctx.commit()
+
+        def on_result(i: int, info: dict | None, error: Exception | None) -> None:
+            row, spec = todo[i]
+            if error is not None:
+                flush(final=False)  # the models before it stay registered: a rerun resumes
+                at = where(row)
+                if not at:  # inline ADD MODEL: its own error
+                    raise error
+                n = sum(len(a) for a in staged.added)
+                raise type(error)(f"{at}: model {spec['name']!r}: {getattr(error, 'message', error)}"
+                                  + (f" ({n} model(s) before it were registered; a rerun skips them)" if n else ""))
+            spec = dict(spec, info={"loadable": info["loadable"], "params": info["param_count"],
+                                    "num_logits": info["num_logits"], "input_size": info["input_size"],
+                                    "preprocess": info["preprocess"], "labels": info["labels"],
+                                    "family": info["family"], "extra": info["extra"]})
+            done.append((row, spec))
+            ctx.report(f"inspect {spec['name']}", i + 1, len(todo))
+            if len(done) >= batch:
+                flush(final=False)
+
+        ctx.report("inspect", 0, len(todo))
+        inspect_many(jobs, workers, on_result)
+        flush(final=True)
+        staged.loadable = []
+        return inputs[0]
 
 
 @dataclass(frozen=True)
 class InsertModels(Operator):
-    """Insert the inspected models in one short transaction (the slow inspection ran
-    before, without the catalog open read-write)."""
+    """Insert the name-only models with one statement per table (models, logits) in one
+    short transaction (the slow inspection ran before, without the catalog open
+    read-write)."""
 
     child: Operator = None
     writes: ClassVar[bool] = True
@@ -176,49 +163,20 @@ class InsertModels(Operator):
     def run(self, ctx, inputs):
         import pyarrow as pa
 
-        con = ctx.begin_write()
-        names, logit_rows = [], ([], [], [])
-        for (spec,) in inputs[0].rows:
-            info = spec.get("info", {})
-            if con.execute("SELECT 1 FROM models WHERE name = ?", [spec["name"]]).fetchone():
-                raise ExecutionError(f"model {spec['name']!r} already exists")
-            labels = spec["labels"] or info.get("labels")
-            num_logits = info.get("num_logits")
-            if spec["labels"] and num_logits is not None and len(spec["labels"]) != num_logits:
-                raise ExecutionError(f"model {spec['name']!r} has {num_logits} logits but "
-                                     f"{len(spec['labels'])} labels were given")
-            tags = dict(spec["tags"])
-            if info.get("extra"):
-                tags.setdefault("_runtime", info["extra"])
-            cols = spec["columns"]
-            preprocess = info.get("preprocess") or (spec["preprocess"] or None)
-            row = con.execute(
-                "INSERT INTO models (name, source, checkpoint, loadable, tree, parent, downloads, task, "
-                "family, params, num_logits, input_size, preprocess, tags, description) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                [spec["name"], spec["source"], spec["checkpoint"], bool(info.get("loadable", False)),
-                 cols.get("tree"), cols.get("parent"), cols.get("downloads"), cols.get("task"),
-                 cols.get("family") or info.get("family"), info.get("params"), num_logits,
-                 info.get("input_size"), json.dumps(preprocess) if preprocess else None,
-                 json.dumps(tags), cols.get("description")]).fetchone()
-            n = len(labels) if labels else (num_logits or 0)
-            logit_rows[0].extend([row[0]] * n)
-            logit_rows[1].extend(range(n))
-            logit_rows[2].extend(labels if labels else [None] * n)
-            names.append(spec["name"])
-        if logit_rows[0]:  # one bulk insert keeps the write window short
-            tbl = pa.table({"model_id": pa.array(logit_rows[0], pa.int32()), "idx": pa.array(logit_rows[1], pa.int32()),
-                            "label": pa.array(logit_rows[2], pa.string())})
-            con.register("_zooql_logits", tbl)
-            try:
-                con.execute("INSERT INTO logits SELECT model_id, idx, label FROM _zooql_logits")
-            finally:
-                con.unregister("_zooql_logits")
-        msg = (f"added model {names[0]}" if len(names) == 1 else f"added {len(names)} models")
-        notes = _honest_notes([(spec["name"], spec.get("info", {}).get("extra") or {})
-                               for (spec,) in inputs[0].rows])
-        return Rows(["model"], [(n,) for n in names], message=msg + (": " + "; ".join(notes) if notes else ""),
-                    types=["VARCHAR"])
+        from zooql.core import models_file as MF
+
+        staged = inputs[0].rows[0][0]
+        if staged.table.num_rows:
+            MF.insert_staged(ctx.begin_write(), staged.table)
+        names = pa.chunked_array([pa.array(a, pa.string()) for a in staged.added]
+                                 + [staged.table.column("name").combine_chunks()], pa.string())
+        n = len(names)
+        msg = f"added model {names[0].as_py()}" if n == 1 else f"added {n} models"
+        if staged.skipped:
+            msg += f" ({staged.skipped} already registered with the same source, skipped)"
+        notes = _honest_notes(staged.notes) if staged.notes else []
+        return Rows(["model"], table=pa.table({"model": names}),
+                    message=msg + (": " + "; ".join(notes) if notes else ""), types=["VARCHAR"])
 
 
 def weights_note(extra: dict) -> str | None:
@@ -424,68 +382,45 @@ class ImportTable(Operator):
     source: str | None = None
     on_conflict: str = "error"
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True  # the file is read and checked before the catalog opens read-write
 
     def explain_params(self):
         return {"table": self.kind, "path": os.path.basename(self.path), "source": self.source,
                 "on_conflict": self.on_conflict}
 
     def _read(self):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
-        if not os.path.exists(self.path):
-            raise ExecutionError(f"file not found: {self.path}")
-        try:
-            if self.path.endswith(".parquet"):
-                return pq.read_table(self.path)
-            opts = pcsv.ParseOptions(delimiter="\t" if self.path.endswith(".tsv") else ",")
-            return pcsv.read_csv(self.path, parse_options=opts,
-                                 convert_options=pcsv.ConvertOptions(
-                                     column_types={"query_id": pa.string(), "model": pa.string(),
-                                                   "dataset": pa.string(), "metric": pa.string()}))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ExecutionError(f"cannot read {self.path}: {exc}") from None
+        return IK.read_file(self.path)
 
     def run(self, ctx, inputs):
-        import pyarrow as pa
-
-        table = self._read()
+        table, where, line_of = self._read()
         required, optional = _IMPORT_COLUMNS[self.kind]
         names = {n.lower(): n for n in table.column_names}
         missing = [c for c in required if c not in names]
+        fname = os.path.basename(self.path)
         if missing:
-            raise ExecutionError(f"{os.path.basename(self.path)} lacks column(s) {', '.join(missing)}; "
+            raise ExecutionError(f"{fname} lacks column(s) {', '.join(missing)}; "
                                  f"IMPORT {self.kind.upper()} needs {', '.join(required)}"
                                  + (f" (optional: {', '.join(optional)})" if optional else ""))
-        cols = {}
-        for c in required + optional:
-            if c in names:
-                arr = table.column(names[c])
-                cols[c] = arr.cast(pa.float64()) if c == "score" else arr.cast(pa.string())
-            else:
-                cols[c] = pa.nulls(table.num_rows, pa.string())
-        if self.kind == "evaluations" and self.source is not None:
-            cols["source"] = pa.array([self.source] * table.num_rows, pa.string())
-        fname = os.path.basename(self.path)
-        if self.kind == "outcomes" and cols["score"].null_count:
-            raise ExecutionError(f"{fname}: outcomes need a score in every row")
-        # the file's line of each row (a header line, then one row per line) or its row number
-        where, first = ("row", 1) if self.path.endswith(".parquet") else ("line", 2)
-        cols["_line"] = pa.array(range(first, first + table.num_rows), pa.int64())
-        data = pa.table(cols)
-        collist = ", ".join(c for c in cols if c != "_line")
-        ctx.con.register(IK.TMP, data)
+        source = self.source if self.kind == "evaluations" else None
+        data, select, params, datasets = IK.prepare(table, self.kind, required, optional, source, fname, where, line_of)
+        collist = ", ".join(select)
+        ctx.con.register(IK.TMP, data)   # read-only: the conflicts are counted before the write
         try:
-            IK.check_file(ctx.con, self.kind, fname, where)
-            keep, conflicts = IK.resolve_conflicts(ctx.con, self.kind, self.on_conflict, fname, where)
-            n = ctx.con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {collist} FROM {IK.TMP} i"
-                                + keep).fetchall()[0][0]
-            ctx.con.execute(f"INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM {IK.TMP}")
+            conflicts = IK.count_conflicts(ctx.con, self.kind, self.on_conflict, fname, where, line_of)
         finally:
             ctx.con.unregister(IK.TMP)
+        side = IK.typed_side_columns(table, set(required + optional)) if ctx.hooks.get("on_import") else None
+        con = IK.quiet(ctx.begin_write())  # one short transaction: delete (REPLACE), insert, hooks
+        con.register(IK.TMP, data)
+        try:
+            keep = IK.resolve_conflicts(con, self.kind, self.on_conflict, conflicts)
+            n = con.execute(f"INSERT INTO {self.kind} ({collist}) SELECT {', '.join(select.values())} "
+                            f"FROM {IK.TMP} i" + keep, params).fetchall()[0][0]
+            con.execute("INSERT OR IGNORE INTO datasets (name) SELECT unnest(?)", [datasets]).fetchall()
+        finally:
+            con.unregister(IK.TMP)
         for hook in ctx.hooks.get("on_import", ()):
-            hook(ctx, self.kind, table)  # the whole file, side columns included
+            hook(ctx, self.kind, side)  # the whole file, side columns included
         msg = f"imported {n} {self.kind} from {fname}"
         if conflicts:
             msg += (f" ({conflicts} stored row(s) replaced)" if self.on_conflict == "replace"

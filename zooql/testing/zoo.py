@@ -75,9 +75,9 @@ def slow_down(step: str, seconds: float) -> None:
 
         setattr(owner, attr, slow)
 
-    if step == "inspect":
-        from zooql.runtime import models
-        wrap(models, "inspect_model")
+    if step == "inspect":  # also in the inspection worker processes (each job carries it)
+        from zooql.runtime.inspect_pool import DELAY_ENV
+        os.environ[DELAY_ENV] = str(seconds)
     elif step == "forward":
         from zooql.runtime.models import ModelRuntime
         wrap(ModelRuntime, "run")

@@ -1,0 +1,109 @@
+"""Instantiate many models (ADD MODELS of loadable sources) in a bounded pool of worker
+processes: each worker builds one model at a time (its memory is bounded by the largest
+model, and a worker is replaced after :data:`TASKS_PER_WORKER` models), the caller gets the
+results in input order, so it can commit them in batches and an interrupt keeps a prefix.
+
+Plain function interface (an executor may replace the pool later)::
+
+    inspect_many(jobs, workers, on_result)
+
+``jobs`` are dicts ``{source, checkpoint, labels, options, trust_code}``; ``on_result(i,
+info, error)`` is called once per job, in order, with the :class:`ModelInfo` as a dict or
+the error (a :class:`~zooql.errors.ZooQLError`). One worker (or one job) runs in this process, without a pool.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from typing import Callable
+
+#: a worker process is replaced after this many models (bounds leaks and fragmentation)
+TASKS_PER_WORKER = 32
+#: seconds each inspection sleeps first (tests: makes a kill land mid-statement); read by
+#: the caller, so it reaches worker processes too
+DELAY_ENV = "ZOOQL_INSPECT_DELAY"
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _inspect(job: dict):
+    """One job -> ("ok", info dict) or ("error", message). Runs in a worker or here."""
+    import time
+
+    from zooql.errors import ZooQLError
+    from zooql.runtime import models
+
+    if job.get("delay"):
+        time.sleep(job["delay"])
+    try:
+        info = models.inspect_model(job["source"], checkpoint=job.get("checkpoint"), labels=job.get("labels"),
+                                    options=job.get("options"), trust_code=bool(job.get("trust_code")))
+    except ZooQLError as exc:
+        return "error", exc
+    except Exception as exc:  # noqa: BLE001 - a model's own code may raise anything
+        from zooql.errors import ExecutionError
+
+        return "error", ExecutionError(f"{type(exc).__name__}: {exc}")
+    return "ok", info.to_dict()
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # workers share the cores; one thread each
+
+
+def _context():
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def inspect_many(jobs: list[dict], workers: int, on_result: Callable[[int, dict | None, Exception | None], None]) -> None:
+    """Inspect ``jobs`` with up to ``workers`` processes; ``on_result`` in input order. An
+    exception from ``on_result`` (or Ctrl-C) stops the pool: queued jobs are cancelled and
+    the workers terminated."""
+    delay = float(os.environ.get(DELAY_ENV) or 0)
+    jobs = [dict(j, delay=delay) if delay else j for j in jobs]
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1:
+        for i, job in enumerate(jobs):
+            status, out = _inspect(job)
+            on_result(i, out if status == "ok" else None, out if status == "error" else None)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker,
+                               max_tasks_per_child=TASKS_PER_WORKER)
+    ok = False
+    try:
+        window: deque = deque()
+        nxt = 0
+        for i in range(len(jobs)):
+            while nxt < len(jobs) and len(window) < 2 * workers:  # bounded: results wait in order
+                window.append(pool.submit(_inspect, jobs[nxt]))
+                nxt += 1
+            fut = window.popleft()
+            try:
+                status, out = fut.result()
+            except BrokenProcessPool:
+                from zooql.errors import ExecutionError
+
+                status, out = "error", ExecutionError("the worker process inspecting it died (out of memory, "
+                                                      "or killed); rerun to resume")
+            on_result(i, out if status == "ok" else None, out if status == "error" else None)
+        ok = True
+    finally:
+        if ok:
+            pool.shutdown(wait=True)
+        else:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
