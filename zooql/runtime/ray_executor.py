@@ -30,6 +30,7 @@ from zooql.runtime.jobs import INSTALL_HINT, Executor, JobResult, Shared, call_j
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
 _SHARED_KEEP = 8
+READY_TIMEOUT_S = float(os.environ.get("ZOOQL_RAY_READY_TIMEOUT", "180"))
 
 
 def import_ray():
@@ -101,6 +102,27 @@ class RayExecutor(Executor):
         self.workers = n
         self.window = 2 * n
         self._shared: OrderedDict[str, Any] = OrderedDict()
+        self._wait_ready(n, cpu_each, gpus, total_cpu)
+
+    def _wait_ready(self, n: int, cpu_each: float, gpus: float, total_cpu: float) -> None:
+        """Fail clearly (instead of waiting forever) when Ray cannot place every actor."""
+        ray = self.ray
+        ready, _ = ray.wait([a.info.remote() for a in self.actors], num_returns=n, timeout=READY_TIMEOUT_S)
+        if len(ready) < n:
+            self.kill()
+            gpu_text = f" and {gpus:g} GPU" if gpus else ""
+            raise ExecutionError(f"Ray placed only {len(ready)} of {n} workers ({cpu_each:g} CPU{gpu_text} each) "
+                                 f"within {READY_TIMEOUT_S:.0f} s; the cluster has {total_cpu:g} CPUs and "
+                                 f"{ray.cluster_resources().get('GPU', 0):g} GPUs. Lower SET ray_workers or "
+                                 f"ray_gpus_per_worker")
+
+    def kill(self) -> None:
+        for a in self.actors:
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
 
     def worker_info(self) -> list[dict]:
         return self.ray.get([a.info.remote() for a in self.actors])
@@ -196,8 +218,7 @@ def ray_executor(*, address: str | None, workers: int | None, gpus: float, devic
     key = (job, workers, gpus, device, trust_code)
     ex = _CACHE.get(key)
     if ex is None:
-        for k in [k for k in _CACHE if k[0] != job]:   # actors of an earlier Ray session are gone
-            del _CACHE[k]
+        release()   # one set of actors at a time: another configuration's would hold the CPUs
         ex = _CACHE[key] = RayExecutor(ray, workers=workers, gpus=gpus, device=device, trust_code=trust_code)
     return ex
 
@@ -205,9 +226,6 @@ def ray_executor(*, address: str | None, workers: int | None, gpus: float, devic
 def release() -> None:
     """Forget (and kill) the cached actors, e.g. before ``ray.shutdown()``."""
     for ex in _CACHE.values():
-        for a in ex.actors:
-            try:
-                ex.ray.kill(a)
-            except Exception:  # noqa: BLE001
-                pass
+        if ex.ray.is_initialized():
+            ex.kill()
     _CACHE.clear()
