@@ -36,7 +36,7 @@ from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported fo
     IMAGE_EXTS, ProbeImages, probe_source_kind, read_builtin, read_captions, read_folder, read_npy,
     read_parquet, select_indices,
 )
-from zooql.errors import ExecutionError, StorageError
+from zooql.errors import Cancelled, ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
     tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
 )
@@ -197,6 +197,10 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
                 failures.append(row[0])
             rows.append(row)
             ctx.report(label, i + 1, len(todo))
+        run.flush()
+    except (Cancelled, KeyboardInterrupt):
+        run.flush()        # the finished models are kept: only the work in flight is lost
+        raise
     finally:
         results.close()   # an interrupt cancels the jobs in flight
         if run.index_dirty:
@@ -218,8 +222,9 @@ def _to_probe(ctx: ExecContext, ps: dict, model_names) -> tuple[list[dict], list
 
     probed = probed_model_ids(ctx.con, ps["id"])
     todo, rows = [], []
+    found = _model_rows(ctx.con, list(model_names))
     for name in model_names:
-        m = C.model_row(ctx.con, name)
+        m = found.get(name)
         if m is None:
             rows.append((name, None, "dropped", None))
         elif m["id"] in probed:
@@ -229,6 +234,30 @@ def _to_probe(ctx: ExecContext, ps: dict, model_names) -> tuple[list[dict], list
         else:
             todo.append(m)
     return todo, rows
+
+
+def _model_rows(con, names: list[str]) -> dict[str, dict]:
+    """Catalog rows of ``names`` (as :func:`zooql.storage.catalog.model_row`), one query."""
+    import json as _json
+    import pyarrow as pa
+    from zooql.storage.catalog import MODEL_COLUMNS
+
+    if not names:
+        return {}
+    con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+    con.register("_zooql_probe_names", pa.table({"name": pa.array(names, pa.string())}))
+    try:
+        rows = con.execute(f"SELECT {', '.join('m.' + c for c in MODEL_COLUMNS)} FROM models m "
+                           f"JOIN _zooql_probe_names n ON n.name = m.name").fetchall()
+    finally:
+        con.unregister("_zooql_probe_names")
+    out = {}
+    for row in rows:
+        d = dict(zip(MODEL_COLUMNS, row))
+        for k in ("preprocess", "tags"):
+            d[k] = _json.loads(d[k]) if d[k] else ({} if k == "tags" else None)
+        out[d["name"]] = d
+    return out
 
 
 class _ProbeRun:
@@ -246,6 +275,10 @@ class _ProbeRun:
         self.index = load_index(files) if files.has_index() else None
         self.index_dirty = False
         self.passes = 0
+        self.pending: list[tuple] = []      # finished models not committed yet (see flush)
+        self.commit_interval = float(ctx.setting("probe_commit_interval", 0.0) or 0.0)
+        self.last_commit = time.perf_counter()
+        self.committed = 0
 
     def _mask(self, m: dict):
         from zooql.methods.probelog import completion as CP
@@ -275,10 +308,7 @@ class _ProbeRun:
             return (m["name"], m["num_logits"], f"failed: {failure}", None)
         self.passes += n_run
         logits, desc, status, completion = self._descriptors(logits, mask)
-        start, end, seconds = self._store(m, logits, desc, mask, completion, t0 - res.seconds, res.device)
-        if self.index is not None:
-            self.index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
-            self.index_dirty = True
+        (seconds,) = self._store(m, logits, desc, mask, completion, t0 - res.seconds, res.device)
         return (m["name"], m["num_logits"], status, round(seconds, 3))
 
     @staticmethod
@@ -309,29 +339,64 @@ class _ProbeRun:
         Zc, _, _ = CP.standardize_rows(full.T, M)
         return full, zscore_columns(Zc.T), "probed (provisional)", "provisional"
 
-    def _store(self, m, logits, desc, mask, completion, t0: float, device) -> tuple[int, int, float]:
-        """Raw logits, descriptor columns and catalog rows of one model, committed as a unit
-        (an interrupt keeps the finished models; readers wait at most for this transaction)."""
-        ps, files, ctx = self.ps, self.files, self.ctx
-        raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
+    def _store(self, m, logits, desc, mask, completion, t0: float, device) -> tuple[float]:
+        """Write one model's raw logits (and mask) now; queue its descriptor columns and
+        catalog rows for the next :meth:`flush`."""
+        files = self.files
         save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
-        start, end = self.dm.append_columns(desc)
-        seconds = time.perf_counter() - t0
-        con = ctx.begin_write()
-        con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
-                    "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [ps["id"], m["id"], start, end - start, raw_rel, device, seconds])
-        con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
-                    [ps["id"], start, m["id"], end - start])
         if mask is not None:
-            mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
             save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
-            con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
-                        "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
-                         mask_rel, completion])
+        seconds = time.perf_counter() - t0
+        self.pending.append((m, desc, mask, completion, seconds, device))
+        if self.commit_interval <= 0 or time.perf_counter() - self.last_commit >= self.commit_interval:
+            self.flush()
+        return (seconds,)
+
+    def flush(self) -> None:
+        """Append the queued models' descriptor columns (one segment) and commit their
+        catalog rows in one short transaction: each model is all there or not at all (an
+        interrupt keeps the committed ones; readers wait at most for this transaction).
+        With ``probe_commit_interval`` 0 (the default) this runs after every model."""
+        if not self.pending:
+            return
+        ps, ctx = self.ps, self.ctx
+        pending, self.pending = self.pending, []
+        block = pending[0][1] if len(pending) == 1 else np.concatenate([p[1] for p in pending], axis=1)
+        start, _ = self.dm.append_columns(block)
+        import pyarrow as pa
+
+        runs, masks, first = [], [], start
+        for m, desc, mask, completion, seconds, device in pending:
+            runs.append((m["id"], first, desc.shape[1], f"{ps['dir']}/raw/m{m['id']}.npy", device, seconds))
+            if mask is not None:
+                masks.append([ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
+                              f"{ps['dir']}/raw/m{m['id']}.mask.npy", completion])
+            first += desc.shape[1]
+        cols = list(zip(*runs))
+        tbl = pa.table({"model_id": pa.array(cols[0], pa.int32()), "first_col": pa.array(cols[1], pa.int64()),
+                        "n_cols": pa.array(cols[2], pa.int64()), "raw_file": pa.array(cols[3], pa.string()),
+                        "device": pa.array(cols[4], pa.string()), "seconds": pa.array(cols[5], pa.float64())})
+        con = ctx.begin_write()
+        con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+        con.register("_zooql_probe_runs", tbl)
+        try:
+            con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, seconds) "
+                        "SELECT ?, model_id, first_col, n_cols, raw_file, device, seconds FROM _zooql_probe_runs",
+                        [ps["id"]])
+            con.execute("INSERT INTO descriptor_columns SELECT ?, r.first_col + i.i, r.model_id, i.i "
+                        "FROM _zooql_probe_runs r, LATERAL (SELECT unnest(range(r.n_cols)) AS i) i", [ps["id"]])
+        finally:
+            con.unregister("_zooql_probe_runs")
+        if masks:
+            con.executemany("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                            "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)", masks)
         ctx.commit()
-        return start, end, seconds
+        self.last_commit = time.perf_counter()
+        self.committed += len(pending)
+        if self.index is not None:   # columns enter the HNSW index once committed
+            cols = np.arange(start, first, dtype=np.int64)
+            self.index.add(block.T.astype(np.float32), cols, num_threads=1)
+            self.index_dirty = True
 
 
 def bare(text: str) -> str:
