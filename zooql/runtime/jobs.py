@@ -137,3 +137,8 @@ class LocalExecutor(Executor):
             value, error, seconds = call_job(self.runtime, job.fn, job.model, args, cb)
             yield JobResult(job.key, value, error and error[0], seconds, getattr(self.runtime, "device", None),
                             error_kind=error[1] if error else "ExecutionError")
+
+
+def noop(runtime, model: dict, args: dict, progress=None):
+    """Worker function that does nothing (measures an executor's per-job overhead)."""
+    return args.get("echo")
