@@ -110,7 +110,8 @@ class Hub:
     """An open hub. Not thread-safe; one Hub per thread."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, trust_code: bool = False,
-                 device: str | None = None, create: bool | str = True):
+                 device: str | None = None, create: bool | str = True, executor: str | None = None,
+                 ray_address: str | None = None, ray_workers: int | None = None):
         path = path if path is not None else default_hub_path()
         self._scratch = None  # an empty catalog to bind against until a pending hub exists
         if create == "on_write" and not hub_exists(path):
@@ -125,9 +126,24 @@ class Hub:
             self.session["trust_code"] = True
         if device:
             self.session["device"] = device
+        self._set_executor(executor, ray_address, ray_workers)
         self._runtime = None
         self._runtime_key = None
         self._closed = False
+
+    def _set_executor(self, executor, ray_address, ray_workers) -> None:
+        from zooql.runtime.executors import EXECUTORS
+
+        if executor is not None:
+            if str(executor).lower() not in EXECUTORS:
+                raise ZooQLError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+            self.session["executor"] = str(executor).lower()
+        if ray_address:
+            self.session["ray_address"] = str(ray_address)
+        if ray_workers is not None:
+            if int(ray_workers) < 1:
+                raise ZooQLError(f"ray_workers must be at least 1, not {ray_workers!r}")
+            self.session["ray_workers"] = int(ray_workers)
 
     # ---- runtime -------------------------------------------------------------------------
     def runtime(self, ctx: P.ExecContext | None = None):
@@ -148,6 +164,12 @@ class Hub:
             self._runtime = ModelRuntime(device=key[1], trust_code=key[0])
             self._runtime_key = key
         return self._runtime
+
+    def _executor_explain(self, con) -> dict | None:
+        """What EXPLAIN prints about the executor (None: local); imports no ray."""
+        from zooql.runtime.executors import explain_params
+
+        return explain_params(lambda k, d=None: self.session.get(k, C.get_setting(con, k, d)))
 
     # ---- statements ----------------------------------------------------------------------
     def execute(self, query: str, params: Any = None, *, progress: ProgressFn | None = None,
@@ -209,8 +231,9 @@ class Hub:
                     lines, _ = plan_verbose(bound.statement, registry.dispatch())
                     return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
                                   elapsed=time.perf_counter() - t0)
+                executor = self._executor_explain(con)
                 if isinstance(bound, BoundExplain) and not bound.analyze:
-                    lines = P.explain(op)
+                    lines = P.explain(op, executor=executor)
                     return Result(["plan"], [(line,) for line in lines], kind="explain",
                                   elapsed=time.perf_counter() - t0)
                 if not op.any_writes():
@@ -235,7 +258,7 @@ class Hub:
             raise ExecutionError(f"catalog error: {exc}") from None
         elapsed = time.perf_counter() - t0
         if isinstance(bound, BoundExplain):
-            lines = P.explain(op, ctx.stats)
+            lines = P.explain(op, ctx.stats, executor=executor)
             return Result(["plan"], [(line,) for line in lines], kind="explain_analyze", elapsed=elapsed)
         return Result._of(out, elapsed=elapsed, kind=_kind(stmt))
 
@@ -364,16 +387,22 @@ class Hub:
 
 
 def connect(path: str | os.PathLike | None = None, *, trust_code: bool = False,
-            device: str | None = None, create: bool | str = True) -> Hub:
+            device: str | None = None, create: bool | str = True, executor: str | None = None,
+            ray_address: str | None = None, ray_workers: int | None = None) -> Hub:
     """Open the hub at ``path``; ``None`` opens the embedded default hub.
 
     ``create``: True (the default) creates a missing hub at once; False makes a missing hub
     a :class:`StorageError`; ``"on_write"`` creates it on the first statement that writes
     and makes a read-only statement on a missing hub an error (what the ``zooql`` command
-    does, so that a mistyped path is not silently made into a new hub)."""
+    does, so that a mistyped path is not silently made into a new hub).
+
+    ``executor``: where models run, ``'local'`` (this process, the default) or ``'ray'``
+    (Ray actors; ``ray_address`` and ``ray_workers`` as the settings of those names), the
+    same as ``SET executor = ...`` for this connection (docs/scale-out.md)."""
     if create not in (True, False, "on_write"):
         raise ValueError(f"create must be True, False or 'on_write', not {create!r}")
-    return Hub(path, trust_code=trust_code, device=device, create=create)
+    return Hub(path, trust_code=trust_code, device=device, create=create, executor=executor,
+               ray_address=ray_address, ray_workers=ray_workers)
 
 
 def hub_exists(path: str | os.PathLike) -> bool:

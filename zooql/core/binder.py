@@ -19,11 +19,12 @@ from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
 from zooql.storage.names import check_name
+from zooql.runtime.executors import EXECUTORS, SETTINGS as EXECUTOR_SETTINGS
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
 SETTINGS = {"trust_code": bool, "device": str, "lock_timeout": float, "inspect_workers": int,
-            "inspect_batch": int}
+            "inspect_batch": int, **EXECUTOR_SETTINGS}
 # Value kinds of the models table's columns (schema.sql): WHERE compares like with like.
 MODEL_COLUMN_KINDS = {"id": "number", "downloads": "number", "params": "number", "num_logits": "number",
                       "input_size": "number", "loadable": "bool", "added_at": "time",
@@ -360,7 +361,17 @@ def _bind_set(stmt: A.SetOption, bc: BindContext):
                         f"1 to 1024; got {value!r}")
     if stmt.key == "lock_timeout" and value is not None and not 0 <= value <= 86400:
         raise BindError(f"setting lock_timeout is seconds to wait for another writer, 0 to 86400; got {value!r}")
+    _check_executor_setting(stmt.key, value)
     return BoundSet(stmt.key, value)
+
+
+def _check_executor_setting(key: str, value) -> None:
+    if key == "executor" and value is not None and str(value).lower() not in EXECUTORS:
+        raise BindError(f"setting executor is one of {', '.join(map(repr, EXECUTORS))}; got {value!r}")
+    if key == "ray_workers" and value is not None and value < 1:
+        raise BindError(f"setting ray_workers is the number of Ray actors, at least 1; got {value!r}")
+    if key == "ray_gpus_per_worker" and value is not None and value < 0:
+        raise BindError(f"setting ray_gpus_per_worker must be >= 0; got {value!r}")
 
 
 def bind(stmt: A.Statement, bc: BindContext):

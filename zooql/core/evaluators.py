@@ -161,14 +161,51 @@ class ExactMatchSource(EvalSource):
         return [self.queries[int(q)]["image"] for q in queries]
 
     def evaluate(self, model_idx, queries):
-        m = self.models[model_idx]
         if self.mode[model_idx] == "responses":
-            return np.array([float(answers_match(self.queries[int(q)]["responses"].get(m["name"]),
-                                                 self.answers[int(q)])) for q in queries])
+            return self._responses(model_idx, queries)
+        m = self.models[model_idx]
         rt = self.runtime_fn()
         loaded = rt.load(m["name"], m["source"], m["checkpoint"], m["preprocess"])
         self.loaded += 1
-        logits = rt.run(loaded, self._images(queries), batch_size=self.batch_size)
+        return self.score(model_idx, queries, rt.run(loaded, self._images(queries), batch_size=self.batch_size))
+
+    def _responses(self, model_idx, queries):
+        m = self.models[model_idx]
+        return np.array([float(answers_match(self.queries[int(q)]["responses"].get(m["name"]),
+                                             self.answers[int(q)])) for q in queries])
+
+    def evaluate_many(self, requests: list[tuple[int, np.ndarray]], executor) -> Any:
+        """Yield ``(request index, scores)`` for ``requests`` of ``(model index, queries)``,
+        the classifier forward passes run by ``executor`` (results in completion order)."""
+        from zooql.runtime.executors import Job
+
+        live = []
+        for r, (mi, q) in enumerate(requests):
+            if self.mode[mi] == "responses":
+                yield r, self._responses(mi, q)
+            else:
+                live.append(r)
+        if not live:
+            return
+        if self.images is not None:
+            shared = executor.share(self.images, key=f"task:{self.task}:{self.fingerprint}")
+            args = lambda q: {"images": shared, "indices": np.asarray(q, dtype=np.int64), "batch": self.batch_size}  # noqa: E731
+        else:
+            args = lambda q: {"images": self._images(q), "batch": self.batch_size}  # noqa: E731
+        jobs = (Job(r, _record(self.models[requests[r][0]]), args=args(requests[r][1])) for r in live)
+        results = executor.map(jobs)
+        try:
+            for res in results:
+                mi, q = requests[res.key]
+                self.loaded += 1
+                yield res.key, self.score(mi, q, res.unwrap())
+        finally:
+            results.close()
+
+    def score(self, model_idx, queries, logits) -> np.ndarray:
+        """Exact-match scores of a classifier's logits on ``queries``."""
+        m = self.models[model_idx]
+        logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != len(queries):
             raise ExecutionError(f"model {m['name']!r} returned output of shape {logits.shape} for "
                                  f"{len(queries)} images; a classifier must return [N, classes] logits")
@@ -189,6 +226,12 @@ class ExactMatchSource(EvalSource):
                                          f"LABELS when adding it, or use integer labels")
                 out[j] = float(name is not None and answers_match(name, ans))
         return out
+
+
+def _record(m: dict) -> dict:
+    """The executor's model record of a searched model row (its stored preprocessing)."""
+    return {"name": m["name"], "source": m["source"], "checkpoint": m["checkpoint"],
+            "options": m["preprocess"], "num_logits": None}
 
 
 def load_python_function(target: str, fn_name: str, base_dir: str | None = None) -> Callable:

@@ -165,6 +165,8 @@ class Operator:
     #: The operator writes only through ``ctx.begin_write()`` (short transactions), so its
     #: statement does the rest of its work without holding the catalog read-write.
     short_writes: ClassVar[bool] = False
+    #: The operator runs models through an executor (EXPLAIN shows which one, when not local).
+    runs_models: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -236,12 +238,18 @@ def _with_stats(line: str, node, stats: dict[int, OpStats] | None) -> str:
     return line
 
 
-def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 0) -> list[str]:
-    out = [_with_stats("  " * depth + op.explain_line(), op, stats)]
+def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 0,
+            executor: dict | None = None) -> list[str]:
+    """The plan's lines. ``executor``: what operators that run models print about where
+    they run (``executor=ray workers=n``); None for the local executor (nothing printed)."""
+    line = op.explain_line()
+    if executor and op.runs_models:
+        line += "".join(f" {k}={fmt_value(v)}" for k, v in executor.items() if v is not None)
+    out = [_with_stats("  " * depth + line, op, stats)]
     for d in op.details:
         out.append(_with_stats("  " * (depth + 1) + d.explain_line(), d, stats))
     for c in op.children:
-        out.extend(explain(c, stats, depth + 1))
+        out.extend(explain(c, stats, depth + 1, executor))
     return out
 
 

@@ -134,6 +134,13 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
                    help="run user Python code: 'python:<module>:<factory>' model sources and "
                         "'python:...' task evaluators (same as SET trust_code = true); checkpoints always "
                         "load without code (weights_only / safetensors)")
+    p.add_argument("--executor", choices=("local", "ray"), default=d(None),
+                   help="where models run: 'local' (this process, the default) or 'ray' (Ray actors; "
+                        "same as SET executor = 'ray'; needs pip install 'zooql[ray]')")
+    p.add_argument("--ray-address", dest="ray_address", metavar="ADDR", default=d(None),
+                   help="Ray cluster to join: 'auto', 'host:port' or 'ray://...' (default: start a local Ray)")
+    p.add_argument("--ray-workers", dest="ray_workers", metavar="N", type=int, default=d(None),
+                   help="number of Ray actors (default: one per CPU of the cluster)")
     p.add_argument("-f", "--format", choices=MODES, default=d(None),
                    help="output format (default: table; json prints one document per statement)")
     p.add_argument("--timer", action="store_true", default=d(False),
@@ -278,7 +285,9 @@ def _session(args: argparse.Namespace, mode: str, progress: bool | None, **kw):
 
     return Repl(hub_path=args.hub, trust_code=bool(args.trust), mode=mode, timer=bool(args.timer),
                 progress=progress, debug=bool(args.debug), verbose=bool(args.verbose),
-                create=bool(args.create), **kw)
+                create=bool(args.create),
+                executor={"executor": getattr(args, "executor", None), "ray_address": getattr(args, "ray_address", None),
+                          "ray_workers": getattr(args, "ray_workers", None)}, **kw)
 
 
 def _run_init(args: argparse.Namespace, session: Any) -> None:

@@ -115,7 +115,7 @@ class Repl:
                  stderr: TextIO | None = None, history_path: str | None = None,
                  progress: bool | None = None, debug: bool = False, banner: bool = True,
                  width: int | None = None, pager: bool | None = None, verbose: bool = False,
-                 create: bool | None = None):
+                 create: bool | None = None, executor: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.out = stdout if stdout is not None else sys.stdout
@@ -124,6 +124,7 @@ class Repl:
         self.timer = timer
         self.debug = debug
         self.trust_code = trust_code
+        self.executor = {k: v for k, v in (executor or {}).items() if v is not None}  # --executor, --ray-*
         self.progress = progress  # None: draw when stderr is a terminal
         self.verbose = verbose    # progress: one line per finished model / step as well
         self.pager = pager        # None: page long results when stdout is a terminal
@@ -151,8 +152,8 @@ class Repl:
             connect = zooql.connect
         if self._connect is None and path is not None:
             return connect(path, trust_code=self.trust_code,
-                           create=True if self._create else "on_write")
-        return connect(path, trust_code=self.trust_code)
+                           create=True if self._create else "on_write", **self.executor)
+        return connect(path, trust_code=self.trust_code, **self.executor)
 
     def open_hub(self, path: str) -> None:
         new = self._open(path)  # errors leave the current hub open

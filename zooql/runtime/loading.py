@@ -30,9 +30,5 @@ def runtime_for(ctx, device: str | None = None):
 
 
 def load_model(runtime, m: dict):
-    return runtime.load(m["name"], m["source"], m["checkpoint"], model_options(m))
-
-
-def load_model(runtime, m: dict):
     """Load catalog row ``m`` (a dict of the models table) into ``runtime``."""
     return runtime.load(m["name"], m["source"], m["checkpoint"], model_options(m))

@@ -120,9 +120,13 @@ class LoadedModel:
 class ModelRuntime:
     """Loads models on demand and runs them; keeps an LRU cache within a memory budget."""
 
-    def __init__(self, device: str = "cpu", memory_budget_bytes: int = 2 << 30, trust_code: bool = False):
+    def __init__(self, device: str = "cpu", memory_budget_bytes: int = 2 << 30, trust_code: bool = False,
+                 max_models: int = 256):
         self.device = _resolve_device(device)
         self.memory_budget_bytes = int(memory_budget_bytes)
+        #: at most this many models stay loaded, however small (a module costs more than its
+        #: parameters: PROBE over 10,000 tiny models must not keep 10,000 modules)
+        self.max_models = max(1, int(max_models))
         self.trust_code = bool(trust_code)
         self._cache: OrderedDict[tuple, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
@@ -152,7 +156,8 @@ class ModelRuntime:
             return loaded
 
     def _evict(self, keep: tuple) -> None:
-        while self.cached_bytes() > self.memory_budget_bytes and len(self._cache) > 1:
+        while (self.cached_bytes() > self.memory_budget_bytes or len(self._cache) > self.max_models) \
+                and len(self._cache) > 1:
             oldest = next(iter(self._cache))
             if oldest == keep:  # the model just loaded is never evicted, even if it alone is too big
                 break

@@ -23,7 +23,6 @@ is cached at plan time, so a RANK whose vectors are all cached runs read-only.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -82,6 +81,7 @@ class Conductance(Operator):
     est_seconds: float | None = None  # estimated time of the new vectors (zooql.methods.dcd.estimate)
     est_basis: str | None = None      # measured | scaled | prior
     short_writes: ClassVar[bool] = True
+    runs_models: ClassVar[bool] = True
 
     @property
     def writes(self) -> bool:  # type: ignore[override]
@@ -118,25 +118,43 @@ class Conductance(Operator):
                 if task_row is None:
                     raise ExecutionError(f"task {self.task!r} no longer exists")
                 images = task_images(ctx.con, task_row)
-            rt = ctx.runtime
-            for i, (name, source, checkpoint, pre, fp) in enumerate(todo):
-                t0 = time.perf_counter()
-                vec, blocks = compute_vector(rt, name, source, checkpoint, json.loads(pre) if pre else None,
-                                             images, steps=self.steps, batch_size=self.batch_size)
-                seconds = time.perf_counter() - t0
-                con = ctx.begin_write()  # a short transaction per vector: readers are not locked out
-                con.execute("DELETE FROM dcd_vectors WHERE model = ? AND task = ?", [name, self.task])
-                con.execute("INSERT INTO dcd_vectors (model, task, fingerprint, n_images, steps, blocks, vector, "
-                                "seconds, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [name, self.task, fp, len(images), self.steps, blocks, vec.tolist(), seconds,
-                                 getattr(rt, "device", None)])
-                # per-vector commit: an interrupted RANK keeps the vectors it finished
-                ctx.commit()
-                out.append((name, self.task, vec, blocks, "computed"))
-                ctx.report(f"conductance {self.task}", i + 1, len(todo))
+            from zooql.runtime.executors import Job, executor_for
+
+            args = {"images": images, "steps": self.steps, "batch": self.batch_size}
+            jobs = [Job(i, {"name": name, "source": source, "checkpoint": checkpoint,
+                            "options": json.loads(pre) if pre else None}, fn="zooql.methods.dcd.ops:vector_job",
+                        args=args) for i, (name, source, checkpoint, pre, fp) in enumerate(todo)]
+            results = executor_for(ctx).map(jobs)
+            try:
+                self._store(ctx, todo, images, results, out)
+            finally:
+                results.close()
         st = ctx.stats.setdefault(id(self), OpStats())
         st.extra.update(computed=len(todo), cached=len(self.models) - len(todo))
         return Rows(["model", "task", "vector", "blocks", "status"], out)
+
+    def _store(self, ctx, todo, images, results, out) -> None:
+        """Write each vector as it arrives (completion order), one short transaction each."""
+        for i, res in enumerate(results):
+            name, _, _, _, fp = todo[res.key]
+            vec, blocks = res.unwrap()
+            vec, seconds = np.asarray(vec), res.seconds
+            con = ctx.begin_write()  # a short transaction per vector: readers are not locked out
+            con.execute("DELETE FROM dcd_vectors WHERE model = ? AND task = ?", [name, self.task])
+            con.execute("INSERT INTO dcd_vectors (model, task, fingerprint, n_images, steps, blocks, vector, "
+                            "seconds, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [name, self.task, fp, len(images), self.steps, list(blocks), vec.tolist(), seconds,
+                             res.device])
+            # per-vector commit: an interrupted RANK keeps the vectors it finished
+            ctx.commit()
+            out.append((name, self.task, vec, list(blocks), "computed"))
+            ctx.report(f"conductance {self.task}", i + 1, len(todo))
+
+
+def vector_job(runtime, model: dict, args: dict, progress=None) -> tuple[np.ndarray, list[str]]:
+    """Executor worker function (:mod:`zooql.runtime.executors`): :func:`compute_vector`."""
+    return compute_vector(runtime, model["name"], model["source"], model.get("checkpoint"), model.get("options"),
+                          args["images"], steps=int(args["steps"]), batch_size=int(args["batch"]))
 
 
 def compute_vector(rt, name: str, source: str, checkpoint: str | None, preprocess: dict | None, images, *,

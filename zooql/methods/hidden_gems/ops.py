@@ -77,6 +77,7 @@ class Discover(Operator):
     rounds: tuple = ()               # plan details (Round / Adaptive lines)
     writes: ClassVar[bool] = True    # the outcome cache
     short_writes: ClassVar[bool] = True   # written in one short transaction at the end
+    runs_models: ClassVar[bool] = True    # live evaluations run through the executor
 
     @property
     def details(self):
@@ -114,8 +115,11 @@ class Discover(Operator):
         Q = len(src.query_ids)
         asked = self.per_model * M if self.per_model is not None else (self.requested or self.budget)
         B = int(min(asked, M * Q))
+        from zooql.runtime.executors import executor_for
+
         oracle = _CachedOracle(src, Q, _load_cache(ctx.con, src, models, Q),
-                               lambda done: ctx.report(f"discover {self.task}", done, B))
+                               lambda done: ctx.report(f"discover {self.task}", done, B),
+                               executor_for(ctx) if src.kind == "live" else None)
         try:
             res = D.discover(oracle, M, Q, B, strategy=self.strategy, seed=self.seed, k=self.k,
                              **dict(self.options))
@@ -217,8 +221,9 @@ class _CachedOracle:
     """The oracle DISCOVER's strategies call: answers (model, query) pairs from the cache
     when it can and from the task's evaluation source otherwise, remembering what was new."""
 
-    def __init__(self, src, Q: int, cache: dict[int, float], report):
+    def __init__(self, src, Q: int, cache: dict[int, float], report, executor=None):
         self.src, self.Q, self.cache, self.report = src, Q, cache, report
+        self.executor = executor      # runs the live evaluations' forward passes (zooql.runtime.executors)
         self.recorded = src.kind == "recorded"
         self.new_m: list[int] = []
         self.new_q: list[int] = []
@@ -238,10 +243,18 @@ class _CachedOracle:
                 scores[hit] = [self.cache[k] for k, h in zip(keys, hit) if h]
             miss = np.nonzero(~hit)[0]
             mm = mi[miss]
-            for m in np.unique(mm):
-                sel = miss[mm == m]
-                self.report(self.done)
-                scores[sel] = np.asarray(self.src.evaluate(int(m), qi[sel]), dtype=np.float64)
+            groups = [miss[mm == m] for m in np.unique(mm)]
+            if self.executor is not None and hasattr(self.src, "evaluate_many"):
+                requests = [(int(mi[g[0]]), qi[g]) for g in groups]
+                done = self.done
+                for r, s in self.src.evaluate_many(requests, self.executor):
+                    scores[groups[r]] = np.asarray(s, dtype=np.float64)
+                    done += len(groups[r])
+                    self.report(done)
+            else:
+                for sel in groups:
+                    self.report(self.done)
+                    scores[sel] = np.asarray(self.src.evaluate(int(mi[sel[0]]), qi[sel]), dtype=np.float64)
         miss = np.nonzero(~hit)[0]
         for j in miss:
             self.cache[keys[j]] = float(scores[j])

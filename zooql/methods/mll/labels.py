@@ -214,6 +214,25 @@ def embed_captions(runtime, loaded, texts: Sequence[str]) -> np.ndarray:
     return runtime.embed_text(loaded, list(texts))
 
 
+def embed_job(runtime, model: dict, args: dict, progress=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Executor worker function of LABEL MODELS: (caption embeddings ``[T, D]``, image
+    embeddings ``[n_v, D]`` of each node) of one model (:mod:`zooql.runtime.executors`)."""
+    from zooql.runtime.executors import load
+
+    loaded = load(runtime, model)
+    texts = embed_captions(runtime, loaded, args["captions"])
+    return texts, [embed_node_images(runtime, loaded, paths, batch_size=int(args.get("batch", 64)))
+                   for paths in args["nodes"]]
+
+
+def zero_shot_job(runtime, model: dict, args: dict, progress=None) -> np.ndarray:
+    """Executor worker function of CLASSIFY ... USING LABELS: :func:`zero_shot` of one model."""
+    from zooql.runtime.executors import load
+
+    return zero_shot(runtime, load(runtime, model), args["paths"], args["classes"], prompt=args["prompt"],
+                     batch_size=int(args.get("batch", 64)))
+
+
 def logit_scale(loaded) -> float:
     """The model's CLIP temperature (``exp(logit_scale)``), 100 when it has none."""
     import math

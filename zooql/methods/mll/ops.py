@@ -177,6 +177,7 @@ class LabelModels(Operator):
 
     writes: ClassVar[bool] = True
     short_writes: ClassVar[bool] = True
+    runs_models: ClassVar[bool] = True
     graph: str = ""
     plan: tuple = ()
     n_nodes: int = 0
@@ -194,7 +195,7 @@ class LabelModels(Operator):
 
     def run(self, ctx, inputs):
         from zooql.methods.mll import labels as mll
-        from zooql.runtime.loading import load_model, runtime_for
+        from zooql.runtime.executors import Job, executor_for, model_record
         from zooql.storage import catalog as C
 
         con = ctx.con
@@ -203,55 +204,30 @@ class LabelModels(Operator):
             raise ExecutionError(f"unknown semantic graph {self.graph!r}")
         nodes = graph_nodes(con, g["id"])
         nh = nodes_hash(nodes)
-        rt = runtime_for(ctx, self.device)
-        out, pending = [], []   # pending: (sql, params, many) written at the end
+        models, jobs = [], []
         for name, _, _ in self.plan:
             m = C.model_row(con, name)
             if m is None:
                 raise ExecutionError(f"model {name!r} was dropped while LABEL ran")
-            t0 = time.perf_counter()
             todo = missing_nodes(con, g["id"], m["id"], nodes)
-            passes = 0
-            loaded = load_model(rt, m) if todo else None
-            new_embs = {}
+            self._check_images(g, self.graph, todo)
+            models.append((m, todo))
             if todo:
-                from zooql.methods.mll.semantic_graph import hash_files
-
-                texts = mll.embed_captions(rt, loaded, [n["caption"] for n in todo])
-                for j, n in enumerate(todo):
-                    try:
-                        current = hash_files(g["folder"], n["images"])
-                    except OSError as exc:
-                        raise ExecutionError(f"node {n['node']}: cannot read its images ({exc}); run CREATE OR "
-                                             f"REPLACE SEMANTIC GRAPH {self.graph} FROM '{g['folder']}'") from None
-                    if current != n["images_hash"]:
-                        raise ExecutionError(f"the images of node {n['node']} changed since the graph was created; "
-                                             f"run CREATE OR REPLACE SEMANTIC GRAPH {self.graph} FROM '{g['folder']}'")
-                    emb = mll.embed_node_images(rt, loaded, [os.path.join(g["folder"], p) for p in n["images"]],
-                                                batch_size=self.batch)
-                    passes += len(emb)
-                    new_embs[n["node"]] = (len(emb), emb.shape[1], _blob(emb.astype(np.float16)),
-                                           _blob(texts[j].astype(np.float32)))
-                    pending.append(("DELETE FROM mll_embeddings WHERE graph_id = ? AND model_id = ? AND node = ?",
-                                    [g["id"], m["id"], n["node"]], False))
-                    pending.append(("INSERT INTO mll_embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                    [g["id"], m["id"], n["node"], n["images_hash"], n["caption"],
-                                     *new_embs[n["node"]]], False))
-                    ctx.report(f"label {name}", j + 1, len(todo))
-            image_embs, caption_emb = self._load_embeddings(con, g["id"], m["id"], nodes, new_embs)
-            p = mll.label_model(image_embs, caption_emb)
-            pending.append(("DELETE FROM mll_labels WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
-            pending.append(("INSERT INTO mll_labels VALUES (?, ?, ?, ?, ?)",
-                            [[g["id"], m["id"], n["node"], None if np.isnan(v) else float(v), n["n_images"]]
-                             for n, v in zip(nodes, p)], True))
-            seconds = time.perf_counter() - t0
-            pending.append(("DELETE FROM mll_label_runs WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
-            pending.append(("INSERT INTO mll_label_runs (graph_id, model_id, n_nodes, nodes_hash, image_passes, "
-                            "seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                            [g["id"], m["id"], len(nodes), nh, passes, round(seconds, 3)], False))
-            weights = "weights" if m.get("checkpoint") or m["source"].count(":") > 1 else "random-init"
-            out.append((name, len(nodes), len(todo), passes, float(np.nanmean(p)) if np.isfinite(p).any() else None,
-                        weights))
+                jobs.append(Job(len(models) - 1, model_record(m), fn="zooql.methods.mll.labels:embed_job", args={
+                    "captions": [n["caption"] for n in todo], "batch": self.batch,
+                    "nodes": [[os.path.join(g["folder"], p) for p in n["images"]] for n in todo]}))
+        done = {}   # model index -> (text embeddings, image embeddings per node, seconds)
+        if jobs:
+            results = executor_for(ctx, self.device).map(jobs)
+            try:
+                for i, res in enumerate(results):
+                    done[res.key] = (*res.unwrap(), res.seconds)
+                    ctx.report(f"label {self.graph}", i + 1, len(jobs))
+            finally:
+                results.close()
+        out, pending = [], []   # pending: (sql, params, many) written at the end
+        for i, (m, todo) in enumerate(models):
+            out.append(self._label_one(con, g, nodes, nh, m, todo, done.get(i), pending, mll))
         if pending:
             wcon = ctx.begin_write()
             for sql, params, many in pending:
@@ -262,6 +238,52 @@ class LabelModels(Operator):
         if any(r[5] == "random-init" for r in out):
             msg += "; random-init models (no weights) give meaningless labels"
         return Rows(["model", "nodes", "new_nodes", "image_passes", "mean_precision", "weights"], out, message=msg)
+
+    @staticmethod
+    def _check_images(g: dict, graph: str, todo: list[dict]) -> None:
+        from zooql.methods.mll.semantic_graph import hash_files
+
+        for n in todo:
+            try:
+                current = hash_files(g["folder"], n["images"])
+            except OSError as exc:
+                raise ExecutionError(f"node {n['node']}: cannot read its images ({exc}); run CREATE OR "
+                                     f"REPLACE SEMANTIC GRAPH {graph} FROM '{g['folder']}'") from None
+            if current != n["images_hash"]:
+                raise ExecutionError(f"the images of node {n['node']} changed since the graph was created; "
+                                     f"run CREATE OR REPLACE SEMANTIC GRAPH {graph} FROM '{g['folder']}'")
+
+    def _label_one(self, con, g, nodes, nh, m, todo, embedded, pending, mll) -> tuple:
+        """The labels of one model from its stored and new embeddings; queues its writes."""
+        t0 = time.perf_counter()
+        passes, new_embs = 0, {}
+        if todo:
+            texts, embs, seconds = embedded
+            t0 -= seconds
+            for j, n in enumerate(todo):
+                emb = np.asarray(embs[j])
+                passes += len(emb)
+                new_embs[n["node"]] = (len(emb), emb.shape[1], _blob(emb.astype(np.float16)),
+                                       _blob(np.asarray(texts[j]).astype(np.float32)))
+                pending.append(("DELETE FROM mll_embeddings WHERE graph_id = ? AND model_id = ? AND node = ?",
+                                [g["id"], m["id"], n["node"]], False))
+                pending.append(("INSERT INTO mll_embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                [g["id"], m["id"], n["node"], n["images_hash"], n["caption"],
+                                 *new_embs[n["node"]]], False))
+        image_embs, caption_emb = self._load_embeddings(con, g["id"], m["id"], nodes, new_embs)
+        p = mll.label_model(image_embs, caption_emb)
+        pending.append(("DELETE FROM mll_labels WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
+        pending.append(("INSERT INTO mll_labels VALUES (?, ?, ?, ?, ?)",
+                        [[g["id"], m["id"], n["node"], None if np.isnan(v) else float(v), n["n_images"]]
+                         for n, v in zip(nodes, p)], True))
+        seconds = time.perf_counter() - t0
+        pending.append(("DELETE FROM mll_label_runs WHERE graph_id = ? AND model_id = ?", [g["id"], m["id"]], False))
+        pending.append(("INSERT INTO mll_label_runs (graph_id, model_id, n_nodes, nodes_hash, image_passes, "
+                        "seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                        [g["id"], m["id"], len(nodes), nh, passes, round(seconds, 3)], False))
+        weights = "weights" if m.get("checkpoint") or m["source"].count(":") > 1 else "random-init"
+        return (m["name"], len(nodes), len(todo), passes, float(np.nanmean(p)) if np.isfinite(p).any() else None,
+                weights)
 
     @staticmethod
     def _load_embeddings(con, gid: int, model_id: int, nodes: list[dict], new: dict | None = None):
@@ -449,6 +471,7 @@ class ClassifyByLabels(Operator):
     """Zero-shot classify a folder of images with the per-class ensembles (Eq. 8-10)."""
 
     writes: ClassVar[bool] = True     # caches MiniLM node embeddings, stores the task
+    runs_models: ClassVar[bool] = True
     folder: str = ""
     task: str = ""
     graph: str = ""
@@ -475,7 +498,7 @@ class ClassifyByLabels(Operator):
 
     def run(self, ctx, inputs):
         from zooql.methods.mll import labels as mll
-        from zooql.runtime.loading import load_model, runtime_for
+        from zooql.runtime.executors import Job, executor_for, model_record
         from zooql.storage import catalog as C
 
         if not self.images:
@@ -483,14 +506,19 @@ class ClassifyByLabels(Operator):
         sel = select_models(ctx.con, self.graph, list(self.classes), list(self.captions) if self.captions else None,
                             self.domain, top=self.ensemble, alpha=self.alpha, nodes_per_class=self.nodes_per_class)
         _store_task(ctx.con, self.task, sel, self.domain)
-        rt = runtime_for(ctx)
         paths = [os.path.join(self.folder, p) for p in self.images]
         probs: dict[int, np.ndarray] = {}
         used = sorted({int(m) for m in sel.selected.ravel()})
-        for i, m in enumerate(used):
-            loaded = load_model(rt, C.model_row(ctx.con, sel.models[m]["name"]))
-            probs[m] = mll.zero_shot(rt, loaded, paths, sel.classes, prompt=self.prompt, batch_size=self.batch)
-            ctx.report("classify", i + 1, len(used))
+        args = {"paths": paths, "classes": list(sel.classes), "prompt": self.prompt, "batch": self.batch}
+        jobs = [Job(m, model_record(C.model_row(ctx.con, sel.models[m]["name"])),
+                    fn="zooql.methods.mll.labels:zero_shot_job", args=args) for m in used]
+        results = executor_for(ctx).map(jobs)
+        try:
+            for i, res in enumerate(results):
+                probs[res.key] = res.unwrap()
+                ctx.report("classify", i + 1, len(used))
+        finally:
+            results.close()
         conf, pred = mll.ensemble_predict(probs, sel.selected, self.weights)
         by_class = {c.lower(): c for c in sel.classes}
         rows, correct, known = [], 0, 0

@@ -9,7 +9,7 @@ METHOD = Method(
     package=__name__,
     statements=("CREATE PROBE SET", "PROBE", "FIND", "REFRESH DESCRIPTORS"),
     modules=("bind", "find_images"),
-    settings={"aligner": str, "probe_set": str, "descriptor_dtype": str},
+    settings={"aligner": str, "probe_set": str, "descriptor_dtype": str, "probe_commit_interval": float},
     completions={"probesets": "SELECT name FROM probe_sets ORDER BY 1"},
     hooks={"on_drop": "ops_probe:_drop_hook", "on_describe": "ops_probe:_describe_hook",
            "on_check": "check:check_probe_sets"},

@@ -21,10 +21,8 @@ tombstones the matrix columns after the commit.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,13 +30,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zooql.runtime.loading import load_model, model_options, runtime_for  # noqa: F401
+from zooql.runtime.loading import load_model, model_options, runtime_for  # noqa: F401  (re-exported)
 from zooql.plan.nodes import ExecContext, Operator, Rows
 from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported for the binder)
     IMAGE_EXTS, ProbeImages, probe_source_kind, read_builtin, read_captions, read_folder, read_npy,
     read_parquet, select_indices,
 )
-from zooql.errors import ExecutionError, StorageError
+from zooql.errors import Cancelled, ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
     tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
 )
@@ -183,17 +181,28 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     if not todo:
         return rows, []
     ctx.commit()  # what this statement wrote before (an auto-created probe set) is a unit too
-    run = _ProbeRun(ctx, ps, files, dm, runtime_for(ctx, device), batch, sample_pct, sample_seed,
+    from zooql.runtime.executors import executor_for
+
+    executor = executor_for(ctx, device)
+    run = _ProbeRun(ctx, ps, files, dm, executor, batch, sample_pct, sample_seed,
                     reg, CP.load_factors(files) if sample_pct is not None else None)
     failures = []
+    by_id = {m["id"]: m for m in todo}
+    results = executor.map((run.job(m) for m in todo),
+                           progress=lambda job, d, t: ctx.report(f"probing {job.model['name']}", d, t))
     try:
-        for i, m in enumerate(todo):
-            row = run.probe(m)
+        for i, res in enumerate(results):   # completion order; the driver writes one model at a time
+            row = run.finish(by_id[res.key], res)
             if row[2].startswith("failed"):
-                failures.append(m["name"])
+                failures.append(row[0])
             rows.append(row)
             ctx.report(label, i + 1, len(todo))
+        run.flush()
+    except (Cancelled, KeyboardInterrupt):
+        run.flush()        # the finished models are kept: only the work in flight is lost
+        raise
     finally:
+        results.close()   # an interrupt cancels the jobs in flight
         if run.index_dirty:
             save_index(ctx, files, run.index)
     notes = []
@@ -213,8 +222,9 @@ def _to_probe(ctx: ExecContext, ps: dict, model_names) -> tuple[list[dict], list
 
     probed = probed_model_ids(ctx.con, ps["id"])
     todo, rows = [], []
+    found = _model_rows(ctx.con, list(model_names))
     for name in model_names:
-        m = C.model_row(ctx.con, name)
+        m = found.get(name)
         if m is None:
             rows.append((name, None, "dropped", None))
         elif m["id"] in probed:
@@ -226,50 +236,86 @@ def _to_probe(ctx: ExecContext, ps: dict, model_names) -> tuple[list[dict], list
     return todo, rows
 
 
-class _ProbeRun:
-    """Probing of one statement: runs each model on the probes (or its sample of them),
-    stores its raw logits and descriptor columns and commits them as one unit."""
+def _model_rows(con, names: list[str]) -> dict[str, dict]:
+    """Catalog rows of ``names`` (as :func:`zooql.storage.catalog.model_row`), one query."""
+    import json as _json
+    import pyarrow as pa
+    from zooql.storage.catalog import MODEL_COLUMNS
 
-    def __init__(self, ctx, ps, files, dm, runtime, batch, sample_pct, sample_seed, reg, factors):
-        self.ctx, self.ps, self.files, self.dm, self.runtime = ctx, ps, files, dm, runtime
+    if not names:
+        return {}
+    con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+    con.register("_zooql_probe_names", pa.table({"name": pa.array(names, pa.string())}))
+    try:
+        rows = con.execute(f"SELECT {', '.join('m.' + c for c in MODEL_COLUMNS)} FROM models m "
+                           f"JOIN _zooql_probe_names n ON n.name = m.name").fetchall()
+    finally:
+        con.unregister("_zooql_probe_names")
+    out = {}
+    for row in rows:
+        d = dict(zip(MODEL_COLUMNS, row))
+        for k in ("preprocess", "tags"):
+            d[k] = _json.loads(d[k]) if d[k] else ({} if k == "tags" else None)
+        out[d["name"]] = d
+    return out
+
+
+class _ProbeRun:
+    """Probing of one statement: a job per model for the executor (run the model on the
+    probes, or its sample of them), then, on the driver as each result arrives, its raw
+    logits and descriptor columns stored and committed as one unit."""
+
+    def __init__(self, ctx, ps, files, dm, executor, batch, sample_pct, sample_seed, reg, factors):
+        self.ctx, self.ps, self.files, self.dm, self.executor = ctx, ps, files, dm, executor
         self.batch, self.sample_pct, self.sample_seed, self.reg, self.factors = \
             batch, sample_pct, sample_seed, reg, factors
         self.images = files.images()
         self.n = ps["n_probes"]
+        self.shared = executor.share(self.images, key=f"probes:{ps['content_hash']}")
         self.index = load_index(files) if files.has_index() else None
         self.index_dirty = False
         self.passes = 0
+        self.pending: list[tuple] = []      # finished models not committed yet (see flush)
+        self.commit_interval = float(ctx.setting("probe_commit_interval", 0.0) or 0.0)
+        self.last_commit = time.perf_counter()
+        self.committed = 0
 
-    def probe(self, m: dict) -> tuple:
-        """Probe one model; the result row (name, logits, status, seconds)."""
+    def _mask(self, m: dict):
         from zooql.methods.probelog import completion as CP
 
+        if self.sample_pct is None:
+            return None
+        return CP.sample_mask(self.n, self.sample_pct, self.sample_seed or 0, m["id"])
+
+    def job(self, m: dict):
+        """The executor job of model ``m``: its outputs on the probes (its sample of them)."""
+        from zooql.runtime.executors import Job, model_record
+
+        mask = self._mask(m)
+        args = {"images": self.shared, "batch": self.batch}
+        if mask is not None:
+            args["indices"] = np.flatnonzero(mask)
+        return Job(m["id"], model_record(m), args=args)
+
+    def finish(self, m: dict, res) -> tuple:
+        """Check, store and commit one model's result; the result row (name, logits,
+        status, seconds)."""
         t0 = time.perf_counter()
-        mask, run_images = None, self.images
-        if self.sample_pct is not None:
-            mask = CP.sample_mask(self.n, self.sample_pct, self.sample_seed or 0, m["id"])
-            run_images = np.asarray(self.images[np.flatnonzero(mask)])
-        logits, failure = self._run(m, run_images)
+        mask = self._mask(m)
+        n_run = self.n if mask is None else int(mask.sum())
+        logits, failure = self._check(m, res, n_run)
         if failure:
             return (m["name"], m["num_logits"], f"failed: {failure}", None)
-        self.passes += int(run_images.shape[0])
+        self.passes += n_run
         logits, desc, status, completion = self._descriptors(logits, mask)
-        start, end, seconds = self._store(m, logits, desc, mask, completion, t0)
-        if self.index is not None:
-            self.index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
-            self.index_dirty = True
+        (seconds,) = self._store(m, logits, desc, mask, completion, t0 - res.seconds, res.device)
         return (m["name"], m["num_logits"], status, round(seconds, 3))
 
-    def _run(self, m: dict, run_images) -> tuple[np.ndarray | None, str | None]:
-        ctx = self.ctx
-        try:
-            loaded = load_model(self.runtime, m)
-            logits = self.runtime.run(loaded, run_images, batch_size=self.batch,
-                                      progress=lambda d, t, _m=m["name"]: ctx.report(f"probing {_m}", d, t))
-        except ExecutionError as exc:
-            return None, exc.message
-        logits = np.asarray(logits, dtype=np.float32)
-        n_run = int(run_images.shape[0])
+    @staticmethod
+    def _check(m: dict, res, n_run: int) -> tuple[np.ndarray | None, str | None]:
+        if res.error is not None:
+            return None, res.error
+        logits = np.asarray(res.value, dtype=np.float32)
         if logits.ndim != 2 or logits.shape[0] != n_run or logits.shape[1] != m["num_logits"]:
             return None, f"output shape {tuple(logits.shape)} is not [{n_run} probes, {m['num_logits']} logits]"
         if not np.isfinite(logits).all():
@@ -293,30 +339,64 @@ class _ProbeRun:
         Zc, _, _ = CP.standardize_rows(full.T, M)
         return full, zscore_columns(Zc.T), "probed (provisional)", "provisional"
 
-    def _store(self, m, logits, desc, mask, completion, t0: float) -> tuple[int, int, float]:
-        """Raw logits, descriptor columns and catalog rows of one model, committed as a unit
-        (an interrupt keeps the finished models; readers wait at most for this transaction)."""
-        ps, files, ctx = self.ps, self.files, self.ctx
-        raw_rel = f"{ps['dir']}/raw/m{m['id']}.npy"
+    def _store(self, m, logits, desc, mask, completion, t0: float, device) -> tuple[float]:
+        """Write one model's raw logits (and mask) now; queue its descriptor columns and
+        catalog rows for the next :meth:`flush`."""
+        files = self.files
         save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
-        start, end = self.dm.append_columns(desc)
-        seconds = time.perf_counter() - t0
-        con = ctx.begin_write()
-        con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, "
-                    "seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [ps["id"], m["id"], start, end - start, raw_rel, getattr(self.runtime, "device", None),
-                     seconds])
-        con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
-                    [ps["id"], start, m["id"], end - start])
         if mask is not None:
-            mask_rel = f"{ps['dir']}/raw/m{m['id']}.mask.npy"
             save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
-            con.execute("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
-                        "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
-                         mask_rel, completion])
+        seconds = time.perf_counter() - t0
+        self.pending.append((m, desc, mask, completion, seconds, device))
+        if self.commit_interval <= 0 or time.perf_counter() - self.last_commit >= self.commit_interval:
+            self.flush()
+        return (seconds,)
+
+    def flush(self) -> None:
+        """Append the queued models' descriptor columns (one segment) and commit their
+        catalog rows in one short transaction: each model is all there or not at all (an
+        interrupt keeps the committed ones; readers wait at most for this transaction).
+        With ``probe_commit_interval`` 0 (the default) this runs after every model."""
+        if not self.pending:
+            return
+        ps, ctx = self.ps, self.ctx
+        pending, self.pending = self.pending, []
+        block = pending[0][1] if len(pending) == 1 else np.concatenate([p[1] for p in pending], axis=1)
+        start, _ = self.dm.append_columns(block)
+        import pyarrow as pa
+
+        runs, masks, first = [], [], start
+        for m, desc, mask, completion, seconds, device in pending:
+            runs.append((m["id"], first, desc.shape[1], f"{ps['dir']}/raw/m{m['id']}.npy", device, seconds))
+            if mask is not None:
+                masks.append([ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
+                              f"{ps['dir']}/raw/m{m['id']}.mask.npy", completion])
+            first += desc.shape[1]
+        cols = list(zip(*runs))
+        tbl = pa.table({"model_id": pa.array(cols[0], pa.int32()), "first_col": pa.array(cols[1], pa.int64()),
+                        "n_cols": pa.array(cols[2], pa.int64()), "raw_file": pa.array(cols[3], pa.string()),
+                        "device": pa.array(cols[4], pa.string()), "seconds": pa.array(cols[5], pa.float64())})
+        con = ctx.begin_write()
+        con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
+        con.register("_zooql_probe_runs", tbl)
+        try:
+            con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, seconds) "
+                        "SELECT ?, model_id, first_col, n_cols, raw_file, device, seconds FROM _zooql_probe_runs",
+                        [ps["id"]])
+            con.execute("INSERT INTO descriptor_columns SELECT ?, r.first_col + i.i, r.model_id, i.i "
+                        "FROM _zooql_probe_runs r, LATERAL (SELECT unnest(range(r.n_cols)) AS i) i", [ps["id"]])
+        finally:
+            con.unregister("_zooql_probe_runs")
+        if masks:
+            con.executemany("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
+                            "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)", masks)
         ctx.commit()
-        return start, end, seconds
+        self.last_commit = time.perf_counter()
+        self.committed += len(pending)
+        if self.index is not None:   # columns enter the HNSW index once committed
+            cols = np.arange(start, first, dtype=np.int64)
+            self.index.add(block.T.astype(np.float32), cols, num_threads=1)
+            self.index_dirty = True
 
 
 def bare(text: str) -> str:
@@ -351,6 +431,7 @@ class ProbeModels(Operator):
     child: Operator | None = None
     writes: ClassVar[bool] = True
     short_writes: ClassVar[bool] = True
+    runs_models: ClassVar[bool] = True
 
     def explain_params(self):
         per = self.n_probes

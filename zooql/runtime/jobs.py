@@ -1,0 +1,144 @@
+"""The executor interface's data and worker side (see :mod:`zooql.runtime.executors`):
+jobs, results, shared values, worker functions and the local executor. Imports neither
+torch nor ray."""
+from __future__ import annotations
+
+import importlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from zooql.errors import ExecutionError
+
+FORWARD = "zooql.runtime.jobs:forward"
+INSTALL_HINT = "pip install 'zooql[ray]'"
+
+
+@dataclass
+class Shared:
+    """A read-only value every worker can read (see :meth:`Executor.share`)."""
+
+    key: str
+    value: Any = None
+    ref: Any = None      # the Ray object reference (ray executor)
+
+
+@dataclass
+class Job:
+    key: Any                       # returned unchanged with the result
+    model: dict                    # model record by value: name, source, checkpoint, options
+    fn: str = FORWARD              # "zooql.module:function" run by the worker
+    args: dict = field(default_factory=dict)   # plain data and Shared values
+
+
+@dataclass
+class JobResult:
+    key: Any
+    value: Any = None
+    error: str | None = None       # an ExecutionError's message (the model failed)
+    seconds: float = 0.0           # time the worker spent on the job
+    device: str | None = None      # the device the model ran on
+    worker: str = "local"          # which worker ran it (ray: "pid@node")
+    error_kind: str = "ExecutionError"   # the class of the failure (SecurityError, ...)
+
+    def unwrap(self) -> Any:
+        """The value, or the failure raised again (ExecutionError or its subclass)."""
+        if self.error is not None:
+            from zooql import errors
+
+            cls = getattr(errors, self.error_kind, ExecutionError)
+            raise (cls if isinstance(cls, type) and issubclass(cls, ExecutionError) else ExecutionError)(self.error)
+        return self.value
+
+
+def model_record(m: dict) -> dict:
+    """The record a worker needs to load catalog model ``m`` (a models-table row dict)."""
+    from zooql.runtime.loading import model_options
+
+    return {"name": m["name"], "source": m["source"], "checkpoint": m.get("checkpoint"),
+            "options": model_options(m), "num_logits": m.get("num_logits")}
+
+
+def resolve_fn(path: str) -> Callable:
+    """The worker function ``"zooql.module:function"`` (only ZooQL's own functions)."""
+    mod, _, name = path.partition(":")
+    if not (mod == "zooql" or mod.startswith("zooql.")) or not name:
+        raise ExecutionError(f"worker function {path!r} is not a zooql 'module:function'")
+    return getattr(importlib.import_module(mod), name)
+
+
+def call_job(runtime, fn: str, model: dict, args: dict, progress=None) -> tuple[Any, tuple | None, float]:
+    """Run one job on ``runtime``: (value, (error message, error class name) or None,
+    seconds). Used by every worker."""
+    t0 = time.perf_counter()
+    try:
+        value = resolve_fn(fn)(runtime, model, args, progress)
+    except ExecutionError as exc:
+        return None, (exc.message, type(exc).__name__), time.perf_counter() - t0
+    return value, None, time.perf_counter() - t0
+
+
+def load(runtime, model: dict):
+    """Load a model record into ``runtime`` (its LRU cache)."""
+    return runtime.load(model["name"], model["source"], model.get("checkpoint"), model.get("options"))
+
+
+def forward(runtime, model: dict, args: dict, progress=None):
+    """Worker function: the model's outputs (logits, or embeddings of open_clip models) on
+    ``args['images']`` (rows ``args['indices']`` of it when given), float32 [N, L]."""
+    import numpy as np
+
+    images = args["images"]
+    if args.get("indices") is not None:
+        images = np.asarray(images[np.asarray(args["indices"], dtype=np.int64)])
+    return runtime.run(load(runtime, model), images, batch_size=int(args.get("batch", 64)), progress=progress)
+
+
+class Executor:
+    """The interface (see the module docstring)."""
+
+    name = "executor"
+    workers = 1
+
+    def share(self, value: Any, key: str | None = None) -> Shared:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def map(self, jobs: Iterable[Job], progress: Callable | None = None) -> Iterator[JobResult]:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"executor": self.name, "workers": self.workers}
+
+
+class LocalExecutor(Executor):
+    """Today's behaviour: the jobs run one after the other, here, through ``runtime`` (a
+    ModelRuntime, or a function returning one, called on the first job).
+    ``progress(job, done, total)`` receives the per-batch progress of the running job."""
+
+    name = "local"
+
+    def __init__(self, runtime):
+        self._runtime = runtime
+
+    @property
+    def runtime(self):
+        if callable(self._runtime) and not hasattr(self._runtime, "run"):
+            self._runtime = self._runtime()
+        return self._runtime
+
+    def share(self, value, key=None):
+        return Shared(key or uuid.uuid4().hex, value)
+
+    def map(self, jobs, progress=None):
+        for job in jobs:
+            args = {k: (v.value if isinstance(v, Shared) else v) for k, v in job.args.items()}
+            cb = (lambda d, t, _j=job: progress(_j, d, t)) if progress is not None else None
+            value, error, seconds = call_job(self.runtime, job.fn, job.model, args, cb)
+            yield JobResult(job.key, value, error and error[0], seconds, getattr(self.runtime, "device", None),
+                            error_kind=error[1] if error else "ExecutionError")
+
+
+def noop(runtime, model: dict, args: dict, progress=None):
+    """Worker function that does nothing (measures an executor's per-job overhead)."""
+    return args.get("echo")
