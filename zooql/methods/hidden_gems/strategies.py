@@ -122,7 +122,7 @@ def run_sequential_halving(S: Search, k: int, **opts) -> None:
              cumulative=bool(opts.get("cumulative", True)))
 
 
-HYBRID_SWITCH = 64    # shared queries once at most this many models survive (set on design trees)
+HYBRID_SWITCH = 128   # shared queries once at most this many models survive (chosen on design trees)
 
 
 def _stream_mask(S: Search, models: np.ndarray) -> np.ndarray:
