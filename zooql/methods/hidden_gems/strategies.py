@@ -122,7 +122,8 @@ def run_sequential_halving(S: Search, k: int, **opts) -> None:
              cumulative=bool(opts.get("cumulative", True)))
 
 
-HYBRID_SWITCH = 128   # shared queries once at most this many models survive (chosen on design trees)
+HYBRID_SWITCH = 128   # shared queries once at most this many models survive ...
+HYBRID_MIN_COUNT = 64  # ... and each has answered at least this many queries (design trees)
 
 
 def _stream_mask(S: Search, models: np.ndarray) -> np.ndarray:
@@ -149,7 +150,8 @@ def _ask_shared_rest(S: Search, alive: np.ndarray, asked: np.ndarray, t: int) ->
         asked[ii, S.perm[jj]] = True
 
 
-def run_halving_hybrid(S: Search, k: int, switch: int | None = None, **opts) -> None:
+def run_halving_hybrid(S: Search, k: int, switch: int | None = None, min_count: int | None = None,
+                       **opts) -> None:
     """Sequential Halving (the plan of :func:`halving_plan`, ranking by the running mean)
     with *independent* sampling while more than ``switch`` models survive and *shared*
     queries after that. Independent streams keep a cluster of near-identical copies from
@@ -157,11 +159,12 @@ def run_halving_hybrid(S: Search, k: int, switch: int | None = None, **opts) -> 
     among the few finalists, answering the same queries makes their comparison a paired one
     (the shared query difficulty cancels), which is what the close finals need."""
     switch = HYBRID_SWITCH if switch is None else int(switch)
+    min_count = HYBRID_MIN_COUNT if min_count is None else int(min_count)
     sizes, q = halving_plan(S.M, S.B, S.Q, k)
     alive, asked = np.arange(S.M), None
     for r, (n_r, q_r) in enumerate(zip(sizes, q)):
         before = S.spent
-        if q_r > 0 and n_r > switch:
+        if q_r > 0 and asked is None and (n_r > switch or int(S.counts[alive].min()) < min_count):
             S.ask_stream(alive, q_r)
         elif q_r > 0:
             if asked is None:
