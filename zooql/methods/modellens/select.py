@@ -21,6 +21,14 @@ subsets); the table also shows ``blend_nested``, the blend with its subset chose
 other validation datasets only, as an honest reference. Choosing by the nested figure
 instead was measured to be worse (it flips between candidates from fold to fold).
 
+Other rules for the same choice are kept for comparison (``CHOOSERS``; all see only the
+validation lists): ``lcb`` shrinks to the best baseline unless a candidate's gain over it
+has a positive one-standard-error lower bound across the validation datasets, ``wins``
+counts per-dataset wins against the best baseline, ``nested`` keeps the mean rule's
+choice only if its nested (leave-one-validation-dataset-out) figure beats the baseline.
+``benchmarks/recommend_chooser.py`` compares them by a nested leave-one-dataset-out on the
+real tables; none beat the mean rule there (benchmarks/RESULTS.md), so it stays the default.
+
 The choice applies where it was validated: an unseen dataset ranked without seed scores
 (from a description, or from nothing but the prior). A known dataset (matrix completion)
 and ``GIVEN`` seeds use ModelLens itself. Everything is deterministic for a seed: the
@@ -31,7 +39,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -265,7 +272,7 @@ def choose_nested(lists, grid=None) -> np.ndarray:
 
 
 CHOOSERS = {"mean": choose_mean, "lcb": choose_lcb, "wins": choose_wins, "nested": choose_nested}
-DEFAULT_CHOOSER = "lcb"
+DEFAULT_CHOOSER = "mean"   # lcb, wins and nested were measured worse (benchmarks/recommend_chooser.py)
 
 
 def choose(lists, chooser: str = DEFAULT_CHOOSER):
@@ -275,7 +282,7 @@ def choose(lists, chooser: str = DEFAULT_CHOOSER):
     ``blend`` (the best equal-weight blend on all validation lists: optimistic, its subset is
     fitted there), ``blend_nested`` (its subset chosen on the other validation datasets
     only) and ``chosen`` (the candidate the rule kept). The rule (``chooser``, default
-    :func:`choose_lcb`) is one of CHOOSERS."""
+    :func:`choose_mean`) is one of CHOOSERS."""
     grid = candidate_grid()
     n_pure = len(VAL_METHODS)
     N, fold_of, _ = validation_matrix(lists, grid)
