@@ -94,7 +94,7 @@ def _score(truth, pred, rel_scale):
 
 
 def evaluate(dirs: list[Path]):
-    from zooql.methods.modellens.select import CHOOSERS, blend_scores
+    from zooql.methods.modellens.select import CHOOSERS, blend_scores, candidate_grid
 
     lines = []
     for dr in dirs:
@@ -114,6 +114,9 @@ def evaluate(dirs: list[Path]):
                 for truth, S in r["outer"]:
                     rows.setdefault(cname, []).append(_score(truth, blend_scores(w, S), rs))
         agg = {m: np.mean(v, axis=0) for m, v in rows.items()}
+        grid = candidate_grid()
+        fixed = [np.mean([ndcg_at_k(t, blend_scores(w, S)) for r in recs for t, S in r["outer"]]) for w in grid]
+        hind = int(np.argmax(fixed))
         best_b = max(("avg_rank", "imagenet", "knn_dataset"), key=lambda m: agg[m][0])
         lines += [f"### {table}: {len(recs)} outer folds, {len(rows['modellens'])} lists "
                   f"(fit {sum(r['seconds_fit'] for r in recs):.0f}s, inner validation "
@@ -122,12 +125,14 @@ def evaluate(dirs: list[Path]):
                   "|---|---:|---:|---:|---:|"]
         for m, v in agg.items():
             lines.append(f"| {m} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[0] - agg[best_b][0]:+.3f} |")
-        lines.append("")
+        lines += ["", f"* Ceiling of the candidate set (hindsight, not a method: the one fixed candidate "
+                  f"best on these held-out lists): {dict(zip(VAL_METHODS, np.round(grid[hind], 2).tolist()))} "
+                  f"ndcg5 {fixed[hind]:.3f} ({fixed[hind] - agg[best_b][0]:+.3f} over {best_b})"]
         for cname, ps in picks.items():
             cnt: dict = {}
             for p in ps:
                 cnt[p] = cnt.get(p, 0) + 1
-            txt = "; ".join(f"{dict(zip(VAL_METHODS, p))} x{n}" for p, n in
+            txt = "; ".join(f"{dict(zip(VAL_METHODS, [float(x) for x in p]))} x{n}" for p, n in
                             sorted(cnt.items(), key=lambda kv: -kv[1]))
             lines.append(f"* {cname} weights per fold: {txt}")
         lines.append("")

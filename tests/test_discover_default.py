@@ -27,7 +27,7 @@ def _mean_rank(X, N, strategy, seeds=40, **opts):
 
 
 def test_default_is_what_the_docs_say():
-    assert DEFAULT_STRATEGY == "sequential_halving"     # the choice of discover_bench.py --parts d
+    assert DEFAULT_STRATEGY == "halving_hybrid"     # the choice of discover_bench.py --parts d
     doc = (ROOT / "docs" / "discover.md").read_text()
     defaults = re.findall(r"^\| `(\w+)` \(default\)", doc, flags=re.M)
     assert defaults == [DEFAULT_STRATEGY]

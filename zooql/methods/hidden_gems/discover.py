@@ -160,7 +160,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
 
 
 def discover(oracle: Oracle, n_models: int, n_queries: int, budget_total: int,
-             strategy: str = "sequential_halving", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
+             strategy: str = "halving_hybrid", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
     """Search for the top-``k`` models with at most ``budget_total`` oracle evaluations.
 
     ``oracle(model_idx, query_idx)`` gets two equally long int64 arrays and returns the
