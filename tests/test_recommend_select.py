@@ -69,27 +69,60 @@ def _planted(winner: str, n_lists=8, n=30, seed=0):
     return _lists(truths, by)
 
 
+TABLE_KEYS = {*S.VAL_METHODS, "blend", "blend_nested", "chosen"}
+
+
+@pytest.mark.parametrize("chooser", sorted(S.CHOOSERS))
 @pytest.mark.parametrize("winner", ["modellens", "avg_rank", "imagenet", "knn_dataset"])
-def test_chooser_picks_the_pure_method_that_is_right(winner):
-    method, weights, table = S.choose(_planted(winner))
+def test_chooser_picks_the_pure_method_that_is_right(winner, chooser):
+    method, weights, table = S.choose(_planted(winner), chooser=chooser)
     assert method == winner and weights == {winner: 1.0}
     assert table[winner]["ndcg5"] == max(v["ndcg5"] for v in table.values())
-    assert set(table) == {*S.VAL_METHODS, "blend", "blend_nested"}
+    assert table["chosen"] == table[winner] and set(table) == TABLE_KEYS
 
 
-def test_chooser_picks_a_blend_when_it_is_right():
-    method, weights, table = S.choose(_planted("blend"))
+@pytest.mark.parametrize("chooser", sorted(S.CHOOSERS))
+def test_chooser_picks_a_blend_when_it_is_right(chooser):
+    method, weights, table = S.choose(_planted("blend"), chooser=chooser)
     assert method == "blend" and weights == {"modellens": 0.5, "avg_rank": 0.5}
     assert table["blend_nested"]["ndcg5"] > max(table[m]["ndcg5"] for m in S.VAL_METHODS) + 0.05
     sel = S.Selection(method, weights, table)
     assert sel.describe() == "method=blend weights={modellens: 0.5, avg_rank: 0.5}"
 
 
-def test_ties_go_to_modellens_and_robust_z_keeps_order():
+def _inconsistent(n=40, seed=0, noise=2.0):
+    """5 validation datasets: ModelLens is perfect on the first and noisy on the others,
+    AvgRank is decent everywhere: a blend with ModelLens has the better mean only through
+    the first dataset."""
+    rng = np.random.default_rng(seed)
+    lists = []
+    for f in range(5):
+        t = rng.standard_normal(n)
+        ml = t.copy() if f == 0 else t + noise * rng.standard_normal(n)
+        ar = t + 1.0 * rng.standard_normal(n)
+        lists.append((f, t, np.stack([ml, ar, rng.standard_normal(n), rng.standard_normal(n)])))
+    return lists
+
+
+def test_lcb_shrinks_to_the_baseline_when_the_validation_datasets_disagree():
+    lists = _inconsistent()
+    _, _, F = S.validation_matrix(lists, np.eye(4))
+    assert F[0, 0] == 1.0 and F[0, 1:].mean() < F[1, 1:].mean()   # premise: one big win
+    assert S.choose(lists, chooser="mean")[0] == "blend"          # the mean rule follows it
+    assert S.choose(lists, chooser="lcb")[0] == "avg_rank"        # the bound does not
+    assert S.choose(lists, chooser="nested")[0] == "avg_rank"
+    # the same gain on every dataset is kept
+    consistent = [(f, t, np.stack([t, t + np.random.default_rng(f).standard_normal(len(t)), -t, -t]))
+                  for f, t, _ in lists]
+    assert S.choose(consistent, chooser="lcb")[0] == "modellens"
+
+
+def test_ties_and_robust_z_keeps_order():
     rng = np.random.default_rng(1)
     t = rng.standard_normal(20)
     lists = [(i, t, np.stack([t] * 4)) for i in range(3)]       # every method is perfect
-    assert S.choose(lists)[0] == "modellens"
+    assert S.choose(lists, chooser="mean")[0] == "modellens"     # mean rule: ties go to ModelLens
+    assert S.choose(lists, chooser="lcb")[0] == "avg_rank"       # no gain over the baseline: keep it
     s = np.array([3.0, -np.inf, 1e9, -101.5, 0.5, -2e6])
     z = S.robust_z(s)
     assert list(np.argsort(-z, kind="stable")[:4]) == [2, 0, 4, 3]
@@ -113,7 +146,7 @@ def test_validation_is_deterministic_for_a_seed():
     a = S.validate(recs, SideInfo(), cfg, embedder=fake_embedder)
     b = S.validate(recs, SideInfo(), cfg, embedder=fake_embedder)
     assert a.table == b.table and (a.method, a.weights, a.folds) == (b.method, b.weights, b.folds)
-    assert len(a.folds) == 6 and a.lists == 6 and set(a.table) == {*S.VAL_METHODS, "blend", "blend_nested"}
+    assert len(a.folds) == 6 and a.lists == 6 and set(a.table) == TABLE_KEYS
     # the general ability is the whole truth here: the average rank is (nearly) right
     assert a.table["avg_rank"]["ndcg5"] > 0.9
     # a subset of folds is drawn from the seed
@@ -155,7 +188,12 @@ def test_a_trained_latent_model_wins_on_planted_latent_structure():
     cfg = Recommender(dim=4, epochs=200, val_epochs=200, lr=0.05).config
     sel = S.validate(recs, side, cfg, embedder=embed)
     assert sel.table["modellens"]["ndcg5"] > sel.table["avg_rank"]["ndcg5"] + 0.1
-    assert sel.method in ("modellens", "blend") and sel.weights.get("modellens", 0) > 0
+    # the nearest training dataset by description is (nearly) as right as ModelLens on this
+    # continuum of mixtures; the lcb rule keeps ModelLens only for a gain that holds across
+    # the validation datasets, so either is a right choice -- the wrong baselines are not
+    assert sel.method in ("modellens", "blend", "knn_dataset"), sel.table
+    assert sel.table["chosen"]["ndcg5"] > sel.table["modellens"]["ndcg5"] - 0.03, sel.table
+    assert sel.method != "knn_dataset" or sel.table["knn_dataset"]["ndcg5"] > sel.table["modellens"]["ndcg5"] - 0.03
 
 
 # ---- through the language -------------------------------------------------------------------

@@ -14,14 +14,14 @@ from zooql.methods.hidden_gems import ops as OD
 from zooql.core import tasks as T
 from zooql.errors import BindError
 from zooql.methods.hidden_gems import ast as A
-from zooql.core.binder import BindContext, bind_model_filter, int_of, options_dict, string_of, value_of
+from zooql.core.binder import BindContext, bind_model_filter, int_of, options_dict, value_of
 from zooql.plan.hooks import binds
 from zooql.plan.hooks import plans
 from zooql.core.where import suggest
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
 
-DEFAULT_STRATEGY = "sequential_halving"
+DEFAULT_STRATEGY = "halving_hybrid"
 
 #: OPTIONS each strategy understands (passed to :func:`zooql.methods.hidden_gems.discover.discover`)
 STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -30,6 +30,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
     "gems_sh_schedule": (),
     "gems_adaptive": ("z", "eta", "qmin_auto", "cluster_cap", "cluster_eps"),
     "sequential_halving": ("correlated", "cumulative"),
+    "halving_hybrid": ("switch", "min_count"),
     "uniform": ("correlated",),
     "successive_rejects": (),
     "ucb": ("n_steps", "c"),
@@ -39,7 +40,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: OPTIONS of the statement itself (not the strategy)
 STATEMENT_OPTIONS = ("show_all", "batch_size", "strict")
-_INT_OPTIONS = {"keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
+_INT_OPTIONS = {"switch": 1, "min_count": 0, "keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
 _BOOL_OPTIONS = ("paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
 _FRACTION_OPTIONS = ("first_frac", "beta")
 _SCHEDULE_OPTIONS = ("keep", "first_frac", "final", "paper_table4")

@@ -88,7 +88,7 @@ import numpy as np
 from zooql.methods.hidden_gems.adaptive import run_gems_adaptive
 from zooql.methods.hidden_gems.core import DiscoverBudgetError, DiscoverResult, Oracle, Round, Search
 from zooql.methods.hidden_gems.strategies import (PAPER_TABLE4, PAPER_TABLE4_M, _rounds, aggressive_plan,
-                                  halving_plan, run_gems, run_sequential_halving,
+                                  halving_plan, run_gems, run_halving_hybrid, run_sequential_halving,
                                   run_successive_rejects, run_ttts, run_ucb, run_ucb_e,
                                   run_ucb_stddev, run_uniform)
 
@@ -115,6 +115,7 @@ STRATEGIES: dict[str, tuple[Callable, str]] = {
     "gems_independent": (_gems_independent, "ablation: aggressive schedule, independent sampling"),
     "gems_sh_schedule": (_gems_sh_schedule, "ablation: correlated sampling, standard halving schedule"),
     "sequential_halving": (run_sequential_halving, "Sequential Halving (Karnin et al. 2013), independent sampling"),
+    "halving_hybrid": (run_halving_hybrid, "Sequential Halving, independent sampling while many models survive, shared queries among the finalists"),
     "successive_rejects": (run_successive_rejects, "Successive Rejects (Audibert & Bubeck 2010)"),
     "uniform": (run_uniform, "every model on the same B/M queries"),
     "ucb": (run_ucb, "UCB1, batched"),
@@ -123,7 +124,7 @@ STRATEGIES: dict[str, tuple[Callable, str]] = {
     "ttts": (run_ttts, "top-two Thompson sampling (Russo 2016), Beta posterior, batched"),
 }
 
-_SH_TYPE = {"gems", "gems_independent", "gems_sh_schedule", "sequential_halving", "uniform"}
+_SH_TYPE = {"gems", "gems_independent", "gems_sh_schedule", "sequential_halving", "halving_hybrid", "uniform"}
 
 
 def describe(strategy: str) -> str:
@@ -149,7 +150,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
         return []
     if strategy in ("gems", "gems_independent"):
         sizes, q = aggressive_plan(M, B, Q, k, **{n: opts[n] for n in ("keep", "first_frac", "final", "paper_table4") if n in opts})
-    elif strategy in ("gems_sh_schedule", "sequential_halving"):
+    elif strategy in ("gems_sh_schedule", "sequential_halving", "halving_hybrid"):
         sizes, q = halving_plan(M, B, Q, k)
     elif strategy == "uniform":
         sizes, q = [M], [min(Q, B // M)]
@@ -159,7 +160,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
 
 
 def discover(oracle: Oracle, n_models: int, n_queries: int, budget_total: int,
-             strategy: str = "sequential_halving", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
+             strategy: str = "halving_hybrid", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
     """Search for the top-``k`` models with at most ``budget_total`` oracle evaluations.
 
     ``oracle(model_idx, query_idx)`` gets two equally long int64 arrays and returns the

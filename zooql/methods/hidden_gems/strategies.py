@@ -122,6 +122,64 @@ def run_sequential_halving(S: Search, k: int, **opts) -> None:
              cumulative=bool(opts.get("cumulative", True)))
 
 
+HYBRID_SWITCH = 128   # shared queries once at most this many models survive ...
+HYBRID_MIN_COUNT = 64  # ... and each has answered at least this many queries (design trees)
+
+
+def _stream_mask(S: Search, models: np.ndarray) -> np.ndarray:
+    """[len(models), Q] bool: the queries each model already answered from its own stream."""
+    mask = np.zeros((models.size, S.Q), dtype=bool)
+    if S._stride is None:
+        return mask
+    for i, m in enumerate(models):
+        pos = np.arange(S.counts[m], dtype=np.int64)
+        mask[i, S.perm[(S._stride[m] * pos + S._offset[m]) % S.Q]] = True
+    return mask
+
+
+def _ask_shared_rest(S: Search, alive: np.ndarray, asked: np.ndarray, t: int) -> None:
+    """Every model of ``alive`` answers its next ``t`` not-yet-answered queries in the order
+    of the shared permutation, so the finalists end up answering the same queries."""
+    free = ~asked[:, S.perm]
+    pick = free & (np.cumsum(free, axis=1) <= t)
+    ii, jj = np.nonzero(pick)
+    if ii.size > S.remaining:
+        ii, jj = ii[:S.remaining], jj[:S.remaining]
+    if ii.size:
+        S.ask(alive[ii], S.perm[jj])
+        asked[ii, S.perm[jj]] = True
+
+
+def run_halving_hybrid(S: Search, k: int, switch: int | None = None, min_count: int | None = None,
+                       **opts) -> None:
+    """Sequential Halving (the plan of :func:`halving_plan`, ranking by the running mean)
+    with *independent* sampling while more than ``switch`` models survive and *shared*
+    queries after that. Independent streams keep a cluster of near-identical copies from
+    rising or falling together at the early cuts (one lucky cluster taking every kept slot);
+    among the few finalists, answering the same queries makes their comparison a paired one
+    (the shared query difficulty cancels), which is what the close finals need."""
+    switch = HYBRID_SWITCH if switch is None else int(switch)
+    min_count = HYBRID_MIN_COUNT if min_count is None else int(min_count)
+    sizes, q = halving_plan(S.M, S.B, S.Q, k)
+    alive, asked = np.arange(S.M), None
+    for r, (n_r, q_r) in enumerate(zip(sizes, q)):
+        before = S.spent
+        if q_r > 0 and asked is None and (n_r > switch or int(S.counts[alive].min()) < min_count):
+            S.ask_stream(alive, q_r)
+        elif q_r > 0:
+            if asked is None:
+                asked = _stream_mask(S, alive)
+            _ask_shared_rest(S, alive, asked, q_r)
+        cost = S.spent - before
+        S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
+        keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
+        new = S.top(alive, keep)
+        S.eliminated_round[np.setdiff1d(alive, new)] = r
+        if asked is not None:
+            asked = asked[np.isin(alive, new)]
+        alive = np.sort(new)
+
+
 def run_uniform(S: Search, k: int, correlated: bool = True, **opts) -> None:
     """Every model answers ``floor(B / M)`` queries (the same ones when correlated)."""
     t = min(S.Q, S.B // S.M)
