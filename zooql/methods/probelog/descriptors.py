@@ -43,13 +43,13 @@ import json
 import mmap
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from zooql.errors import StorageError
 from zooql.methods.probelog import integrity as I
+from zooql.methods.probelog import segio
 
 FORMAT = "zooql-descriptors"
 VERSION = 1
@@ -82,6 +82,7 @@ class _Segment:
     mm: object = None               # the mmap.mmap behind ``data``
     offset: int = 0                 # byte offset of ``data`` in ``mm``
     files: dict | None = None       # {"data": stamp, "ids": stamp} (integrity.stamp), when recorded
+    fd: object = None               # segio.FileHandle: keeps the file readable after a VACUUM unlinks it
 
     def to_json(self):
         out = {"name": self.name, "n_cols": self.n_cols, "first": self.first, "last": self.last}
@@ -172,6 +173,7 @@ class DescriptorMatrix:
             self._check_stamps(seg, full=self._verify)
             data_path = os.path.join(self.path, seg.name + ".npy")
             seg.data, seg.mm = _open_npy_mmap(data_path)
+            seg.fd = segio.FileHandle(data_path)
             if seg.mm is not None:
                 seg.offset = seg.data.ctypes.data - np.frombuffer(seg.mm, np.uint8, 1).ctypes.data
             if seg.data.dtype != self.dtype or seg.data.shape != (self.n_probes, seg.n_cols):
@@ -410,35 +412,10 @@ class DescriptorMatrix:
             start = self._next_col
         gen = self._gen + 1
         name = self._new_name("seg", gen)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.path)
-        os.close(fd)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype,
-                                            shape=(self.n_probes, n_cols))
-            pos = 0
-            for b in blocks:
-                b = np.asarray(b)
-                if b.ndim != 2 or b.shape[0] != self.n_probes or pos + b.shape[1] > n_cols:
-                    raise StorageError("streamed descriptor blocks do not match n_probes / n_cols")
-                if not np.isfinite(b).all():
-                    raise StorageError("descriptor block contains NaN or infinity")
-                out[:, pos:pos + b.shape[1]] = b
-                pos += b.shape[1]
-            if pos != n_cols:
-                raise StorageError(f"streamed {pos} columns, expected {n_cols}")
-            out.flush()
-            del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            ids = np.arange(start, start + n_cols, dtype=np.int64)
-            _atomic_write_npy(os.path.join(self.path, name + ".ids.npy"), ids)
-            os.replace(tmp, os.path.join(self.path, name + ".npy"))
-            files = {"data": I.stamp(os.path.join(self.path, name + ".npy")),
-                     "ids": I.stamp(os.path.join(self.path, name + ".ids.npy"))}
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        data_path, ids_path = os.path.join(self.path, name + ".npy"), os.path.join(self.path, name + ".ids.npy")
+        _atomic_write_npy(ids_path, np.arange(start, start + n_cols, dtype=np.int64))
+        segio.write_streamed(data_path, blocks, self.n_probes, n_cols, self.dtype)
+        files = {"data": I.stamp(data_path), "ids": I.stamp(ids_path)}
         segs = [s.to_json() for s in self._segs]
         segs.append(_Segment(name, n_cols, start, start + n_cols - 1, files=files).to_json())
         self._publish(gen + 1, segs, self._tomb, next_col=start + n_cols)
@@ -478,8 +455,6 @@ class DescriptorMatrix:
         """Rewrite segments ``names`` (adjacent, in order) into one without deleted columns,
         streamed in slabs (:func:`zooql.methods.probelog.segio.write_compacted`): memory
         stays bounded however large the segments are."""
-        from zooql.methods.probelog import segio
-
         by_name = {s.name: s for s in self._segs}
         parts, idss = [], []
         for nm in names:
@@ -554,10 +529,11 @@ class DescriptorMatrix:
         return sum(os.path.getsize(os.path.join(self.path, n)) for n in names)
 
     def segment_files(self):
-        """Yield ``(path, header offset, n_cols, ids, live mask or None)`` per segment (the
-        streamed scan reads the files with pread, see :mod:`zooql.methods.probelog.segio`)."""
+        """Yield ``(segio.FileHandle, header offset, n_cols, ids, live mask or None)`` per
+        segment (the streamed scan preads the open files: a VACUUM that unlinks them meanwhile
+        does not disturb it, see :mod:`zooql.methods.probelog.segio`)."""
         for seg in self._segs:
-            yield os.path.join(self.path, seg.name + ".npy"), seg.offset, seg.n_cols, seg.ids, self._live(seg)
+            yield seg.fd, seg.offset, seg.n_cols, seg.ids, self._live(seg)
 
     def _publish(self, gen: int, segs: list[dict], tomb: np.ndarray, next_col: int) -> None:
         tomb_name = None

@@ -78,10 +78,10 @@ def default_k_probes(n_probes: int) -> int:
 # Work below these sizes (k * columns) runs single-threaded: a parallel region costs
 # tens of microseconds to start.
 
-#: A segment whose ``k`` probe rows exceed this many bytes is scanned in column chunks
-#: read with pread (bounded memory, :func:`scan_streamed`) instead of through its
-#: memory map; a candidate list sparser than ``STREAM_MIN_DENSITY`` of the segment
-#: still goes through the map (it touches only the candidates' pages).
+#: A matrix whose ``k`` probe rows (over all segments) exceed this many bytes is scanned
+#: in column chunks read with pread (bounded memory, :func:`scan_streamed`) instead of
+#: through its memory maps; a candidate list sparser than ``STREAM_MIN_DENSITY`` of a
+#: segment still goes through the map (it touches only the candidates' pages).
 STREAM_MIN_BYTES = 64 << 20
 STREAM_MIN_DENSITY = 0.125
 
@@ -192,7 +192,8 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
         if cand.size > 1 and not (cand[1:] > cand[:-1]).all():  # skip the sort when sorted
             cand = np.unique(cand)
     files = list(store.segment_files()) if hasattr(store, "segment_files") else None
-    big = [files is not None and _streams(probes.shape[0], L, store.dtype.itemsize) for _, _, L, _, _ in files or ()]
+    stream = files is not None and _streams(probes.shape[0], sum(f[2] for f in files), store.dtype.itemsize)
+    big = [stream] * len(files or ())
     if cand is None and hasattr(store, "prefetch") and not any(big):
         store.prefetch(probes)  # dense scans read whole rows: ask for them up front
     all_i, all_d = [], []
@@ -202,8 +203,8 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
         if pos is not None and pos.size == 0:
             continue
         if big and big[s] and (pos is None or pos.size >= STREAM_MIN_DENSITY * L):
-            path, header = files[s][0], files[s][1]
-            li, ld = scan_streamed(path, header, L, store.dtype, probes, qk, top, pos,
+            src, header = files[s][0], files[s][1]
+            li, ld = scan_streamed(src, header, L, store.dtype, probes, qk, top, pos,
                                    None if pos is not None else live, use_numba=use_numba)
         elif pos is not None:
             li, ld = _scan_array(X, probes, qk, top, pos, use_numba=use_numba)

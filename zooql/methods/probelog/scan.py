@@ -284,7 +284,7 @@ def _dist_array(X: np.ndarray, probes: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def scan_streamed(path: str, header: int, n_cols: int, dtype, probes: np.ndarray, q: np.ndarray, top: int,
+def scan_streamed(src, header: int, n_cols: int, dtype, probes: np.ndarray, q: np.ndarray, top: int,
                   pos: np.ndarray | None = None, live: np.ndarray | None = None, *, chunk: int | None = None,
                   use_numba: bool | None = None):
     """:func:`_scan_array` over one segment file read in column chunks with ``pread``
@@ -298,7 +298,7 @@ def scan_streamed(path: str, header: int, n_cols: int, dtype, probes: np.ndarray
     chunk = int(chunk or segio.chunk_columns(k, np.dtype(dtype).itemsize))
     local = np.arange(k, dtype=np.int64)
     all_i, all_d = [], []
-    for c0, block in segio.iter_row_chunks(path, header, n_cols, dtype, probes, chunk):
+    for c0, block in segio.iter_row_chunks(src, header, n_cols, dtype, probes, chunk):
         m = block.shape[1]
         sel = None
         if pos is not None:

@@ -36,6 +36,22 @@ SLAB_BYTES = 32 << 20
 FAULT = None
 
 
+class FileHandle:
+    """A read-only file descriptor closed when the last reference goes (a segment's file
+    stays readable through it after a VACUUM unlinks the file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __del__(self):
+        with contextlib.suppress(OSError, TypeError):
+            os.close(self.fd)
+
+
 def chunk_columns(k: int, itemsize: int, budget: int = SCAN_BUDGET) -> int:
     """Columns per chunk so that two ``[k, m]`` buffers fit ``budget`` bytes."""
     return max(4096, int(budget) // (2 * max(1, int(k)) * int(itemsize)))
@@ -61,11 +77,12 @@ def _read_rows(fd: int, header: int, row_bytes: int, rows, c0: int, m: int, item
     return view
 
 
-def iter_row_chunks(path: str, header: int, n_cols: int, dtype, rows, chunk: int):
+def iter_row_chunks(src, header: int, n_cols: int, dtype, rows, chunk: int):
     """Yield ``(c0, block [len(rows), m])`` over columns of one segment file, in order.
 
-    ``header``: byte offset of the array in the file; ``rows``: probe rows to read.
-    Each yielded block is valid until the next iteration (buffers are reused)."""
+    ``src``: a path or a :class:`FileHandle`; ``header``: byte offset of the array in the
+    file; ``rows``: probe rows to read. Each yielded block is valid until the next
+    iteration (buffers are reused)."""
     dtype = np.dtype(dtype)
     rows = [int(r) for r in rows]
     k, isz = len(rows), dtype.itemsize
@@ -74,7 +91,8 @@ def iter_row_chunks(path: str, header: int, n_cols: int, dtype, rows, chunk: int
     bufs = [np.empty(k * chunk * isz, np.uint8), np.empty(k * chunk * isz, np.uint8)]
     starts = list(range(0, n_cols, chunk))
     will = getattr(os, "POSIX_FADV_WILLNEED", None)
-    fd = os.open(path, os.O_RDONLY)
+    handle = src if isinstance(src, FileHandle) else FileHandle(os.fspath(src))
+    fd = handle.fileno()
     try:
         def advise(i):
             if i < len(starts):
@@ -99,7 +117,38 @@ def iter_row_chunks(path: str, header: int, n_cols: int, dtype, rows, chunk: int
                 if nxt is not None:
                     nxt.result()  # the next buffer is filled before this one is reused
     finally:
-        os.close(fd)
+        del handle  # closes the file when it was opened here
+
+
+def write_streamed(dst: str, blocks, n_probes: int, n_cols: int, dtype) -> None:
+    """Write ``[n_probes, b]`` blocks (in column order, ``n_cols`` in all) into a new
+    ``.npy`` file ``dst`` through a temporary file that is fsynced and renamed."""
+    from zooql.errors import StorageError
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(dst) or ".")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_probes, n_cols))
+        pos = 0
+        for b in blocks:
+            b = np.asarray(b)
+            if b.ndim != 2 or b.shape[0] != n_probes or pos + b.shape[1] > n_cols:
+                raise StorageError("streamed descriptor blocks do not match n_probes / n_cols")
+            if not np.isfinite(b).all():
+                raise StorageError("descriptor block contains NaN or infinity")
+            out[:, pos:pos + b.shape[1]] = b
+            pos += b.shape[1]
+        if pos != n_cols:
+            raise StorageError(f"streamed {pos} columns, expected {n_cols}")
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def npy_offset(path: str) -> int:
