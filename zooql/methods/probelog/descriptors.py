@@ -472,8 +472,14 @@ class DescriptorMatrix:
             return None
         name = self._new_name("seg", gen)
         ids_path, data_path = os.path.join(self.path, name + ".ids.npy"), os.path.join(self.path, name + ".npy")
-        _atomic_write_npy(ids_path, ids.astype(np.int64))
-        segio.write_compacted(data_path, parts, self.n_probes, self.dtype)
+        try:
+            segio.write_compacted(data_path, parts, self.n_probes, self.dtype)
+            _atomic_write_npy(ids_path, ids.astype(np.int64))
+        except BaseException:  # an interrupt leaves no file of the new segment behind
+            for p in (data_path, ids_path):
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            raise
         return _Segment(name, int(ids.shape[0]), int(ids[0]), int(ids[-1]),
                         files={"data": I.stamp(data_path), "ids": I.stamp(ids_path)})
 

@@ -52,8 +52,10 @@ class FileHandle:
             os.close(self.fd)
 
 
-def chunk_columns(k: int, itemsize: int, budget: int = SCAN_BUDGET) -> int:
-    """Columns per chunk so that two ``[k, m]`` buffers fit ``budget`` bytes."""
+def chunk_columns(k: int, itemsize: int, budget: int | None = None) -> int:
+    """Columns per chunk so that two ``[k, m]`` buffers fit ``budget`` bytes (default
+    :data:`SCAN_BUDGET`)."""
+    budget = SCAN_BUDGET if budget is None else budget
     return max(4096, int(budget) // (2 * max(1, int(k)) * int(itemsize)))
 
 
