@@ -207,8 +207,9 @@ def row_reduced(a) -> list[dict]:
 
     src = generate(os.path.join(cache_dir(a), f"desc-{a.logits}x{a.probes}"), a.logits, a.probes)
     X = next(src.iter_segments())[0]
-    n = min(a.reduced_logits, X.shape[1])
-    G = np.asarray(X[:, :n]) if n < X.shape[1] else X
+    # the first segment (1M columns) as it is on disk, memory-mapped; a smaller gallery is a copy
+    n = X.shape[1] if a.reduced_logits >= X.shape[1] - X.shape[1] // 16 else min(a.reduced_logits, X.shape[1])
+    G = np.ascontiguousarray(X[:, :n]) if n < X.shape[1] else X
     p = INDEX_KINDS["hnsw_reduced"]
     rss0 = _rss()
     t0 = time.perf_counter()
