@@ -200,10 +200,12 @@ def test_descriptor_matrix_batch_and_errors(tmp_path):
         DescriptorMatrix.create(tmp_path / "d", 8)
     with pytest.raises(StorageError):
         DescriptorMatrix.open(tmp_path / "missing")
-    # a heavily deleted segment is rewritten without the deleted columns
+    # deletes are tombstones (nothing rewritten); compact() (VACUUM) drops the columns
     dm.delete_columns(range(0, 12))
     assert dm.n_columns == 8 and dm.column_ids().tolist() == list(range(12, 20))
-    assert dm.nbytes() == 8 * 8 * 4
+    assert dm.nbytes() == 8 * 20 * 4
+    dm.compact()
+    assert dm.column_ids().tolist() == list(range(12, 20)) and dm.nbytes() == 8 * 8 * 4
 
 
 def _resident_pages(arr: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """ProbeLog (Kahana et al.): probe sets, PROBE, FIND LOGITS/MODELS, collaborative probing
-(REFRESH DESCRIPTORS), descriptor matrices and HNSW indexes."""
+(REFRESH DESCRIPTORS), descriptor matrices and HNSW indexes, VACUUM."""
 from zooql.core.kinds import ObjectKind
 from zooql.methods.registry import Method
 from zooql.methods.probelog import objects as _objects
@@ -7,7 +7,7 @@ from zooql.methods.probelog import objects as _objects
 METHOD = Method(
     name="probelog",
     package=__name__,
-    statements=("CREATE PROBE SET", "PROBE", "FIND", "REFRESH DESCRIPTORS"),
+    statements=("CREATE PROBE SET", "PROBE", "FIND", "REFRESH DESCRIPTORS", "VACUUM"),
     modules=("bind", "find_images"),
     settings={"aligner": str, "probe_set": str, "descriptor_dtype": str, "probe_commit_interval": float},
     completions={"probesets": "SELECT name FROM probe_sets ORDER BY 1"},

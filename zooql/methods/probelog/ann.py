@@ -62,6 +62,10 @@ HNSW_MIN_GALLERY = 200_000
 EXACT_MAX_CANDIDATES = 50_000
 #: Below this fraction of admissible columns, filtered HNSW degrades; use exact.
 HNSW_MIN_SELECTIVITY = 0.05
+#: Above this many columns the 128-d HNSW index (about 660 bytes a logit in memory) gives
+#: way to the reduced one (``hnsw_reduced``: 64-d PCA, M=12, about 370 bytes a logit;
+#: its candidates are re-ranked exactly on the full descriptors like the 128-d one's).
+HNSW_FULL_MAX = 5_000_000
 
 
 #: What a damaged index's message tells the user to do (the index is derived data).
@@ -69,7 +73,7 @@ INDEX_FIX = "delete the folder {path}; the next FIND rebuilds the index from the
 
 
 def plan_index(n_gallery: int, selectivity: float = 1.0) -> tuple[str, str]:
-    """The planner's rule: ``('exact' | 'hnsw', reason)``.
+    """The planner's rule: ``('exact' | 'hnsw' | 'hnsw_reduced', reason)``.
 
     ``n_gallery``: live logit columns; ``selectivity``: fraction admitted by the WHERE
     filter (1.0 = no filter).
@@ -85,6 +89,10 @@ def plan_index(n_gallery: int, selectivity: float = 1.0) -> tuple[str, str]:
     if s < HNSW_MIN_SELECTIVITY:
         return "exact", (f"filter keeps {s:.1%} of logits; filtered HNSW degrades below "
                          f"{HNSW_MIN_SELECTIVITY:.0%}, exact scan of the candidates")
+    if n > HNSW_FULL_MAX:
+        return "hnsw_reduced", (f"{n:,} logits" + (f", filter keeps {s:.0%}" if s < 1.0 else "")
+                                + ": reduced (64-d) HNSW candidates re-ranked exactly; a 128-d index "
+                                  f"would need ~{n * 660 / 2**30:.1f} GiB")
     return "hnsw", (f"{n:,} logits" + (f", filter keeps {s:.0%}" if s < 1.0 else "")
                     + ": HNSW candidates re-ranked exactly")
 

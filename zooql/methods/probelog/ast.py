@@ -56,3 +56,9 @@ class RefreshDescriptors(Statement):
     probe_set: Node | None = None
     options: tuple = ()
     span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Vacuum(Statement):
+    probe_set: Node | None = None   # None: every probe set
+    span: Span | None = _span()

@@ -27,7 +27,7 @@ from zooql.plan.logical import Logical
 
 FIND_OPTIONS = ("topk_probes", "method", "index", "pool", "ef", "query")
 METHODS = ("asymmetric", "full", "model")
-INDEXES = ("auto", "exact", "hnsw")
+INDEXES = ("auto", "exact", "hnsw", "hnsw_reduced")
 
 
 # ---- bound statements ----------------------------------------------------------------------------
@@ -301,6 +301,30 @@ def _plan_refresh(b: BoundRefresh) -> Operator:
     return CP.CompleteDescriptors(probe_set=b.ps.name, rank=p["rank"], iters=p["iters"], reg=p["reg"], mode="refit")
 
 
+# ---- VACUUM ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BoundVacuum(Logical):
+    probe_sets: tuple
+
+
+@binds(A.Vacuum)
+def _bind_vacuum(stmt: A.Vacuum, bc: BindContext):
+    if stmt.probe_set is None:
+        return BoundVacuum(tuple(P.probe_set_names(bc.con)))
+    ref = _probe_set_ref(bc, str(value_of(stmt.probe_set)))
+    if ref.id is None:
+        raise BindError(f"probe set {ref.name!r} does not exist yet: nothing to vacuum")
+    return BoundVacuum((ref.name,))
+
+
+@plans(BoundVacuum)
+def _plan_vacuum(b: BoundVacuum) -> Operator:
+    from zooql.methods.probelog.vacuum import Vacuum
+
+    return Vacuum(probe_sets=b.probe_sets)
+
+
 # ---- FIND ----------------------------------------------------------------------------------------------------
 
 def _find_options(stmt: A.Find) -> dict:
@@ -499,16 +523,16 @@ def _check_index(target: str, requested: str) -> tuple[str, str]:
     from zooql.methods.probelog import ann
 
     if target == "models":
-        if requested == "hnsw":
-            raise BindError("FIND MODELS ranks every gallery model with an exact scan; index = 'hnsw' applies "
-                            "to FIND LOGITS")
+        if requested in ("hnsw", "hnsw_reduced"):
+            raise BindError(f"FIND MODELS ranks every gallery model with an exact scan; index = '{requested}' "
+                            f"applies to FIND LOGITS")
         return "exact", "FIND MODELS ranks every gallery model: exact scan"
     if requested == "exact":
         return "exact", "OPTIONS (index = 'exact')"
-    if requested == "hnsw":
+    if requested in ("hnsw", "hnsw_reduced"):
         if ann.hnswlib is None:
-            raise BindError("index = 'hnsw' needs hnswlib, which is not installed")
-        return "hnsw", "OPTIONS (index = 'hnsw')"
+            raise BindError(f"index = '{requested}' needs hnswlib, which is not installed")
+        return requested, f"OPTIONS (index = '{requested}')"
     return "auto", ""
 
 
@@ -522,7 +546,7 @@ def choose_find_index(b):
 
     total = b.total_logits
     index, reason = ann.plan_index(total, b.gallery_logits / total if total else 1.0)
-    if index == "hnsw" and ann.hnswlib is None:
+    if index.startswith("hnsw") and ann.hnswlib is None:
         index, reason = "exact", reason + "; but hnswlib is not installed: exact scan"
     return dataclasses.replace(b, index=index, reason=reason)
 

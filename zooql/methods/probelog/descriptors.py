@@ -30,10 +30,10 @@ catalog)::
   ``MERGE_RATIO`` (4) times larger than the newer one -- a size-tiered policy, so each
   column is rewritten O(log N) times in total.  For bulk ingestion wrap many appends in
   ``with dm.batch(): ...``: they are buffered in memory and committed as one segment.
-* **Deletes** (``DROP MODEL``) add ids to the tombstone file; queries skip tombstoned
-  columns.  A segment whose tombstoned fraction reaches ``COMPACT_FRACTION`` (25%) is
-  rewritten without them (and the ids leave the tombstone set).  :meth:`compact`
-  rewrites everything into one segment.
+* **Deletes** (``DROP MODEL``) add ids to the tombstone file and rewrite nothing;
+  queries skip tombstoned columns.  Merges drop the tombstoned columns they meet, and
+  :meth:`compact` (the ``VACUUM`` statement) rewrites everything into one segment
+  without them, streamed in slabs so its memory is bounded (:mod:`zooql.methods.probelog.segio`).
 * Single writer: the hub's lock serialises writers; any number of readers.
 """
 from __future__ import annotations
@@ -43,19 +43,18 @@ import json
 import mmap
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from zooql.errors import StorageError
 from zooql.methods.probelog import integrity as I
+from zooql.methods.probelog import segio
 
 FORMAT = "zooql-descriptors"
 VERSION = 1
 MANIFEST = "MANIFEST.json"
 MERGE_RATIO = 4
-COMPACT_FRACTION = 0.25
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 _FILE_RE = re.compile(r"^(seg|tomb)-(\d{8})(\.ids)?\.npy$")
 #: What a corrupted segment's message tells the user to do.
@@ -83,6 +82,7 @@ class _Segment:
     mm: object = None               # the mmap.mmap behind ``data``
     offset: int = 0                 # byte offset of ``data`` in ``mm``
     files: dict | None = None       # {"data": stamp, "ids": stamp} (integrity.stamp), when recorded
+    fd: object = None               # segio.FileHandle: keeps the file readable after a VACUUM unlinks it
 
     def to_json(self):
         out = {"name": self.name, "n_cols": self.n_cols, "first": self.first, "last": self.last}
@@ -173,6 +173,7 @@ class DescriptorMatrix:
             self._check_stamps(seg, full=self._verify)
             data_path = os.path.join(self.path, seg.name + ".npy")
             seg.data, seg.mm = _open_npy_mmap(data_path)
+            seg.fd = segio.FileHandle(data_path)
             if seg.mm is not None:
                 seg.offset = seg.data.ctypes.data - np.frombuffer(seg.mm, np.uint8, 1).ctypes.data
             if seg.data.dtype != self.dtype or seg.data.shape != (self.n_probes, seg.n_cols):
@@ -411,35 +412,10 @@ class DescriptorMatrix:
             start = self._next_col
         gen = self._gen + 1
         name = self._new_name("seg", gen)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.path)
-        os.close(fd)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype,
-                                            shape=(self.n_probes, n_cols))
-            pos = 0
-            for b in blocks:
-                b = np.asarray(b)
-                if b.ndim != 2 or b.shape[0] != self.n_probes or pos + b.shape[1] > n_cols:
-                    raise StorageError("streamed descriptor blocks do not match n_probes / n_cols")
-                if not np.isfinite(b).all():
-                    raise StorageError("descriptor block contains NaN or infinity")
-                out[:, pos:pos + b.shape[1]] = b
-                pos += b.shape[1]
-            if pos != n_cols:
-                raise StorageError(f"streamed {pos} columns, expected {n_cols}")
-            out.flush()
-            del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            ids = np.arange(start, start + n_cols, dtype=np.int64)
-            _atomic_write_npy(os.path.join(self.path, name + ".ids.npy"), ids)
-            os.replace(tmp, os.path.join(self.path, name + ".npy"))
-            files = {"data": I.stamp(os.path.join(self.path, name + ".npy")),
-                     "ids": I.stamp(os.path.join(self.path, name + ".ids.npy"))}
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        data_path, ids_path = os.path.join(self.path, name + ".npy"), os.path.join(self.path, name + ".ids.npy")
+        _atomic_write_npy(ids_path, np.arange(start, start + n_cols, dtype=np.int64))
+        segio.write_streamed(data_path, blocks, self.n_probes, n_cols, self.dtype)
+        files = {"data": I.stamp(data_path), "ids": I.stamp(ids_path)}
         segs = [s.to_json() for s in self._segs]
         segs.append(_Segment(name, n_cols, start, start + n_cols - 1, files=files).to_json())
         self._publish(gen + 1, segs, self._tomb, next_col=start + n_cols)
@@ -476,21 +452,36 @@ class DescriptorMatrix:
         self._publish(gen, segs, self._tomb, next_col=start + block.shape[1])
 
     def _merge(self, names: list[str], gen: int) -> _Segment | None:
-        """Rewrite segments ``names`` (adjacent, in order) into one, dropping tombstones."""
-        datas, idss = [], []
+        """Rewrite segments ``names`` (adjacent, in order) into one without deleted columns,
+        streamed in slabs (:func:`zooql.methods.probelog.segio.write_compacted`): memory
+        stays bounded however large the segments are."""
+        by_name = {s.name: s for s in self._segs}
+        parts, idss = [], []
         for nm in names:
-            d = np.load(os.path.join(self.path, nm + ".npy"), mmap_mode="r")
-            i = np.load(os.path.join(self.path, nm + ".ids.npy"))
-            if self._tomb.size:
-                live = ~np.isin(i, self._tomb)
-                d, i = d[:, live], i[live]
-            datas.append(d)
-            idss.append(i)
-        ids = np.concatenate(idss)
+            seg = by_name.get(nm)
+            i = seg.ids if seg is not None else np.load(os.path.join(self.path, nm + ".ids.npy"))
+            live = ~np.isin(i, self._tomb) if self._tomb.size else None
+            if live is not None and live.all():
+                live = None
+            header = seg.offset if seg is not None else segio.npy_offset(os.path.join(self.path, nm + ".npy"))
+            parts.append((os.path.join(self.path, nm + ".npy"), int(header), int(i.shape[0]),
+                          None if live is None else np.nonzero(live)[0]))
+            idss.append(i if live is None else i[live])
+        ids = np.concatenate(idss) if idss else np.empty(0, np.int64)
         if ids.size == 0:
             return None
-        data = np.concatenate([np.asarray(d) for d in datas], axis=1)
-        return self._write_segment(gen, data, ids)
+        name = self._new_name("seg", gen)
+        ids_path, data_path = os.path.join(self.path, name + ".ids.npy"), os.path.join(self.path, name + ".npy")
+        try:
+            segio.write_compacted(data_path, parts, self.n_probes, self.dtype)
+            _atomic_write_npy(ids_path, ids.astype(np.int64))
+        except BaseException:  # an interrupt leaves no file of the new segment behind
+            for p in (data_path, ids_path):
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            raise
+        return _Segment(name, int(ids.shape[0]), int(ids[0]), int(ids[-1]),
+                        files={"data": I.stamp(data_path), "ids": I.stamp(ids_path)})
 
     def delete_columns(self, cols) -> int:
         """Delete columns by id (DROP MODEL); returns how many live columns were deleted."""
@@ -513,36 +504,42 @@ class DescriptorMatrix:
         c = c[present & ~np.isin(c, self._tomb)]
         if c.size == 0:
             return 0
-        tomb = np.union1d(self._tomb, c)
-        gen = self._gen + 1
-        segs = []
-        old_tomb, self._tomb = self._tomb, tomb
-        try:
-            for seg in self._segs:
-                lo, hi = np.searchsorted(tomb, [seg.first, seg.last + 1])
-                n_dead = int(np.isin(seg.ids, tomb[lo:hi]).sum()) if hi > lo else 0
-                if n_dead and n_dead >= COMPACT_FRACTION * seg.n_cols:
-                    merged = self._merge([seg.name], gen)
-                    gen += 1
-                    tomb = tomb[~np.isin(tomb, seg.ids)]
-                    if merged is not None:
-                        segs.append(merged.to_json())
-                else:
-                    segs.append(seg.to_json())
-        finally:
-            self._tomb = old_tomb
-        self._publish(gen, segs, tomb, next_col=self._next_col)
+        # tombstones only: no segment is rewritten (VACUUM / compact() reclaims the space)
+        self._publish(self._gen + 1, [s.to_json() for s in self._segs], np.union1d(self._tomb, c),
+                      next_col=self._next_col)
         return int(c.size)
 
-    def compact(self) -> None:
-        """Rewrite all segments into one without deleted columns."""
+    def compact(self) -> dict:
+        """Rewrite all segments into one without deleted columns (VACUUM), written beside
+        the old ones and published by replacing the manifest: an interrupt leaves the old
+        state, readers holding the old segments keep reading them. Returns what changed:
+        ``segments_before/after``, ``dead_columns``, ``bytes_before/after`` (data files)."""
         self._check_writable()
-        if len(self._segs) <= 1 and self._tomb.size == 0:
-            return
-        gen = self._gen + 1
-        merged = self._merge([s.name for s in self._segs], gen) if self._segs else None
-        segs = [merged.to_json()] if merged is not None else []
-        self._publish(gen + 1, segs, np.empty(0, np.int64), next_col=self._next_col)
+        m = self._read_manifest(self.path)
+        if int(m["generation"]) != self._gen:
+            self._load(m)
+        before = {"segments_before": len(self._segs), "dead_columns": int(self._tomb.shape[0]),
+                  "bytes_before": self.file_bytes()}
+        if len(self._segs) > 1 or self._tomb.size:
+            gen = self._gen + 1
+            merged = self._merge([s.name for s in self._segs], gen) if self._segs else None
+            segs = [merged.to_json()] if merged is not None else []
+            self._publish(gen + 1, segs, np.empty(0, np.int64), next_col=self._next_col)
+        return dict(before, segments_after=len(self._segs), bytes_after=self.file_bytes())
+
+    def file_bytes(self) -> int:
+        """Bytes on disk of the current segment files (data, ids, tombstones)."""
+        names = [s.name + sfx for s in self._segs for sfx in (".npy", ".ids.npy")]
+        if self._manifest.get("tombstones"):
+            names.append(self._manifest["tombstones"] + ".npy")
+        return sum(os.path.getsize(os.path.join(self.path, n)) for n in names)
+
+    def segment_files(self):
+        """Yield ``(segio.FileHandle, header offset, n_cols, ids, live mask or None)`` per
+        segment (the streamed scan preads the open files: a VACUUM that unlinks them meanwhile
+        does not disturb it, see :mod:`zooql.methods.probelog.segio`)."""
+        for seg in self._segs:
+            yield seg.fd, seg.offset, seg.n_cols, seg.ids, self._live(seg)
 
     def _publish(self, gen: int, segs: list[dict], tomb: np.ndarray, next_col: int) -> None:
         tomb_name = None

@@ -34,11 +34,10 @@ materialised.  Without numba the same results come from a chunked numpy path
 """
 from __future__ import annotations
 
-import os
 import numpy as np
 
 from zooql.methods.probelog.scan import (  # noqa: F401  (HAVE_NUMBA is part of this module's API)
-    HAVE_NUMBA, _dist_array, _finish, _kernel_view, _numpy_scan, _scan_array, _threads,
+    HAVE_NUMBA, _dist_array, _finish, _kernel_view, _numpy_scan, _scan_array, _threads, scan_streamed,
 )
 
 __all__ = [
@@ -78,6 +77,13 @@ def default_k_probes(n_probes: int) -> int:
 
 # Work below these sizes (k * columns) runs single-threaded: a parallel region costs
 # tens of microseconds to start.
+
+#: A matrix whose ``k`` probe rows (over all segments) exceed this many bytes is scanned
+#: in column chunks read with pread (bounded memory, :func:`scan_streamed`) instead of
+#: through its memory maps; a candidate list sparser than ``STREAM_MIN_DENSITY`` of a
+#: segment still goes through the map (it touches only the candidates' pages).
+STREAM_MIN_BYTES = 64 << 20
+STREAM_MIN_DENSITY = 0.125
 
 
 # --------------------------------------------------------------------------------------
@@ -149,6 +155,27 @@ def _n_probes(store) -> int:
     return int(store.n_probes)
 
 
+def _streams(k: int, n_cols: int, itemsize: int) -> bool:
+    return int(k) * int(n_cols) * int(itemsize) > STREAM_MIN_BYTES
+
+
+def _positions(cand: np.ndarray, ids, L: int, live) -> np.ndarray:
+    """Positions in one segment of the (sorted) candidate ids that are in it and live."""
+    if ids is None:
+        pos = cand[(cand >= 0) & (cand < L)]
+    elif L and ids[-1] - ids[0] + 1 == L:  # contiguous ids: positions by offset
+        lo, hi = np.searchsorted(cand, [ids[0], ids[-1] + 1])
+        pos = cand[lo:hi] - ids[0]
+    else:
+        p = np.searchsorted(ids, cand)
+        inside = p < L
+        p, c = p[inside], cand[inside]
+        pos = p[ids[p] == c]
+    if live is not None and pos.size:
+        pos = pos[live[pos]]
+    return pos
+
+
 def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
             candidates: np.ndarray | None, use_numba: bool | None = None):
     q_full = np.asarray(query, dtype=np.float32).ravel()
@@ -164,26 +191,22 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
         cand = np.asarray(candidates, dtype=np.int64).ravel()
         if cand.size > 1 and not (cand[1:] > cand[:-1]).all():  # skip the sort when sorted
             cand = np.unique(cand)
-    elif hasattr(store, "prefetch"):
+    files = list(store.segment_files()) if hasattr(store, "segment_files") else None
+    stream = files is not None and _streams(probes.shape[0], sum(f[2] for f in files), store.dtype.itemsize)
+    big = [stream] * len(files or ())
+    if cand is None and hasattr(store, "prefetch") and not any(big):
         store.prefetch(probes)  # dense scans read whole rows: ask for them up front
     all_i, all_d = [], []
-    for X, ids, live in _segments(store):
+    for s, (X, ids, live) in enumerate(_segments(store)):
         L = X.shape[1]
-        if cand is not None:
-            if ids is None:
-                pos = cand[(cand >= 0) & (cand < L)]
-            elif L and ids[-1] - ids[0] + 1 == L:  # contiguous ids: positions by offset
-                lo, hi = np.searchsorted(cand, [ids[0], ids[-1] + 1])
-                pos = cand[lo:hi] - ids[0]
-            else:
-                p = np.searchsorted(ids, cand)
-                inside = p < L
-                p, c = p[inside], cand[inside]
-                pos = p[ids[p] == c]
-            if live is not None and pos.size:
-                pos = pos[live[pos]]
-            if pos.size == 0:
-                continue
+        pos = None if cand is None else _positions(cand, ids, L, live)
+        if pos is not None and pos.size == 0:
+            continue
+        if big and big[s] and (pos is None or pos.size >= STREAM_MIN_DENSITY * L):
+            src, header = files[s][0], files[s][1]
+            li, ld = scan_streamed(src, header, L, store.dtype, probes, qk, top, pos,
+                                   None if pos is not None else live, use_numba=use_numba)
+        elif pos is not None:
             li, ld = _scan_array(X, probes, qk, top, pos, use_numba=use_numba)
         elif live is not None:
             n_dead = int(L - live.sum())

@@ -241,22 +241,24 @@ class Search(Operator):
             cand, want = None, top + extra
         else:
             cand, want = P.run_columns(first, ncols), top
-        if self.index == "hnsw":
+        if self.index in S.INDEX_KINDS:
             found = self._hnsw(ctx, files, dm, q, kp, want, cand, first, ncols, search, notes)
             if found is not None:
-                return found, "hnsw"
+                return found, self.index
         return search(q, dm, want, cand), "exact"
 
     def _hnsw(self, ctx, files, dm, q, kp, want, cand, first, ncols, search, notes):
         try:
-            index = load_index(files) if files.has_index() else build_index(ctx, files, dm)
+            kind = self.index
+            index = load_index(files, kind) if files.has_index(kind) else build_index(ctx, files, dm, kind)
         except (StorageError, ImportError) as exc:
             notes.append(f"HNSW unavailable ({exc}); exact scan")
             return None
         allowed = P.run_columns(first, ncols)
         indexed = np.asarray(index.ids, dtype=np.int64)
         unindexed = np.setdiff1d(allowed, indexed)
-        pool = int(self.pool or max(10 * want, 200))
+        # the reduced index ranks less sharply: a larger pool of candidates to re-rank exactly
+        pool = int(self.pool or (max(30 * want, 600) if self.index == "hnsw_reduced" else max(10 * want, 200)))
         hc = index.query(q, pool, filter_ids=cand, ef=self.ef or pool, k_probes=kp)
         ids, d = search(q, dm, want, np.union1d(hc, unindexed))
         if int(np.isin(ids, allowed).sum()) < min(int(self.top), int(allowed.size)):

@@ -38,7 +38,7 @@ from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported fo
 )
 from zooql.errors import Cancelled, ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
-    tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index,
+    tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index, INDEX_KINDS,
 )
 
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).
@@ -479,12 +479,12 @@ def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
             files = ProbeSetFiles(store, {"dir": ps_dir, "name": ps_name})
             cols = np.arange(first, first + ncols, dtype=np.int64)
             try:
-                open_matrix(files).delete_columns(cols)
-                if files.has_index():
-
-                    idx = load_index(files)
-                    idx.mark_deleted(cols)
-                    save_index(None, files, idx, store=store)
+                open_matrix(files).delete_columns(cols)   # tombstones: VACUUM reclaims the space
+                for kind in INDEX_KINDS:
+                    if files.has_index(kind):
+                        idx = load_index(files, kind)
+                        idx.mark_deleted(cols)
+                        save_index(None, files, idx, store=store, kind=kind)
                 if raw:
                     try:
                         os.unlink(os.path.join(str(store.path), raw))

@@ -282,3 +282,41 @@ def _dist_array(X: np.ndarray, probes: np.ndarray, q: np.ndarray) -> np.ndarray:
     out = np.empty(N, np.float32)
     (_dist_all_par if parallel else _dist_all_ser)(Xk, probes, q, out, nchunks, _BLOCK)
     return out
+
+
+def scan_streamed(src, header: int, n_cols: int, dtype, probes: np.ndarray, q: np.ndarray, top: int,
+                  pos: np.ndarray | None = None, live: np.ndarray | None = None, *, chunk: int | None = None,
+                  use_numba: bool | None = None):
+    """:func:`_scan_array` over one segment file read in column chunks with ``pread``
+    (:func:`zooql.methods.probelog.segio.iter_row_chunks`): the same results, with the
+    descriptor data held at once bounded by ``segio.SCAN_BUDGET`` whatever ``n_cols``.
+
+    ``pos``: sorted positions to restrict to; ``live``: boolean mask of live columns."""
+    from zooql.methods.probelog import segio
+
+    k = int(probes.shape[0])
+    chunk = int(chunk or segio.chunk_columns(k, np.dtype(dtype).itemsize))
+    local = np.arange(k, dtype=np.int64)
+    all_i, all_d = [], []
+    for c0, block in segio.iter_row_chunks(src, header, n_cols, dtype, probes, chunk):
+        m = block.shape[1]
+        sel = None
+        if pos is not None:
+            lo, hi = np.searchsorted(pos, [c0, c0 + m])
+            if hi == lo:
+                continue
+            sel = pos[lo:hi] - c0
+        elif live is not None:
+            lv = live[c0:c0 + m]
+            if not lv.all():
+                sel = np.nonzero(lv)[0].astype(np.int64)
+                if sel.size == 0:
+                    continue
+        li, ld = _scan_array(block, local, q, top, sel, use_numba=use_numba)
+        all_i.append(li + c0)
+        all_d.append(ld)
+    if not all_i:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    i, d = np.concatenate(all_i), np.concatenate(all_d)
+    order = np.lexsort((i, d))[:top]
+    return i[order], d[order]

@@ -97,6 +97,10 @@ class ProbeSetFiles:
     def hnsw(self) -> str:
         return os.path.join(self.root, "hnsw")
 
+    def index_dir(self, kind: str = "hnsw") -> str:
+        """Folder of an index: ``hnsw`` or ``hnsw_reduced`` (see :data:`INDEX_KINDS`)."""
+        return os.path.join(self.root, kind)
+
     def sub(self, *parts: str) -> str:
         p = os.path.join(self.root, *parts)
         os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -108,8 +112,8 @@ class ProbeSetFiles:
         except FileNotFoundError:
             raise StorageError(f"probe set {self.ps['name']!r}: probe images {self.probes} are missing") from None
 
-    def has_index(self) -> bool:
-        return os.path.exists(os.path.join(self.hnsw, "CURRENT.json"))
+    def has_index(self, kind: str = "hnsw") -> bool:
+        return os.path.exists(os.path.join(self.index_dir(kind), "CURRENT.json"))
 
 
 _MATRICES: dict[str, Any] = {}
@@ -160,11 +164,17 @@ def _index_generation(path: str):
         return None
 
 
-def load_index(files: ProbeSetFiles):
+#: The indexes a probe set may have: folder name -> HnswIndex parameters of a new one. The
+#: reduced one fits 10M logits in memory: 64-d PCA vectors, M=12 (about 370 bytes a logit).
+INDEX_KINDS = {"hnsw": {"dim": 128, "embedding": "random", "M": 16},
+               "hnsw_reduced": {"dim": 64, "embedding": "pca", "M": 12}}
+
+
+def load_index(files: ProbeSetFiles, kind: str = "hnsw"):
     """The probe set's HNSW index (cached per process, reloaded when its files change)."""
     from zooql.methods.probelog.ann import HnswIndex
 
-    path = os.path.realpath(files.hnsw)
+    path = os.path.realpath(files.index_dir(kind))
     gen = _index_generation(path)
     with _ILOCK:
         hit = _INDEXES.get(path)
@@ -175,11 +185,11 @@ def load_index(files: ProbeSetFiles):
         return idx
 
 
-def save_index(ctx, files: ProbeSetFiles, index, store=None) -> bool:
+def save_index(ctx, files: ProbeSetFiles, index, store=None, kind: str = "hnsw") -> bool:
     """Persist an index under the hub's writer lock (re-entrant inside write statements).
     A read statement that cannot take the lock keeps the index in memory only."""
     store = store if store is not None else ctx.store
-    path = os.path.realpath(files.hnsw)
+    path = os.path.realpath(files.index_dir(kind))
     try:
         with store.writer():
             index.save(path)
@@ -190,11 +200,18 @@ def save_index(ctx, files: ProbeSetFiles, index, store=None) -> bool:
     return True
 
 
-def build_index(ctx, files: ProbeSetFiles, dm):
+def build_index(ctx, files: ProbeSetFiles, dm, kind: str = "hnsw", like=None):
+    """Build (and save) an index of ``kind`` over the live columns; ``like``: an index whose
+    parameters to reuse (VACUUM rebuilding an index without its deleted entries)."""
     from zooql.methods.probelog.ann import HnswIndex
 
-    ctx.report(f"building HNSW index of {files.ps['name']}", 0, 1)
-    idx = HnswIndex(dm.n_probes).build_from_store(dm, num_threads=1)
-    ctx.report(f"building HNSW index of {files.ps['name']}", 1, 1)
-    save_index(ctx, files, idx)
+    p = dict(INDEX_KINDS[kind])
+    if like is not None:
+        p = {"dim": like.dim, "embedding": like.embedding, "M": like.M, "seed": like.seed}
+    what = f"building {'reduced ' if kind == 'hnsw_reduced' else ''}HNSW index of {files.ps['name']}"
+    ctx.report(what, 0, 1)
+    idx = HnswIndex(dm.n_probes, dim=p["dim"], embedding=p["embedding"], seed=p.get("seed", 0))
+    idx.build_from_store(dm, M=p["M"], ef_construction=100 if kind == "hnsw_reduced" else 200, num_threads=1)
+    ctx.report(what, 1, 1)
+    save_index(ctx, files, idx, kind=kind)
     return idx

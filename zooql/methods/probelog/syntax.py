@@ -1,4 +1,4 @@
-"""Parse-tree callbacks of ProbeLog: probe sets, PROBE, FIND, REFRESH DESCRIPTORS (a mixin of the Transformer
+"""Parse-tree callbacks of ProbeLog: probe sets, PROBE, FIND, REFRESH DESCRIPTORS, VACUUM (a mixin of the Transformer
 that the registry builds)."""
 from __future__ import annotations
 
@@ -82,6 +82,10 @@ class Syntax:
     def refresh_stmt(self, meta, items):
         kw = clauses(items)
         return A.RefreshDescriptors(kw.get("probes"), kw.get("options", ()), span=span(meta))
+
+
+    def vacuum_stmt(self, meta, items):
+        return A.Vacuum(items[0] if items else None, span=span(meta))
 
 
 def _text(node) -> str:

@@ -1,0 +1,226 @@
+"""Bounded-memory I/O on descriptor segments: column-chunked reads of probe rows (the
+streamed exact scan) and the streamed rewrite of segments without their deleted columns
+(merges, VACUUM).
+
+Both use ``pread`` / ``pwrite`` into buffers of a fixed size rather than the segments'
+memory maps, so the resident memory of a scan or a rewrite does not grow with the
+number of columns: pages read through a memory map stay mapped into the process (and
+count in its RSS) until the map is closed, pages read with ``pread`` land in the page
+cache only.
+
+* :func:`iter_row_chunks` yields ``[k, m]`` blocks of the given probe rows of a segment,
+  ``m`` columns at a time, double-buffered: a background thread reads the next chunk
+  while the caller scans the current one (the kernels release the GIL), and
+  ``posix_fadvise(WILLNEED)`` asks the kernel for the chunk after.  Memory:
+  ``2 * k * m * itemsize`` bytes.
+* :func:`write_compacted` writes a new ``.npy`` segment holding the kept columns of
+  several source segments, in slabs of all probe rows, to a temporary file that is
+  fsynced and renamed into place; an interrupt leaves only the temporary file (removed
+  by the next commit's garbage collection).  Memory: two slabs of ``SLAB_BYTES``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+#: Bytes of descriptor data an exact scan holds at once (two chunk buffers).
+SCAN_BUDGET = 64 << 20
+#: Bytes of one slab (all probe rows of a run of columns) in a segment rewrite.
+SLAB_BYTES = 32 << 20
+
+#: Test hook: called as ``FAULT(stage, done_bytes)`` during a rewrite (fault injection).
+FAULT = None
+
+
+class FileHandle:
+    """A read-only file descriptor closed when the last reference goes (a segment's file
+    stays readable through it after a VACUUM unlinks the file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __del__(self):
+        with contextlib.suppress(OSError, TypeError):
+            os.close(self.fd)
+
+
+def chunk_columns(k: int, itemsize: int, budget: int | None = None) -> int:
+    """Columns per chunk so that two ``[k, m]`` buffers fit ``budget`` bytes (default
+    :data:`SCAN_BUDGET`)."""
+    budget = SCAN_BUDGET if budget is None else budget
+    return max(4096, int(budget) // (2 * max(1, int(k)) * int(itemsize)))
+
+
+def _fadvise(fd: int, offset: int, length: int, advice) -> None:
+    if advice is not None and hasattr(os, "posix_fadvise") and length > 0:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, advice)
+
+
+def _read_rows(fd: int, header: int, row_bytes: int, rows, c0: int, m: int, itemsize: int,
+               out: np.ndarray) -> np.ndarray:
+    """pread ``rows`` x columns ``[c0, c0+m)`` into ``out`` (a flat byte buffer); returns the
+    ``[len(rows), m]`` byte view."""
+    width = m * itemsize
+    view = out[: len(rows) * width].reshape(len(rows), width)
+    for j, r in enumerate(rows):
+        off = header + int(r) * row_bytes + c0 * itemsize
+        got = os.preadv(fd, [memoryview(view[j])], off)
+        if got != width:
+            raise OSError(f"short read of a descriptor segment ({got} of {width} bytes)")
+    return view
+
+
+def iter_row_chunks(src, header: int, n_cols: int, dtype, rows, chunk: int):
+    """Yield ``(c0, block [len(rows), m])`` over columns of one segment file, in order.
+
+    ``src``: a path or a :class:`FileHandle`; ``header``: byte offset of the array in the
+    file; ``rows``: probe rows to read. Each yielded block is valid until the next
+    iteration (buffers are reused)."""
+    dtype = np.dtype(dtype)
+    rows = [int(r) for r in rows]
+    k, isz = len(rows), dtype.itemsize
+    row_bytes = n_cols * isz
+    chunk = max(1, min(int(chunk), n_cols))
+    bufs = [np.empty(k * chunk * isz, np.uint8), np.empty(k * chunk * isz, np.uint8)]
+    starts = list(range(0, n_cols, chunk))
+    will = getattr(os, "POSIX_FADV_WILLNEED", None)
+    handle = src if isinstance(src, FileHandle) else FileHandle(os.fspath(src))
+    fd = handle.fileno()
+    try:
+        def advise(i):
+            if i < len(starts):
+                c0 = starts[i]
+                m = min(chunk, n_cols - c0)
+                for r in rows:
+                    _fadvise(fd, header + r * row_bytes + c0 * isz, m * isz, will)
+
+        def load(i):
+            c0 = starts[i]
+            m = min(chunk, n_cols - c0)
+            return c0, _read_rows(fd, header, row_bytes, rows, c0, m, isz, bufs[i % 2]), m
+
+        advise(0)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            nxt = pool.submit(load, 0) if starts else None
+            for i in range(len(starts)):
+                c0, raw, m = nxt.result()
+                advise(i + 2)
+                nxt = pool.submit(load, i + 1) if i + 1 < len(starts) else None
+                yield c0, raw.view(dtype).reshape(k, m)
+                if nxt is not None:
+                    nxt.result()  # the next buffer is filled before this one is reused
+    finally:
+        del handle  # closes the file when it was opened here
+
+
+def write_streamed(dst: str, blocks, n_probes: int, n_cols: int, dtype) -> None:
+    """Write ``[n_probes, b]`` blocks (in column order, ``n_cols`` in all) into a new
+    ``.npy`` file ``dst`` through a temporary file that is fsynced and renamed."""
+    from zooql.errors import StorageError
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(dst) or ".")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_probes, n_cols))
+        pos = 0
+        for b in blocks:
+            b = np.asarray(b)
+            if b.ndim != 2 or b.shape[0] != n_probes or pos + b.shape[1] > n_cols:
+                raise StorageError("streamed descriptor blocks do not match n_probes / n_cols")
+            if not np.isfinite(b).all():
+                raise StorageError("descriptor block contains NaN or infinity")
+            out[:, pos:pos + b.shape[1]] = b
+            pos += b.shape[1]
+        if pos != n_cols:
+            raise StorageError(f"streamed {pos} columns, expected {n_cols}")
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def npy_offset(path: str) -> int:
+    """Byte offset of the array data in a ``.npy`` file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        return f.tell()
+
+
+def npy_header_bytes(dtype, shape) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(int(s) for s in shape)})
+    return buf.getvalue()
+
+
+def write_compacted(dst: str, parts, n_probes: int, dtype) -> int:
+    """Write the kept columns of ``parts`` into a new ``.npy`` file ``dst`` (atomically).
+
+    ``parts``: ``(path, header_offset, n_cols, keep)`` per source segment, in order;
+    ``keep`` is a sorted array of column positions to copy, or None for all.
+    Returns the number of columns written."""
+    dtype = np.dtype(dtype)
+    isz = dtype.itemsize
+    total = sum(n if keep is None else int(keep.shape[0]) for _, _, n, keep in parts)
+    head = npy_header_bytes(dtype, (n_probes, total))
+    out_row = total * isz
+    slab = max(1, SLAB_BYTES // (n_probes * isz))
+    fd_tmp, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(dst) or ".")
+    try:
+        os.pwrite(fd_tmp, head, 0)
+        os.ftruncate(fd_tmp, len(head) + n_probes * out_row)
+        pos = 0
+        buf = np.empty(n_probes * slab * isz, np.uint8)
+        rows = range(n_probes)
+        for path, header, n_cols, keep in parts:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for c0 in range(0, n_cols, slab):
+                    m = min(slab, n_cols - c0)
+                    sel = None
+                    if keep is not None:
+                        lo, hi = np.searchsorted(keep, [c0, c0 + m])
+                        if hi == lo:
+                            continue
+                        sel = keep[lo:hi] - c0
+                    raw = _read_rows(fd, header, n_cols * isz, rows, c0, m, isz, buf).view(dtype)
+                    block = raw if sel is None or sel.shape[0] == m else raw[:, sel]
+                    w = block.shape[1]
+                    data = np.ascontiguousarray(block).view(np.uint8)
+                    for r in rows:
+                        os.pwrite(fd_tmp, memoryview(data[r]), len(head) + r * out_row + pos * isz)
+                    pos += w
+                    if FAULT is not None:
+                        FAULT("write", pos)
+            finally:
+                os.close(fd)
+        os.fsync(fd_tmp)
+        os.close(fd_tmp)
+        fd_tmp = None
+        if FAULT is not None:
+            FAULT("rename", pos)
+        os.replace(tmp, dst)
+    except BaseException:
+        if fd_tmp is not None:
+            os.close(fd_tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return total
