@@ -549,7 +549,7 @@ def _format_error(text: str, exc: UnexpectedInput, first: list[str] = ()) -> Par
         what = f"unexpected {exc.token.value!r}"
         expected = _pretty_expected(exc.accepts or exc.expected)
         history = getattr(exc, "token_history", None) or []
-        if exc.token.type == "LPAR" and history and history[-1].type == "SQL_QUERY":
+        if exc.token.type == "LPAR" and history and getattr(history[-1], "type", None) == "SQL_QUERY":
             what = "unbalanced '(' in the query (or parentheses nested deeper than 10)"
             expected = []
     elif isinstance(exc, UnexpectedCharacters):

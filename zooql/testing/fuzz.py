@@ -42,8 +42,9 @@ HEAVY = {"Probe", "Find", "Recommend", "TrainRecommender", "LabelModels", "Class
 LOADABLE = ("timm:", "open_clip:", "torchscript:", "python:")
 SKIP_FILES = {"hub.lock", "catalog.duckdb", "catalog.duckdb.wal"}
 # DuckDB's own error text: a ZooQLError carrying it is a leak (the user should read ZooQL's words)
-ENGINE_TEXT = re.compile(r"duckdb|Binder Error|Conversion Error|Catalog Error|Parser Error|"
-                         r"Invalid Input Error|Out of Range Error|Not implemented Error|INTERNAL Error")
+ENGINE_TEXT = re.compile(r"_duckdb|duckdb\.|Binder Error|Conversion Error|Catalog Error|Parser Error|"
+                         r"Invalid Input Error|Out of Range Error|Not implemented Error|INTERNAL Error|"
+                         r"Constraint Error|Dependency Error|Serialization Error|TransactionContext Error")
 
 HUGE = ["999999999999999999999999999999", "2147483648", "100000000", "9223372036854775808", "1e309",
         "1e308", "0", "0.0", "-1", "-0", "1e-400", "4294967297", ".5", "1.5", "00000001"]
