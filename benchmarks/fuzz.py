@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100000, help="statements to generate")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop generating after this long (the report says how many ran)")
     ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args(argv)
 
@@ -34,32 +36,37 @@ def main(argv=None) -> int:
 
     def progress(i, rep):
         print(f"  {i} texts, {rep.n} statements, {time.perf_counter() - t0:.0f} s, "
-              f"crashes {len(rep.crashes)}, hangs {len(rep.hangs)}, changes {len(rep.changes)}", flush=True)
+              f"crashes {len(rep.crashes)}, leaks {len(rep.leaks)}, hangs {len(rep.hangs)}, changes {len(rep.changes)}", flush=True)
 
-    rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress)
+    max_s = args.max_minutes * 60 if args.max_minutes else None
+    rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress, max_seconds=max_s)
     lines = ["| outcome | statements |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(rep.outcomes.items(), key=lambda kv: -kv[1])]
     lines += [f"| **total** | {rep.n} |"]
-    summary = (f"{rep.texts} generated texts, {rep.n} statements ({rep.explained} bound and planned "
+    cut = (f" (stopped by --max-minutes {args.max_minutes:g} after {rep.texts} of {args.n} texts)"
+           if rep.texts < args.n else "")
+    summary = (f"{rep.texts} generated texts{cut}, {rep.n} statements ({rep.explained} bound and planned "
                f"only: they would run models), {rep.seconds:.0f} s, slowest statement {rep.slowest:.2f} s. "
                f"Non-ZooQL exceptions: {len(rep.crashes)}; statements over 10 s: {len(rep.hangs)}; "
-               f"failed statements that changed a table or file: {len(rep.changes)}.")
+               f"failed statements that changed a table or file: {len(rep.changes)}; ZooQL errors carrying "
+               f"DuckDB's own text: {len(rep.leaks)}.")
     print("\n".join(lines))
     print(summary)
-    for what, items in (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes)):
+    for what, items in (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes),
+                        ("leak", rep.leaks)):
         for item in items[:20]:
             print(what, item)
     if not args.no_results:
         cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fuzz.py " + " ".join(argv or sys.argv[1:])
         details = "".join(f"\n- {what}: `{item!r}`" for what, items in
-                          (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes))
-                          for item in items[:10])
+                          (("crash", rep.crashes), ("slow", rep.hangs), ("change", rep.changes),
+                           ("leak", rep.leaks)) for item in items[:10])
         block = (f"\n\n## Fuzz (issue 18), {datetime.date.today().isoformat()}\n\n"
                  f"Machine: 2-core CPU, shared. Command: `{cmd.strip()}` (seed {args.seed}).\n\n"
                  + "\n".join(lines) + "\n\n" + summary + details + "\n")
         with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
             f.write(block)
-    return 0 if not (rep.crashes or rep.hangs or rep.changes) else 1
+    return 0 if not (rep.crashes or rep.hangs or rep.changes or rep.leaks) else 1
 
 
 if __name__ == "__main__":

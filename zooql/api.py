@@ -10,7 +10,9 @@ never locked out. Anything that fails rolls the open transaction back.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from typing import Any, Callable, Iterator
 
@@ -101,6 +103,36 @@ def parse(text: str) -> list:
     return registry.parse(text)
 
 
+@contextlib.contextmanager
+def _pointing_into(query: str):
+    """A BindError about one place of ``query`` gets the caret context showing it."""
+    try:
+        yield
+    except BindError as exc:
+        if exc.line and exc.column and exc.context is None:
+            from zooql.lang.parser import caret_context
+
+            exc.context = caret_context(query, exc.line, exc.column)
+        raise
+
+
+_OVERFLOW = re.compile(r"Overflow in (\w+) of (\w+) \((.*)\)")
+_WIDTH = {"INT8": 8, "INT16": 16, "INT32": 32, "INT64": 64, "INT128": 128, "HUGEINT": 128}
+
+
+def execution_error(exc: duckdb.Error) -> ExecutionError:
+    """The ExecutionError of a DuckDB error raised while a statement ran: an integer
+    overflow (of WHERE / ORDER BY arithmetic on the data) in ZooQL's words, else the
+    catalog's message."""
+    m = _OVERFLOW.search(str(exc))
+    if isinstance(exc, duckdb.OutOfRangeException) and m:
+        op, typ, expr = m.groups()
+        width = f"a {_WIDTH[typ]}-bit integer" if typ in _WIDTH else f"a {typ.lower()}"
+        return ExecutionError(f"arithmetic overflow: {expr} ({op}) does not fit in {width}; write one of its "
+                              f"numbers with a decimal point (e.g. 2.0) to compute in floating point")
+    return ExecutionError(f"catalog error: {exc}")
+
+
 def _kind(stmt) -> str:
     name = type(stmt).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
@@ -183,8 +215,9 @@ class Hub:
         if not stmts:
             return Result([], [], message="no statement", kind="empty")
         results = []
-        for stmt in stmts:
-            results.append(self._run_one(stmt, params, progress, base_dir or os.getcwd()))
+        with _pointing_into(query):
+            for stmt in stmts:
+                results.append(self._run_one(stmt, params, progress, base_dir or os.getcwd()))
         results[-1].results = results
         return results[-1]
 
@@ -196,7 +229,8 @@ class Hub:
         stmt = stmts[0]
         if not isinstance(stmt, A.Explain):
             stmt = A.Explain(stmt, False)
-        res = self._run_one(stmt, params, None, base_dir or os.getcwd())
+        with _pointing_into(query):
+            res = self._run_one(stmt, params, None, base_dir or os.getcwd())
         return "\n".join(r[0] for r in res.rows)
 
     def _bind_and_plan(self, stmt, params, base_dir, con=None):
@@ -255,7 +289,7 @@ class Hub:
                     for fn in ctx.after_commit:
                         fn()
         except duckdb.Error as exc:
-            raise ExecutionError(f"catalog error: {exc}") from None
+            raise execution_error(exc) from None
         elapsed = time.perf_counter() - t0
         if isinstance(bound, BoundExplain):
             lines = P.explain(op, ctx.stats, executor=executor)

@@ -43,9 +43,22 @@ class ParseError(ZooQLError):
 
 
 class BindError(ZooQLError):
-    """A name or value in a valid query does not resolve against the catalog."""
+    """A name or value in a valid query does not resolve against the catalog. When the
+    error is about one place of the text, ``line``/``column`` say where and ``context``
+    (filled in by ``Hub.execute``, which has the text) shows it with a caret."""
 
     phase = "bind"
+
+    def __init__(self, message: str, *, hint: str | None = None, line: int | None = None,
+                 column: int | None = None, context: str | None = None):
+        super().__init__(message, hint=hint)
+        self.line = line
+        self.column = column
+        self.context = context
+
+    def __str__(self) -> str:
+        out = super().__str__()
+        return out + "\n" + self.context if self.context else out
 
 
 class ExecutionError(ZooQLError):

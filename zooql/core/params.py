@@ -108,10 +108,16 @@ def check_value(v: Any, what: str, *, nested: bool = False) -> None:
 def check_literals(stmt) -> None:
     """Check every literal value and name in a statement (after parameter substitution)."""
     for node in walk(stmt):
-        if isinstance(node, A.Literal):
-            where = f" at line {node.span[2]}, column {node.span[3]}" if node.span else ""
-            check_value(node.value, f"value{where}")
-        elif isinstance(node, (A.Name, A.Column)):
-            where = f" at line {node.span[2]}, column {node.span[3]}" if node.span else ""
-            for part in (node.value,) if isinstance(node, A.Name) else node.parts:
-                check_value(part, f"name{where}")
+        where = f" at line {node.span[2]}, column {node.span[3]}" if node.span else ""
+        try:
+            if isinstance(node, A.Literal):
+                check_value(node.value, f"value{where}")
+            elif isinstance(node, (A.Name, A.Column)):
+                for part in (node.value,) if isinstance(node, A.Name) else node.parts:
+                    check_value(part, f"name{where}")
+            elif isinstance(node, A.Option):
+                check_value(node.key, f"option name{where}")
+        except BindError as exc:   # the caret points at the value (Hub.execute adds it)
+            if node.span:
+                exc.line, exc.column = node.span[2], node.span[3]
+            raise

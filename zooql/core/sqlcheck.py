@@ -112,6 +112,9 @@ def parse_sql(sql: str, line: int, column: int):
                          column=abs_col, context=context) from None
     except TokenError as exc:
         raise ParseError(f"syntax error at line {line}: {exc}") from None
+    except RecursionError:   # sqlglot parses recursively: ~1,000 NOTs or parentheses
+        raise ParseError(f"syntax error at line {line}, column {column}: the query is nested too deeply "
+                         "(parentheses, NOT or operators); simplify it", line=line, column=column) from None
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise ParseError("a query must be exactly one SELECT statement")

@@ -3,6 +3,12 @@
 User values never enter the SQL text: every literal becomes a ``?`` parameter, and
 column names come from a fixed allow-list (``columns``) or become JSON lookups into the
 ``tags`` column with the key passed as a parameter.
+
+What DuckDB would only refuse while running is refused (or defined) here, so a WHERE never
+fails with the engine's words: text compared with a time column must read as a time
+(BindError pointing at the value), LIKE on a time matches its text, ``x / 0`` and ``x % 0``
+are NULL. Integer arithmetic stays exact; an overflow of it (a property of the data, known
+only while running) is ExecutionError "arithmetic overflow: ..." (``api.execution_error``).
 """
 from __future__ import annotations
 
@@ -13,6 +19,35 @@ from zooql.errors import BindError
 from zooql.lang import ast as A
 
 _SQL_OPS = {"=", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"}
+TIME_FORMS = "'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM[:SS]'"
+
+
+def _where(node: A.Node) -> str:
+    return f"at line {node.span[2]}, column {node.span[3]}" if getattr(node, "span", None) else ""
+
+
+def _time_error(node: A.Node, column: str) -> BindError:
+    where = _where(node)
+    return BindError(f"value {where}: {render(node)} is not a time, but {column} is one (write a time as "
+                     f"{TIME_FORMS})".replace("value : ", "value: ", 1),
+                     line=node.span[2] if where else None, column=node.span[3] if where else None)
+
+
+def is_time_text(text: str) -> bool:
+    """Whether DuckDB reads ``text`` as a TIMESTAMP (the check runs in a private in-memory
+    connection, so a comparison with a time column never fails while the statement runs)."""
+    import duckdb
+
+    global _TIME_CON
+    if _TIME_CON is None:
+        _TIME_CON = duckdb.connect(":memory:")
+    try:
+        return _TIME_CON.execute("SELECT TRY_CAST(? AS TIMESTAMP) IS NOT NULL", [text]).fetchone()[0]
+    except duckdb.Error:
+        return False
+
+
+_TIME_CON = None
 
 
 @dataclass
@@ -84,6 +119,10 @@ class ExprCompiler:
 
     def _same_kind(self, a: A.Node, b: A.Node, op: str) -> None:
         ka, kb = self._kind(a), self._kind(b)
+        for x, kx, y in ((a, ka, b), (b, kb, a)):
+            if kx == "time" and isinstance(y, A.Literal) and isinstance(y.value, str) \
+                    and not is_time_text(y.value):
+                raise _time_error(y, render(x))
         ka, kb = ("text" if k == "time" else k for k in (ka, kb))
         if ka is None or kb is None or ka == kb:
             return
@@ -144,7 +183,10 @@ class ExprCompiler:
             else:
                 self._same_kind(node.left, node.right, node.op)
             numeric = node.op in "+-*/%" or self._is_numeric(node.left) or self._is_numeric(node.right)
-            return f"({self._operand(node.left, numeric)} {node.op} {self._operand(node.right, numeric)})"
+            left, right = self._operand(node.left, numeric), self._operand(node.right, numeric)
+            if node.op in "/%":      # by zero: NULL (DuckDB refuses x % 0 while running)
+                right = f"NULLIF({right}, 0)"
+            return f"({left} {node.op} {right})"
         if isinstance(node, A.InList):
             numeric = all(self._is_numeric(x) for x in node.items)
             for x in node.items:
@@ -158,7 +200,10 @@ class ExprCompiler:
             for side in (node.operand, node.pattern):
                 if self._kind(side) not in (None, "text", "time"):
                     raise BindError(f"LIKE needs text, but {render(side)} is {self._kind(side)}")
-            return f"({self._operand(node.operand, False)} {neg}LIKE {self._c(node.pattern)})"
+            operand = self._operand(node.operand, False)
+            if self._kind(node.operand) == "time":   # a time matches LIKE by its text
+                operand = f"CAST({operand} AS VARCHAR)"
+            return f"({operand} {neg}LIKE {self._c(node.pattern)})"
         if isinstance(node, A.IsNull):
             return f"({self._operand(node.operand, False)} IS {'NOT ' if node.negated else ''}NULL)"
         if isinstance(node, A.Between):

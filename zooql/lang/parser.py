@@ -365,7 +365,7 @@ def check_depth(text: str, tree: Tree) -> None:
                 f"syntax error at line {line}, column {column}: expression nested too deeply (at most "
                 f"{MAX_DEPTH} parse levels, about {MAX_DEPTH // 2 - 5} nested parentheses or "
                 f"{MAX_DEPTH - 10} chained NOTs)", line=line, column=column,
-                context=_caret(text, line, column))
+                context=caret_context(text, line, column))
         stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
 
@@ -439,7 +439,7 @@ class Parser:
                     tree = self._lark.parse(sub_text)
                 except UnexpectedInput as exc:
                     err = _format_error(sub_text, exc)
-                    err.context = _caret(text, err.line, err.column)
+                    err.context = caret_context(text, err.line, err.column)
                     raise err from None
                 sub_t, stmts = self._transform(tree, text, outer._positional)
                 outer._positional = sub_t._positional
@@ -511,10 +511,18 @@ def _pretty_expected(names) -> list[str]:
     return sorted(out)
 
 
-def _caret(text: str, line: int, column: int) -> str:
+def caret_context(text: str, line: int, column: int) -> str:
+    """The line of ``text`` at ``line`` with a caret under ``column`` (error messages).
+    Characters a terminal cannot print (lone surrogates, NUL) are shown escaped."""
     lines = text.splitlines() or [""]
     src = lines[line - 1] if 0 < line <= len(lines) else ""
-    return f"  {line} | {src}\n  {' ' * len(str(line))} | {' ' * (column - 1)}^"
+    shown, pad = _printable(src), len(_printable(src[:column - 1]))
+    return f"  {line} | {shown}\n  {' ' * len(str(line))} | {' ' * pad}^"
+
+
+def _printable(s: str) -> str:
+    s = s.replace("\x00", "\\x00")
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _statement_start(exc, expected: list[str], first: list[str]) -> str | None:
@@ -541,7 +549,7 @@ def _format_error(text: str, exc: UnexpectedInput, first: list[str] = ()) -> Par
         what = f"unexpected {exc.token.value!r}"
         expected = _pretty_expected(exc.accepts or exc.expected)
         history = getattr(exc, "token_history", None) or []
-        if exc.token.type == "LPAR" and history and history[-1].type == "SQL_QUERY":
+        if exc.token.type == "LPAR" and history and getattr(history[-1], "type", None) == "SQL_QUERY":
             what = "unbalanced '(' in the query (or parentheses nested deeper than 10)"
             expected = []
     elif isinstance(exc, UnexpectedCharacters):
@@ -557,5 +565,5 @@ def _format_error(text: str, exc: UnexpectedInput, first: list[str] = ()) -> Par
         msg += start
     elif expected and len(expected) <= _MAX_EXPECTED:
         msg += f" (expected {', '.join(expected)})"
-    return ParseError(msg, line=line, column=column, context=_caret(text, line, column),
+    return ParseError(msg, line=line, column=column, context=caret_context(text, line, column),
                       expected=expected)

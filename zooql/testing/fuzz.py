@@ -41,6 +41,10 @@ HEAVY = {"Probe", "Find", "Recommend", "TrainRecommender", "LabelModels", "Class
          "RefreshDescriptors", "SelectModelsForTask"}
 LOADABLE = ("timm:", "open_clip:", "torchscript:", "python:")
 SKIP_FILES = {"hub.lock", "catalog.duckdb", "catalog.duckdb.wal"}
+# DuckDB's own error text: a ZooQLError carrying it is a leak (the user should read ZooQL's words)
+ENGINE_TEXT = re.compile(r"_duckdb|duckdb\.|Binder Error|Conversion Error|Catalog Error|Parser Error|"
+                         r"Invalid Input Error|Out of Range Error|Not implemented Error|INTERNAL Error|"
+                         r"Constraint Error|Dependency Error|Serialization Error|TransactionContext Error")
 
 HUGE = ["999999999999999999999999999999", "2147483648", "100000000", "9223372036854775808", "1e309",
         "1e308", "0", "0.0", "-1", "-0", "1e-400", "4294967297", ".5", "1.5", "00000001"]
@@ -245,6 +249,7 @@ class Report:
     crashes: list = field(default_factory=list)    # (class, message, text, params)
     hangs: list = field(default_factory=list)      # (seconds, text)
     changes: list = field(default_factory=list)    # (class, diff, text)
+    leaks: list = field(default_factory=list)      # (class, message, text): a ZooQLError with engine text
     explained: int = 0
     slowest: float = 0.0
     seconds: float = 0.0
@@ -318,11 +323,23 @@ def _record(rep: Report, exc, secs: float, explained: bool, cases, slow_s: float
     if exc is not None and not isinstance(exc, ZooQLError):
         params = repr(cases[0].params)[:80] if cases else ""
         rep.crashes.append((type(exc).__name__, str(exc)[:300], text, params))
+    elif exc is not None and _engine_text(str(exc), cases[0].text if cases else ""):
+        rep.leaks.append((type(exc).__name__, str(exc)[:300], text))
+
+
+def _engine_text(message: str, statement: str) -> bool:
+    """Whether ``message`` carries DuckDB's words (an echo of the statement's own lines aside)."""
+    for line in statement.splitlines():
+        if line.strip():
+            message = message.replace(line, "")
+    return ENGINE_TEXT.search(message) is not None
 
 
 def run(n: int, seed: int = 0, *, root: str | os.PathLike, workdir: str | None = None,
-        slow_s: float = 10.0, reset_every: int = 100, progress=None) -> Report:
-    """Fuzz ``n`` statements; see the module doc for what is checked."""
+        slow_s: float = 10.0, reset_every: int = 100, progress=None,
+        max_seconds: float | None = None) -> Report:
+    """Fuzz ``n`` generated texts (fewer when ``max_seconds`` runs out first: the same
+    sequence, cut short); see the module doc for what is checked."""
     import zooql
 
     rep = Report()
@@ -335,6 +352,8 @@ def run(n: int, seed: int = 0, *, root: str | os.PathLike, workdir: str | None =
     hub = None
     try:
         for i in range(n):
+            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                break
             if i % reset_every == 0:  # a fresh copy: DROPs and ALTERs must not starve later cases
                 if hub is not None:
                     hub.close()

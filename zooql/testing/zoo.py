@@ -64,7 +64,10 @@ def build_zoo(folder: str | os.PathLike, n_models: int = 8, n_probes: int = 40, 
 def slow_down(step: str, seconds: float) -> None:
     """Make every call of a statement's heavy step sleep ``seconds`` first (in this process).
     ``step``: inspect (ADD MODELS), forward (PROBE), evaluate (DISCOVER), fit (REFRESH
-    DESCRIPTORS), import (IMPORT: reading the file)."""
+    DESCRIPTORS), import (IMPORT: reading the file), graph (CREATE SEMANTIC GRAPH: hashing a
+    node's images), embed (LABEL MODELS: a node's image embeddings), text (SELECT MODELS ...
+    USING LABELS: MiniLM text embeddings), classify (CLASSIFY: one model's zero-shot pass),
+    train (TRAIN RECOMMENDER: the fit)."""
     def wrap(owner, attr):
         orig = getattr(owner, attr)
 
@@ -90,6 +93,21 @@ def slow_down(step: str, seconds: float) -> None:
     elif step == "import":
         from zooql.core.ops import ImportTable
         wrap(ImportTable, "_read")
+    elif step == "graph":
+        from zooql.methods.mll import semantic_graph
+        wrap(semantic_graph, "hash_files")
+    elif step == "embed":
+        from zooql.methods.mll import labels
+        wrap(labels, "embed_node_images")
+    elif step == "text":
+        from zooql.runtime import text_embed
+        wrap(text_embed, "embed_texts")
+    elif step == "classify":
+        from zooql.methods.mll import labels
+        wrap(labels, "zero_shot")
+    elif step == "train":
+        from zooql.methods.modellens import select
+        wrap(select, "train_default")
     else:
         raise ValueError(f"unknown step {step!r}")
 

@@ -7,7 +7,7 @@ METHOD = Method(
     package=__name__,
     statements=("RANK MODELS",),
     modules=("bind",),
-    hooks={"on_drop": "ops:_drop_hook"},
+    hooks={"on_drop": "ops:_drop_hook", "on_check": "check:check_vectors"},
     tables=("dcd_vectors",),
     relations={"conductance_vectors": "SELECT model, task, n_images, steps, blocks, vector FROM dcd_vectors"},
 )

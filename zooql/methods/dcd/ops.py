@@ -38,13 +38,22 @@ DRAW_COLUMNS = ["rank_std", "positions"]      # added by OPTIONS (draws = k > 1)
 _EVAL_FILTER = "score IS NOT NULL AND isfinite(score)"
 
 
+def vector_ok(blocks, vector) -> bool:
+    """A stored vector is usable: one finite value per block (a damaged row is recomputed)."""
+    if not blocks or vector is None or len(vector) != len(blocks):
+        return False
+    return bool(np.isfinite(np.asarray(vector, dtype=np.float64)).all())
+
+
 def cached_fingerprints(con, task: str) -> dict[str, str]:
-    """model -> fingerprint of the cached vectors of ``task`` (none on a hub without the table)."""
+    """model -> fingerprint of the usable cached vectors of ``task`` (none on a hub without
+    the table; a damaged vector counts as not cached, so RANK recomputes it)."""
     try:
-        rows = con.execute("SELECT model, fingerprint FROM dcd_vectors WHERE task = ?", [task]).fetchall()
+        rows = con.execute("SELECT model, fingerprint, blocks, vector FROM dcd_vectors WHERE task = ?",
+                           [task]).fetchall()
     except Exception:
         return {}
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: r[1] for r in rows if vector_ok(r[2], r[3])}
 
 
 def task_images(con, task_row: dict):
@@ -104,7 +113,8 @@ class Conductance(Operator):
         have = {}
         for model, fp, blocks, vec in ctx.con.execute(
                 "SELECT model, fingerprint, blocks, vector FROM dcd_vectors WHERE task = ?", [self.task]).fetchall():
-            have[model] = (fp, list(blocks), np.asarray(vec, dtype=np.float64))
+            if vector_ok(blocks, vec):   # a damaged vector is recomputed, never used
+                have[model] = (fp, list(blocks), np.asarray(vec, dtype=np.float64))
         todo = [m for m in self.models if m[0] not in have or have[m[0]][0] != m[4]]
         if todo and not self.writes:
             raise ExecutionError(f"the conductance cache of task {self.task!r} changed since the statement was "

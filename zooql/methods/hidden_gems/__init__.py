@@ -7,7 +7,7 @@ METHOD = Method(
     package=__name__,
     statements=("DISCOVER",),
     modules=("bind",),
-    hooks={"on_drop": "ops:_drop_cached"},
+    hooks={"on_drop": "ops:_drop_cached", "on_check": "check:check_outcome_cache"},
     tables=("discover_cache",),
     relations={"discover_outcomes": "SELECT task, model, query_id, score, evaluated_at FROM discover_cache"},
 )

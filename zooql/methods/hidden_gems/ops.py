@@ -204,13 +204,15 @@ def _drop_cached(ctx: ExecContext, model_id: int, name: str) -> None:
 # ---- the outcome cache ---------------------------------------------------------------------
 
 def _load_cache(con, src, models: list[dict], Q: int) -> dict[int, float]:
-    """Cached evaluations of this task definition: (model index * Q + query index) -> score."""
+    """Cached evaluations of this task definition: (model index * Q + query index) -> score.
+    A damaged score (not a finite number; CHECK HUB reports it) is not replayed: the pair is
+    evaluated again."""
     id_to_idx = {m["id"]: i for i, m in enumerate(models)}
     q_to_idx = {q: j for j, q in enumerate(src.query_ids)}
     cache: dict[int, float] = {}
     for mid, qid, score in con.execute(
             "SELECT model_id, query_id, score FROM discover_cache WHERE task = ? AND fingerprint = ? "
-            "AND list_contains(?, model_id)", [src.task, src.fingerprint, list(id_to_idx)]).fetchall():
+            "AND list_contains(?, model_id) AND isfinite(score)", [src.task, src.fingerprint, list(id_to_idx)]).fetchall():
         j = q_to_idx.get(qid)
         if j is not None:
             cache[id_to_idx[mid] * Q + j] = float(score)

@@ -1,7 +1,10 @@
 """Operators of MLL (Model Label Learning, :mod:`zooql.methods.mll.labels`): CREATE SEMANTIC GRAPH,
 LABEL MODELS, SELECT MODELS FOR TASK ... USING LABELS and CLASSIFY ... USING LABELS ENSEMBLE.
 
-Storage (``methods/mll/schema.sql``, all inside the statement's DuckDB transaction):
+Storage (``methods/mll/schema.sql``): every statement reads the folder, runs its models
+and embeds its texts over a read-only catalog connection and writes what it found in one
+short read-write transaction at the end (``ExecContext.begin_write``), so readers in other
+processes are never locked out and a statement that fails writes nothing. The tables:
 ``mll_graphs`` / ``mll_nodes`` (the graph, with each node's image list and hash),
 ``mll_embeddings`` (per model and node: the image embeddings and the caption embedding,
 keyed by the node's images hash and caption, so that LABEL only runs the forward passes
@@ -80,9 +83,12 @@ def vlm_models(con, filter_sql: str | None = None, params: tuple = ()) -> list[d
 
 
 def cached_nodes(con, gid: int, model_id: int) -> dict[str, tuple[str, str]]:
-    rows = con.execute("SELECT node, images_hash, caption FROM mll_embeddings WHERE graph_id = ? AND model_id = ?",
+    """node -> (images hash, caption) of the model's stored embeddings; damaged ones (blob
+    sizes that do not match their shape; CHECK HUB reports them) count as missing."""
+    rows = con.execute("SELECT node, images_hash, caption, n_images, dim, octet_length(image_emb), "
+                       "octet_length(text_emb) FROM mll_embeddings WHERE graph_id = ? AND model_id = ?",
                        [gid, model_id]).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {r[0]: (r[1], r[2]) for r in rows if r[4] and r[5] == r[3] * r[4] * 2 and r[6] == r[4] * 4}
 
 
 def missing_nodes(con, gid: int, model_id: int, nodes: list[dict]) -> list[dict]:
@@ -116,9 +122,11 @@ def _blob(a: np.ndarray) -> bytes:
 class CreateSemanticGraph(Operator):
     """Read a graph folder (WordNet ids or a graph.json) and store its nodes; OR REPLACE
     rescans an existing graph, keeping the embeddings of nodes whose images and caption
-    did not change."""
+    did not change. The folder is read (and its images hashed) before the catalog is
+    opened read-write for the short transaction that stores the nodes."""
 
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
     graph: str = ""
     folder: str = ""
     root: str | None = None
@@ -133,16 +141,17 @@ class CreateSemanticGraph(Operator):
     def run(self, ctx, inputs):
         from zooql.methods.mll.semantic_graph import read_graph_folder
 
-        con = ctx.con
+        old = graph_row(ctx.con, self.graph)
+        if old is not None and not self.replace:
+            raise ExecutionError(f"semantic graph {self.graph!r} already exists (use CREATE OR REPLACE)")
+        before = ({n["node"]: (n["images_hash"], n["caption"]) for n in graph_nodes(ctx.con, old["id"])}
+                  if old is not None else {})
         nodes, origin = read_graph_folder(self.folder, root=self.root, max_images=self.max_images,
                                           wordnet=self.wordnet)
-        old = graph_row(con, self.graph)
+        con = ctx.begin_write()   # the writer lock is held: nothing changed since the reads above
         kept = 0
         if old is not None:
-            if not self.replace:
-                raise ExecutionError(f"semantic graph {self.graph!r} already exists (use CREATE OR REPLACE)")
             gid = old["id"]
-            before = {n["node"]: (n["images_hash"], n["caption"]) for n in graph_nodes(con, gid)}
             now = {n.id: (n.images_hash, n.caption) for n in nodes}
             kept = sum(1 for k, v in now.items() if before.get(k) == v)
             stale = [k for k, v in before.items() if now.get(k) != v]
@@ -331,19 +340,21 @@ def class_captions(con, g: dict, nodes: list[dict], classes: list[str], given: l
     return out
 
 
-def sentence_node_embeddings(con, gid: int, nodes: list[dict]) -> np.ndarray:
-    """MiniLM embeddings of the node captions, cached in ``mll_nodes.sentence_emb``."""
+def sentence_node_embeddings(con, gid: int, nodes: list[dict]) -> tuple[np.ndarray, list]:
+    """MiniLM embeddings of the node captions, cached in ``mll_nodes.sentence_emb``:
+    (embeddings, the cache rows to write: ``[blob, graph id, node]`` for the new ones).
+    ``con`` is only read; the caller writes the new rows in its short transaction."""
     from zooql.runtime.text_embed import embed_texts
 
     rows = dict(con.execute("SELECT node, sentence_emb FROM mll_nodes WHERE graph_id = ?", [gid]).fetchall())
     todo = [n for n in nodes if rows.get(n["node"]) is None]
+    new = []
     if todo:
         emb = embed_texts([n["caption"] for n in todo])
         for n, e in zip(todo, emb):
-            con.execute("UPDATE mll_nodes SET sentence_emb = ? WHERE graph_id = ? AND node = ?",
-                        [_blob(e.astype(np.float32)), gid, n["node"]])
             rows[n["node"]] = _blob(e.astype(np.float32))
-    return np.stack([np.frombuffer(rows[n["node"]], dtype=np.float32) for n in nodes])
+            new.append([rows[n["node"]], gid, n["node"]])
+    return np.stack([np.frombuffer(rows[n["node"]], dtype=np.float32) for n in nodes]), new
 
 
 @dataclass
@@ -358,6 +369,7 @@ class Selection:
     selected: np.ndarray        # [Y, k]
     stale: list[str]
     matched: list[str]          # V^Selected: the nodes matched to the task's classes
+    new_sentence_rows: list     # MiniLM node embeddings to cache (see sentence_node_embeddings)
 
 
 def select_models(con, graph: str, classes: list[str], given: list | None, domain: str | None, *,
@@ -375,7 +387,8 @@ def select_models(con, graph: str, classes: list[str], given: list | None, domai
     captions = class_captions(con, g, nodes, classes, given, domain)
     from zooql.runtime.text_embed import embed_texts
 
-    class_emb, node_emb = embed_texts(captions), sentence_node_embeddings(con, g["id"], nodes)
+    class_emb = embed_texts(captions)
+    node_emb, new_rows = sentence_node_embeddings(con, g["id"], nodes)
     per_class, _ = mll.matched_nodes(class_emb, node_emb, nodes_per_class)
     Z = mll.transfer_matrix(class_emb, node_emb, nodes_per_class)
     chosen = sorted({int(v) for v in per_class.ravel()})
@@ -383,7 +396,7 @@ def select_models(con, graph: str, classes: list[str], given: list | None, domai
     PY = mll.class_performance(P, Z)
     R = mll.reuse_metric(PY, alpha)
     return Selection(g, fresh, list(classes), captions, Z, PY, R, mll.select_per_class(R, top),
-                     [m["name"] for m in stale], [nodes[v]["node"] for v in chosen])
+                     [m["name"] for m in stale], [nodes[v]["node"] for v in chosen], new_rows)
 
 
 def selected_precision(con, gid: int, model_id: int, nodes: list[dict], chosen: list[int]) -> np.ndarray:
@@ -391,6 +404,8 @@ def selected_precision(con, gid: int, model_id: int, nodes: list[dict], chosen: 
     (``chosen``, node indices) with the argmax over those nodes only, from the image and
     caption embeddings LABEL stored (only the selected nodes' rows are read)."""
     from zooql.methods.mll import labels as mll
+
+    from zooql.errors import StorageError
 
     names = [nodes[v]["node"] for v in chosen]
     marks = ", ".join("?" for _ in names)
@@ -402,12 +417,22 @@ def selected_precision(con, gid: int, model_id: int, nodes: list[dict], chosen: 
         if name not in rows:
             continue
         k, d, img, txt = rows[name]
+        if not d or len(img) != k * d * 2 or len(txt) != d * 4:
+            raise StorageError(f"the stored embeddings of model id {model_id} on node {name} are damaged "
+                               f"(table mll_embeddings); LABEL MODELS ON GRAPH ... recomputes them "
+                               f"(CHECK HUB lists every damaged row)")
         images[v] = np.frombuffer(img, dtype=np.float16).reshape(k, d).astype(np.float32)
         captions[v] = np.frombuffer(txt, dtype=np.float32)
     return mll.selected_node_precision(images, captions, len(nodes))
 
 
-def _store_task(con, task: str, sel: Selection, domain: str | None) -> None:
+def _store_task(ctx: ExecContext, task: str, sel: Selection, domain: str | None) -> None:
+    """The short write of SELECT MODELS / CLASSIFY, once their work is done: the new MiniLM
+    node embeddings and the task."""
+    con = ctx.begin_write()
+    if sel.new_sentence_rows:
+        con.executemany("UPDATE mll_nodes SET sentence_emb = ? WHERE graph_id = ? AND node = ?",
+                        sel.new_sentence_rows)
     con.execute("DELETE FROM mll_tasks WHERE name = ?", [task])
     con.execute("INSERT INTO mll_tasks (name, graph_id, classes, captions, domain) VALUES (?, ?, ?, ?, ?)",
                 [task, sel.graph["id"], json.dumps(sel.classes), json.dumps(sel.captions), domain])
@@ -429,6 +454,7 @@ class SelectModelsByLabels(Operator):
     """Rank labelled VLMs for a task (Eq. 6-7): per class the ``top`` models by reuse metric."""
 
     writes: ClassVar[bool] = True     # stores the task and caches MiniLM node embeddings
+    short_writes: ClassVar[bool] = True   # in one short transaction at the end
     task: str = ""
     graph: str = ""
     classes: tuple = ()
@@ -449,7 +475,7 @@ class SelectModelsByLabels(Operator):
     def run(self, ctx, inputs):
         sel = select_models(ctx.con, self.graph, list(self.classes), list(self.captions) if self.captions else None,
                             self.domain, top=self.top, alpha=self.alpha, nodes_per_class=self.nodes_per_class)
-        _store_task(ctx.con, self.task, sel, self.domain)
+        _store_task(ctx, self.task, sel, self.domain)
         chosen: dict[int, list[str]] = {}
         for y, row in enumerate(sel.selected):
             for m in row:
@@ -472,6 +498,7 @@ class ClassifyByLabels(Operator):
 
     writes: ClassVar[bool] = True     # caches MiniLM node embeddings, stores the task
     runs_models: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True   # after the models ran, in one short transaction
     folder: str = ""
     task: str = ""
     graph: str = ""
@@ -505,7 +532,6 @@ class ClassifyByLabels(Operator):
             raise ExecutionError(f"no images ({', '.join(IMAGE_EXTS[:4])}, ...) in folder {self.folder}")
         sel = select_models(ctx.con, self.graph, list(self.classes), list(self.captions) if self.captions else None,
                             self.domain, top=self.ensemble, alpha=self.alpha, nodes_per_class=self.nodes_per_class)
-        _store_task(ctx.con, self.task, sel, self.domain)
         paths = [os.path.join(self.folder, p) for p in self.images]
         probs: dict[int, np.ndarray] = {}
         used = sorted({int(m) for m in sel.selected.ravel()})
@@ -520,6 +546,7 @@ class ClassifyByLabels(Operator):
         finally:
             results.close()
         conf, pred = mll.ensemble_predict(probs, sel.selected, self.weights)
+        _store_task(ctx, self.task, sel, self.domain)
         by_class = {c.lower(): c for c in sel.classes}
         rows, correct, known = [], 0, 0
         for path, y, c in zip(self.images, pred, conf):

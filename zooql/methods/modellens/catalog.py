@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from typing import Any
 
 import duckdb
@@ -51,19 +52,38 @@ def fingerprint(con) -> str:
 
 def cached_row(con) -> dict | None:
     """The ``recommenders`` row of ModelLens, or None (also on a hub that predates the table)."""
-    try:
-        row = con.execute("SELECT fingerprint, config, file, records, models, datasets, metrics, "
-                          "train_seconds, stale, trained_at FROM recommenders WHERE name = ?",
-                          [RECOMMENDER_NAME]).fetchone()
+    try:   # SELECT *: a catalog not yet opened read-write may predate the size/sha256 columns
+        cur = con.execute("SELECT * FROM recommenders WHERE name = ?", [RECOMMENDER_NAME])
+        row = cur.fetchone()
     except duckdb.CatalogException:
         return None
     if row is None:
         return None
-    keys = ("fingerprint", "config", "file", "records", "models", "datasets", "metrics",
-            "train_seconds", "stale", "trained_at")
-    out = dict(zip(keys, row))
+    out = {"size": None, "sha256": None, **dict(zip((d[0] for d in cur.description), row))}
     out["config"] = json.loads(out["config"]) if out["config"] else {}
     return out
+
+
+def file_damaged(path: str, row: dict, full: bool = False) -> str | None:
+    """What is wrong with the cached recommender's file that its size tells (None: nothing
+    the cheap check sees); ``full`` compares its SHA-256 too (TRAIN RECOMMENDER, CHECK HUB)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "the file is missing"
+    if row.get("size") is not None and size != row["size"]:
+        return f"the file has {size} bytes, the catalog records {row['size']}"
+    if full and row.get("sha256") is not None and sha256_file(path) != row["sha256"]:
+        return "the file's SHA-256 is not the recorded one (its data was overwritten)"
+    return None
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def cached_selection(con):
@@ -83,7 +103,7 @@ def cached_selection(con):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["config"].item())
         return Selection.from_json(meta.get("selection"))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
 
 
@@ -116,7 +136,8 @@ def recommender_status(con, config: dict | None = None) -> tuple[bool, str | Non
     ``config=None`` (lazy training inside RECOMMEND) reuses whatever configuration the
     cache was trained with (defaults when there is none); an explicit TRAIN RECOMMENDER
     passes its configuration and reuses only an identical one. Reasons: ``untrained``,
-    ``stale`` (new import or changed data), ``file_missing``, ``config``."""
+    ``stale`` (new import or changed data), ``file_missing``, ``file_damaged`` (its size, or
+    for TRAIN RECOMMENDER its SHA-256, is not the recorded one), ``config``."""
     row = cached_row(con)
     if row is None:
         return False, "untrained", dict(config) if config is not None else default_config()
@@ -124,8 +145,11 @@ def recommender_status(con, config: dict | None = None) -> tuple[bool, str | Non
     use = dict(config) if config is not None else stored
     if row["stale"] or row["fingerprint"] != fingerprint(con):
         return False, "stale", use
-    if not os.path.exists(os.path.join(hub_dir(con), CACHE_DIR, row["file"])):
+    path = os.path.join(hub_dir(con), CACHE_DIR, row["file"])
+    if not os.path.exists(path):
         return False, "file_missing", use
+    if file_damaged(path, row, full=config is not None):   # TRAIN RECOMMENDER reads it all
+        return False, "file_damaged", use
     if config is not None and dict(config) != stored:
         return False, "config", use
     return True, None, use

@@ -31,15 +31,15 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 
 from zooql.plan.nodes import ExecContext, Expr, Operator, OpStats, Rows
-from zooql.errors import ExecutionError
+from zooql.errors import ExecutionError, StorageError
 from zooql.methods.modellens.catalog import (  # noqa: F401  (re-exported for the binder)
     RECOMMENDER_NAME, CACHE_DIR, FEATURES_VERSION, _LOADED, _EVAL_FILTER, evaluation_count,
-    fingerprint, cached_row, cached_selection, hub_dir, default_config, config_tag,
+    fingerprint, cached_row, cached_selection, hub_dir, default_config, config_tag, file_damaged,
     stored_config, recommender_status, load_records, dataset_text, catalog_dataset_text,
     name_features, model_features, side_info,
 )
@@ -59,15 +59,27 @@ RESULT_TYPES = ["BIGINT", "VARCHAR", "DOUBLE", "DOUBLE", "BOOLEAN"]
 
 
 
-def _load_cached(path: str):
+def _load_cached(path: str, row: dict | None = None):
+    """The cached Recommender of ``path``; StorageError naming the file when it is damaged
+    (its size is not the recorded one, or it does not read back: the .npz's CRCs)."""
     rec = _LOADED.get(path)
     if rec is None:
+        import zipfile
+
         import numpy as np
 
         from zooql.methods.modellens.recommender import Recommender
 
-        with np.load(path, allow_pickle=False) as z:
-            rec = Recommender.from_state({k: z[k] for k in z.files})
+        why = file_damaged(path, row or {})
+        if why is None:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    rec = Recommender.from_state({k: z[k] for k in z.files})
+            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+                why = f"it does not read back ({type(exc).__name__}: {str(exc)[:120]})"
+        if why is not None:
+            raise StorageError(f"recommender file {path} is damaged: {why}; TRAIN RECOMMENDER rebuilds it "
+                               "(CHECK HUB lists every damaged file)")
         if len(_LOADED) >= 4:
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[path] = rec
@@ -149,8 +161,14 @@ class TrainRecommender(Operator):
 
     Writes (the .npz and the ``recommenders`` row) only when it trains, so a RECOMMEND
     that reuses the cache stays a read-only statement. ``explicit`` is the TRAIN
-    RECOMMENDER statement itself (returns a summary row instead of the fitted model)."""
+    RECOMMENDER statement itself (returns a summary row instead of the fitted model).
 
+    The training reads the evaluations over a read-only connection and holds no DuckDB
+    lock; the fit's file is written beside the catalog (atomically, under the hub's writer
+    lock) and its row committed in one short read-write transaction (``short_writes``);
+    if that commit fails the new file is removed, so a failed statement leaves nothing."""
+
+    short_writes: ClassVar[bool] = True
     reuse: bool = False
     reason: str | None = None
     config: tuple = ()            # full Recommender config as sorted (key, value) pairs
@@ -203,13 +221,24 @@ class TrainRecommender(Operator):
         path = ctx.store.file(CACHE_DIR, fname)
         buf = io.BytesIO()
         np.savez(buf, **rec.state_dict())
-        atomic_write_bytes(path, buf.getvalue())
-        ctx.con.execute(
-            "INSERT OR REPLACE INTO recommenders (name, fingerprint, config, file, records, models, "
-            "datasets, metrics, train_seconds, stale, trained_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, false, current_timestamp)",
-            [RECOMMENDER_NAME, fp, json.dumps(config), fname, len(recs), len(set(recs.m_idx.tolist())),
-             len(set(recs.d_idx.tolist())), len(set(recs.k_idx.tolist())), round(seconds, 3)])
+        data = buf.getvalue()
+        previous = path.read_bytes() if path.exists() else None   # the same fit's older copy
+        atomic_write_bytes(path, data)
+        try:
+            ctx.begin_write().execute(
+                "INSERT OR REPLACE INTO recommenders (name, fingerprint, config, file, records, models, "
+                "datasets, metrics, train_seconds, stale, trained_at, size, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, false, current_timestamp, ?, ?)",
+                [RECOMMENDER_NAME, fp, json.dumps(config), fname, len(recs), len(set(recs.m_idx.tolist())),
+                 len(set(recs.d_idx.tolist())), len(set(recs.k_idx.tolist())), round(seconds, 3),
+                 len(data), hashlib.sha256(data).hexdigest()])
+            ctx.commit()
+        except BaseException:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, previous)
+            raise
         _LOADED[str(path)] = rec
         folder = path.parent
 
@@ -237,10 +266,12 @@ class TrainRecommender(Operator):
             path = os.path.join(str(ctx.store.path), CACHE_DIR, row["file"])
             if os.path.exists(path):
                 try:
-                    rec = _load_cached(path)
+                    rec = _load_cached(path, row)
                     fname = row["file"]
-                except (OSError, ValueError, KeyError):
-                    rec = None
+                except StorageError:
+                    if not self.writes:   # a RECOMMEND that planned to reuse it: say which file
+                        raise
+                    rec = None            # TRAIN RECOMMENDER (or a retraining RECOMMEND) rebuilds it
         if rec is None:
             rec, recs, seconds = self._fit(ctx, config)
             trained = True

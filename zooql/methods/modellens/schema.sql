@@ -23,3 +23,7 @@ CREATE TABLE IF NOT EXISTS model_features (
     model VARCHAR PRIMARY KEY,
     features JSON NOT NULL
 );
+-- size and SHA-256 of the cached .npz, checked on load (size) and by CHECK HUB (both);
+-- NULL in rows written before they were recorded.
+ALTER TABLE recommenders ADD COLUMN IF NOT EXISTS size BIGINT;
+ALTER TABLE recommenders ADD COLUMN IF NOT EXISTS sha256 VARCHAR;

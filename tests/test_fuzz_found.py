@@ -1,0 +1,45 @@
+"""Regressions for what the long fuzz run (benchmarks/fuzz.py, issue 18) found: an
+AttributeError formatting the parse error of a statement that starts with "(", a
+RecursionError in sqlglot for a query with ~1,000 NOTs, and ZooQL errors that carried
+DuckDB's own text (a surrogate in an ALTER DATASET key)."""
+from __future__ import annotations
+
+import pytest
+
+import zooql
+from zooql.errors import BindError, ParseError
+from zooql.testing.fuzz import ENGINE_TEXT, _engine_text
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    h = zooql.connect(tmp_path_factory.mktemp("found") / "hub")
+    yield h
+    h.close()
+
+
+@pytest.mark.parametrize("text", ["( SHOW TREES ) TO 'trees.csv' ;",
+                                  "( SELECT * FROM models WHERE tree IS NOT NULL ) TO 'x.csv'",
+                                  "( MODELS FOR DATASET birds OPTIONS RECOMMEND include_observed = false ) 0.0"])
+def test_statement_starting_with_a_parenthesis_is_a_parse_error(hub, text):
+    with pytest.raises(ParseError, match=r"syntax error at line 1, column 1: unexpected '\('"):
+        hub.execute(text)
+
+
+def test_deeply_nested_query_is_a_parse_error(hub):
+    q = "SELECT name FROM models WHERE " + "NOT " * 1500 + "true"
+    with pytest.raises(ParseError, match="nested too deeply"):
+        hub.execute(q)
+
+
+def test_surrogate_in_an_alter_dataset_key_is_a_bind_error(hub):
+    with pytest.raises(BindError, match="option name at line 1, column 31 is not valid Unicode") as ei:
+        hub.execute("ALTER DATASET 'brain-mri' SET \"\ud800\" = 'MRI scans'")
+    assert not ENGINE_TEXT.search(str(ei.value))
+
+
+def test_engine_text_detector():
+    # DuckDB's words are a leak; a name the statement itself used (catalog.duckdb) is not
+    assert _engine_text("catalog error: Conversion Error: Malformed JSON", "ALTER DATASET x SET a = 1")
+    assert not _engine_text("unknown dataset 'catalog.duckdb'", 'DESCRIBE DATASET "catalog.duckdb"')
+    assert not _engine_text("unknown column 'x'", "SHOW MODELS WHERE x = 1")
