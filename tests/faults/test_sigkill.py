@@ -1,5 +1,5 @@
-"""The fault suite (issue 18): SIGKILL at random points of ADD MODELS, IMPORT, PROBE, DISCOVER
-and REFRESH DESCRIPTORS, two kills each (fixed seeds); after each: the hub opens, no half rows,
+"""The fault suite (issue 18): SIGKILL at random points of ADD MODELS, IMPORT, PROBE, DISCOVER,
+REFRESH DESCRIPTORS and TRAIN RECOMMENDER, two kills each (fixed seeds); after each: the hub opens, no half rows,
 no catalog row points to a missing or damaged file (CHECK HUB), the rerun resumes and ends
 where an uninterrupted run does, and leaves no orphan or temporary file.
 ``benchmarks/faults.py --kills 10`` is the long run."""

@@ -94,6 +94,10 @@ def _refresh_state(con):
         _q(con, "SELECT method, rank FROM probe_factors")
 
 
+def _train_state(con):
+    return _q(con, "SELECT count(*), max(file), max(fingerprint), max(size), max(sha256) FROM recommenders")
+
+
 SCENARIOS = {
     "add_models": Scenario("add_models", (), "ADD MODELS FROM '{models_csv}'", (("inspect", 0.3),), 2.0,
                            _models_state, _models_inv),
@@ -108,6 +112,9 @@ SCENARIOS = {
                                     "PROBE WITH ps SAMPLE 50 PERCENT SEED 1"),
                         "REFRESH DESCRIPTORS WITH PROBES ps OPTIONS (rank = 3, iters = 5)", (("fit", 1.0),), 1.2,
                         _refresh_state, _probe_inv),
+    "train": Scenario("train", ("IMPORT EVALUATIONS FROM '{recs_csv}'",),
+                      "TRAIN RECOMMENDER WITH (dim = 4, epochs = 30, validate = false)", (("train", 0.5),), 5.0,
+                      _train_state, lambda con: []),
 }
 
 
@@ -182,7 +189,7 @@ def run_kill(t: Template, work: Path, delay: float) -> KillResult:
         problems += sc.invariants(con)
     committed = after == t.expected
     start_state = _start_state(t)
-    if sc.name in ("add_models", "import", "discover") and after not in (start_state, t.expected):
+    if sc.name in ("add_models", "import", "discover", "train") and after not in (start_state, t.expected):
         problems.append(f"half a statement committed: {after}")
     errors = [r for r in h.execute("CHECK HUB").rows if r[0] == "error"]
     if errors:

@@ -22,7 +22,7 @@ LABELS = ("w", "x", "y", "z")
 def build_zoo(folder: str | os.PathLike, n_models: int = 8, n_probes: int = 40, seed: int = 0,
               n_queries: int = 50, n_eval_rows: int = 0) -> dict:
     """Write the zoo into ``folder``; returns the paths (``models_csv``, ``probes``,
-    ``outcomes_csv``, ``evaluations_csv``) and the model ``names``."""
+    ``outcomes_csv``, ``recs_csv`` (50 evaluations), ``evaluations_csv``) and the model ``names``."""
     import torch
 
     folder = Path(folder)
@@ -46,8 +46,11 @@ def build_zoo(folder: str | os.PathLike, n_models: int = 8, n_probes: int = 40, 
         acc = rng.uniform(0.2, 0.9)
         lines += [f"{name},bench,q{q:03d},{float(rng.random() < acc)}" for q in range(n_queries)]
     (folder / "outcomes.csv").write_text("\n".join(lines) + "\n")
+    recs = ["model,dataset,metric,score"] + [f"r{m},d{d},top1,{rng.uniform(20, 90):.3f}"
+                                             for m in range(10) for d in range(5)]
+    (folder / "recs.csv").write_text("\n".join(recs) + "\n")   # a small table TRAIN RECOMMENDER fits fast
     out = {"models_csv": str(folder / "models.csv"), "probes": str(folder / "probes.npy"),
-           "outcomes_csv": str(folder / "outcomes.csv"), "names": names}
+           "outcomes_csv": str(folder / "outcomes.csv"), "recs_csv": str(folder / "recs.csv"), "names": names}
     if n_eval_rows:
         import pyarrow as pa
         import pyarrow.csv as pcsv
