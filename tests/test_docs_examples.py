@@ -111,7 +111,7 @@ def test_find_md_examples_on_demo_hub(demo):
     hub, base = demo
     skipped, results = _run_doc("find.md", hub, base)
     assert skipped == NOT_RUN["find.md"]
-    assert len(results) == 20
+    assert len(results) == 21
     none = _result(results, "PROBE MODELS WHERE tree = 'resnet' AND downloads > 1000 WITH coco")
     assert none.message == "nothing to probe: no model matches WHERE tree = 'resnet' AND downloads > 1000"
     pets = _result(results, "CREATE PROBE SET pets FROM 'pets/'")

@@ -14,6 +14,7 @@ be created (not root / no ``unshare``).
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import shutil
 import signal
@@ -341,13 +342,18 @@ def _shutdown(ray, pids):
     RE.release()
     pids = sorted(set(pids) | set(_descendants(os.getpid())))   # with Ray's agents and workers
     ray.shutdown()
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while any(_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.2)
-    left = [p for p in pids if _alive(p)]
-    for p in left:   # only the processes this run started, by pid
-        os.kill(p, signal.SIGKILL)
-    return {"started_pids": pids, "left_running": left}
+    slow = [p for p in pids if _alive(p)]
+    for p in slow:   # only the processes this run started, by pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    deadline = time.time() + 10
+    while any(_alive(p) for p in slow) and time.time() < deadline:
+        time.sleep(0.1)
+    return {"started_pids": pids, "killed_after_shutdown": slow,
+            "left_running": [p for p in pids if _alive(p)]}
 
 
 def main(out_path: str) -> None:

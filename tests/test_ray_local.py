@@ -130,7 +130,8 @@ def test_probe_resumes_after_kill_9(tmp_path):
                              env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and child.poll() is None:
-        if marker.exists() and marker.read_text().strip() and int(marker.read_text()) >= 60:
+        text = marker.read_text().strip() if marker.exists() else ""
+        if text.isdigit() and int(text) >= 60:
             break
         time.sleep(0.05)
     assert child.poll() is None, f"PROBE ended before it could be killed: {child.stderr.read()[-2000:]}"

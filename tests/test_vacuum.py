@@ -231,4 +231,4 @@ def test_reduced_index_unit_rerank_order(tmp_path):
     np.testing.assert_array_equal(ids, ri)
     np.testing.assert_allclose(d, rd, rtol=1e-6)
     assert ids[0] == 17
-    assert plan_index(10_000_000)[0] == "hnsw_reduced" and plan_index(1_000_000)[0] == "hnsw"
+    assert plan_index(10_000_000)[0] == "exact" and plan_index(1_000_000)[0] == "hnsw"
