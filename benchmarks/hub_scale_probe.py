@@ -21,7 +21,7 @@ target, met, peak_rss_mb, note) for ``benchmarks/hub_scale.py``; run standalone:
     python benchmarks/hub_scale_probe.py --models 10000
 
 prints the table and appends it to benchmarks/RESULTS.md. Generated files go under
-``$ZOOQL_BENCH_CACHE`` (default /work/cache/h15/hub_scale_probe, else a temp dir) and are
+``$ZOOQL_CACHE/hub_scale_probe`` (default ``~/.cache/zooql/bench/hub_scale_probe``) and are
 deleted afterwards unless ``--keep``.
 """
 from __future__ import annotations
@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +44,10 @@ SIDE, HIDDEN, CLASSES = 16, 64, 10
 
 
 def _workdir(args) -> Path:
-    base = getattr(args, "workdir", None) or os.environ.get("ZOOQL_BENCH_CACHE")
-    if not base:
-        base = "/work/cache/h15/hub_scale_probe" if os.path.isdir("/work/cache") else tempfile.mkdtemp()
+    base = getattr(args, "workdir", None)
+    if not base:   # the benchmarks' cache folder (benchmarks/probelog_speed.py and others)
+        base = os.path.join(os.environ.get("ZOOQL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zooql", "bench"),
+                            "hub_scale_probe")
     return Path(base)
 
 

@@ -8,7 +8,7 @@ made by zooql; a hub built earlier with the same size in the same folder is reus
 met, peak_rss_mb, note``) for ``benchmarks/hub_scale.py``; run standalone it prints a table
 and appends it to RESULTS.md:
 
-    OMP_NUM_THREADS=1 python benchmarks/hub_scale_query.py --models 1000000 --dir /tmp/hsq
+    OMP_NUM_THREADS=1 python benchmarks/hub_scale_query.py --models 1000000 --dir ~/.cache/zooql/bench/hsq
 """
 from __future__ import annotations
 

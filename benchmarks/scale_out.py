@@ -16,8 +16,8 @@ Prints a table and appends it to benchmarks/RESULTS.md::
 
     python benchmarks/scale_out.py
 
-Generated files go under ``$ZOOQL_BENCH_CACHE`` (default /work/cache/h15/scale_out, else a
-temp dir) and are deleted afterwards.
+Generated files go under ``$ZOOQL_CACHE/scale_out`` (default ``~/.cache/zooql/bench/scale_out``)
+and are deleted afterwards.
 """
 from __future__ import annotations
 
@@ -165,8 +165,8 @@ def main(argv=None) -> None:
         with open(args.inside, "w") as f:
             json.dump(namespaced(args), f)
         return
-    base = args.workdir or os.environ.get("ZOOQL_BENCH_CACHE") or (
-        "/work/cache/h15/scale_out" if os.path.isdir("/work/cache") else tempfile.mkdtemp())
+    base = args.workdir or os.path.join(
+        os.environ.get("ZOOQL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zooql", "bench"), "scale_out")
     tmp = tempfile.mkdtemp(prefix="zqb", dir="/tmp")
     out = os.path.join(tmp, "m.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
