@@ -302,10 +302,9 @@ def scan_streamed(src, header: int, n_cols: int, dtype, probes: np.ndarray, q: n
         m = block.shape[1]
         sel = None
         if pos is not None:
-            lo, hi = np.searchsorted(pos, [c0, c0 + m])
-            if hi == lo:
+            sel = segio.positions_in(pos, c0, m)
+            if sel.size == 0:
                 continue
-            sel = pos[lo:hi] - c0
         elif live is not None:
             lv = live[c0:c0 + m]
             if not lv.all():

@@ -153,6 +153,13 @@ def write_streamed(dst: str, blocks, n_probes: int, n_cols: int, dtype) -> None:
         raise
 
 
+def positions_in(pos: np.ndarray, c0: int, m: int) -> np.ndarray:
+    """The entries of the sorted column positions ``pos`` that fall in the chunk
+    ``[c0, c0 + m)``, relative to ``c0`` (empty when none do)."""
+    lo, hi = np.searchsorted(pos, [c0, c0 + m])
+    return pos[lo:hi] - c0
+
+
 def npy_offset(path: str) -> int:
     """Byte offset of the array data in a ``.npy`` file."""
     with open(path, "rb") as f:
@@ -196,10 +203,9 @@ def write_compacted(dst: str, parts, n_probes: int, dtype) -> int:
                     m = min(slab, n_cols - c0)
                     sel = None
                     if keep is not None:
-                        lo, hi = np.searchsorted(keep, [c0, c0 + m])
-                        if hi == lo:
+                        sel = positions_in(keep, c0, m)
+                        if sel.size == 0:
                             continue
-                        sel = keep[lo:hi] - c0
                     raw = _read_rows(fd, header, n_cols * isz, rows, c0, m, isz, buf).view(dtype)
                     block = raw if sel is None or sel.shape[0] == m else raw[:, sel]
                     w = block.shape[1]
