@@ -45,6 +45,7 @@ import numpy as np
 from zooql.core.sampling import sample_folder
 from zooql.runtime.images import IMAGE_EXTS
 from zooql.errors import ExecutionError, SecurityError
+from zooql.storage.hub import sha256_file
 
 EVALUATORS = ("exact_match",)
 TRUST_HINT = "SET trust_code = true or --trust"
@@ -91,11 +92,7 @@ def _sha(*parts: bytes) -> str:
 
 
 def _file_sha(path: str) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest()
+    return bytes.fromhex(sha256_file(path))
 
 
 def _first(d: dict, keys) -> Any:

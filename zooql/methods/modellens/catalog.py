@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from zooql.storage.hub import sha256_file
+
 RECOMMENDER_NAME = "modellens"
 CACHE_DIR = "recommender"
 FEATURES_VERSION = 1
@@ -76,14 +78,6 @@ def file_damaged(path: str, row: dict, full: bool = False) -> str | None:
     if full and row.get("sha256") is not None and sha256_file(path) != row["sha256"]:
         return "the file's SHA-256 is not the recorded one (its data was overwritten)"
     return None
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_selection(con):

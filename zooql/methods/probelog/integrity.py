@@ -5,7 +5,6 @@ header always and the checksum when the file's size or time changed (or after a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import mmap
 import os
@@ -14,19 +13,7 @@ import tempfile
 import numpy as np
 
 from zooql.errors import StorageError
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(_CHUNK)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+from zooql.storage.hub import sha256_file
 
 
 def stamp(path: str) -> dict:
