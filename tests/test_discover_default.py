@@ -27,7 +27,7 @@ def _mean_rank(X, N, strategy, seeds=40, **opts):
 
 
 def test_default_is_what_the_docs_say():
-    assert DEFAULT_STRATEGY == "halving_hybrid"     # the choice of discover_bench.py --parts d
+    assert DEFAULT_STRATEGY == "grouped_halving"    # the choice of discover_bench.py --parts d
     doc = (ROOT / "docs" / "discover.md").read_text()
     defaults = re.findall(r"^\| `(\w+)` \(default\)", doc, flags=re.M)
     assert defaults == [DEFAULT_STRATEGY]
@@ -81,8 +81,9 @@ def test_planted_clustered_tree_the_cap_matters():
 
 
 def test_planted_independent_tree_correlated_sampling_beats_the_default():
-    # independent per-query outcomes with shared difficulty: correlated sampling wins, the
-    # price the default (independent sampling) pays for its robustness on clustered trees
+    # independent per-query outcomes with shared difficulty: correlated sampling of every
+    # survivor wins; the default shares queries only inside groups of ~16 (the price of its
+    # robustness on clustered trees)
     sc = np.clip(np.random.default_rng(3).normal(0.55, 0.06, size=300), 0.02, 0.98)
     X = simulate(sc, n_queries=600, difficulty_sd=2.5, seed=0).outcomes
     default = _mean_rank(X, 20, "gems_adaptive")
@@ -167,3 +168,79 @@ def test_planted_shared_difficulty_tree_hybrid_beats_independent_halving():
     hybrid = _mean_rank(X, 20, "halving_hybrid")
     halving = _mean_rank(X, 20, "sequential_halving")
     assert hybrid < 0.8 * halving, (hybrid, halving)
+
+
+# ---- grouped_halving (the default): paired comparisons inside random groups ---------------
+
+def test_grouped_halving_budget_no_repeats_determinism_and_pairing():
+    sc = np.clip(np.random.default_rng(5).normal(0.55, 0.06, size=200), 0.02, 0.98)
+    X = simulate(sc, n_queries=2000, difficulty_sd=2.5, seed=0).outcomes
+    asked = []
+
+    def oracle(m, q):
+        asked.append((m.copy(), q.copy()))
+        return X[m, q]
+
+    M, Q, B = X.shape[0], X.shape[1], 20 * X.shape[0]
+    res = discover(oracle, M, Q, B, strategy="grouped_halving", seed=3, strict=True)
+    assert 0 < res.spent <= B and res.n_evaluated.sum() == res.spent
+    pairs = np.concatenate([m * Q + q for m, q in asked])
+    assert np.unique(pairs).size == pairs.size                  # never the same (model, query) twice
+    again = discover(lambda m, q: X[m, q], M, Q, B, strategy="grouped_halving", seed=3)
+    assert again.ranking == res.ranking and np.array_equal(again.n_evaluated, res.n_evaluated)
+    other = discover(lambda m, q: X[m, q], M, Q, B, strategy="grouped_halving", seed=4)
+    assert not np.array_equal(other.n_evaluated, res.n_evaluated)   # the seed drives the groups
+    # round 1: 13 groups of 15-16 models; inside a group everyone answers the same block,
+    # across groups the blocks are disjoint
+    first = [(m, q) for m, q in asked][:13]
+    blocks = [frozenset(q.tolist()) for _, q in first]
+    assert len(set(blocks)) == 13 and sum(map(len, blocks)) == len(frozenset().union(*blocks))
+    for m, q in first:
+        t = q.size // np.unique(m).size
+        assert all(set(q[m == i].tolist()) == set(q[:t].tolist()) for i in np.unique(m))
+    assert sum(np.unique(m).size for m, _ in first) == M
+    from zooql.methods.hidden_gems.discover import schedule
+    assert schedule("grouped_halving", M, B, Q) == schedule("sequential_halving", M, B, Q)
+
+
+def test_planted_clusters_grouped_halving_beats_independent_and_shared_halving():
+    # dense near-duplicate clusters plus shared query difficulty: independent streams lose
+    # the paired comparison, all-shared queries let a cluster of copies rise and fall
+    # together; random groups with shared queries inside get both
+    T = clustered_tree(n_models=200, n_queries=600, n_lineages=15, dup_share=0.6, seed=22)
+    grouped = _mean_rank(T.outcomes, 20, "grouped_halving")
+    independent = _mean_rank(T.outcomes, 20, "sequential_halving")
+    shared = _mean_rank(T.outcomes, 20, "gems_sh_schedule")
+    assert grouped < 0.8 * min(independent, shared), (grouped, independent, shared)
+    f = T.outcomes.mean(axis=1)
+    best = discover(lambda m, q: T.outcomes[m, q], 200, 600, 100 * 200, seed=0).ranking[0]
+    assert f[best] >= np.sort(f)[-3]                            # a top-3 model at 100 per model
+
+
+def test_additive_scores_pairs_the_shared_queries():
+    from zooql.methods.hidden_gems.grouped import additive_scores
+    nan = np.nan
+    # a and b answered the same 4 queries: their difference is the paired one (3 vs 2 right);
+    # with no ridge, c's answers to queries nobody else answered say nothing about c
+    Y = np.array([[1, 1, 1, 0, nan, nan],
+                  [1, 1, 0, 0, nan, nan],
+                  [1, nan, nan, 0, 1, 1]], dtype=np.float32)
+    a = additive_scores(Y, lam=0.0)
+    assert a[0] - a[1] == pytest.approx(0.25, abs=1e-6)
+    Y2 = Y.copy()
+    Y2[2, 4:] = 0
+    a2 = additive_scores(Y2, lam=0.0)
+    assert a2[2] - a2[0] == pytest.approx(a[2] - a[0], abs=1e-6)     # effects are relative
+    # with the ridge they count a little: all right on them scores c higher than all wrong
+    r1, r2 = additive_scores(Y, lam=1.0), additive_scores(Y2, lam=1.0)
+    assert r1[2] - r1[0] > r2[2] - r2[0]
+
+
+def test_grouped_halving_options(hub):
+    res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
+                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5)")
+    assert SPENT.search(res.message) and res.rows[0][1] == "gem"
+    with pytest.raises(zooql.ZooQLError, match="lam must be a number >= 0"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (lam = 'x')")
+    with pytest.raises(zooql.ZooQLError, match="group must be an integer >= 1"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (group = 0)")

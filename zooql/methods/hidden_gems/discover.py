@@ -65,11 +65,12 @@ round, independent sampling), ``uniform`` (all models on the same ``B/M`` querie
 ``successive_rejects`` (Audibert & Bubeck 2010), ``ucb`` (UCB1), ``ucb_e`` (UCB-E),
 ``ucb_stddev`` (UCB with empirical standard deviation), ``ttts`` (top-two Thompson
 sampling) and ``gems_adaptive`` (ours, see :mod:`~.discover_adaptive`). The default is
-``sequential_halving``, chosen by the default check of ``benchmarks/discover_bench.py
---parts d``: on trees with dense clusters of near-identical fine-tunes every
-correlated-sampling strategy loses to independent sampling at some budget (copies share
-their luck), so no other strategy is never worse than it on the mean over both tree
-families. The index
+``grouped_halving`` (see :mod:`~.grouped`: Sequential Halving's plan, shared queries
+inside random groups of ~16 survivors, fresh queries across groups), chosen by the default
+check of ``benchmarks/discover_bench.py --parts d``: on trees with dense clusters of
+near-identical fine-tunes, sharing queries among all survivors lets copies share their
+luck, and independent sampling loses the paired comparison everywhere else; groups get
+both. The index
 policies and TTTS are *batched* (``n_steps=50`` batches; within a batch, pulls are
 allocated as the sequential policy would if means stayed fixed), independent sampling.
 
@@ -87,6 +88,7 @@ import numpy as np
 
 from zooql.methods.hidden_gems.adaptive import run_gems_adaptive
 from zooql.methods.hidden_gems.core import DiscoverBudgetError, DiscoverResult, Oracle, Round, Search
+from zooql.methods.hidden_gems.grouped import run_grouped_halving
 from zooql.methods.hidden_gems.strategies import (PAPER_TABLE4, PAPER_TABLE4_M, _rounds, aggressive_plan,
                                   halving_plan, run_gems, run_halving_hybrid, run_sequential_halving,
                                   run_successive_rejects, run_ttts, run_ucb, run_ucb_e,
@@ -115,6 +117,7 @@ STRATEGIES: dict[str, tuple[Callable, str]] = {
     "gems_independent": (_gems_independent, "ablation: aggressive schedule, independent sampling"),
     "gems_sh_schedule": (_gems_sh_schedule, "ablation: correlated sampling, standard halving schedule"),
     "sequential_halving": (run_sequential_halving, "Sequential Halving (Karnin et al. 2013), independent sampling"),
+    "grouped_halving": (run_grouped_halving, "Sequential Halving, shared queries inside random groups of ~16 survivors (paired comparisons), fresh queries across groups"),
     "halving_hybrid": (run_halving_hybrid, "Sequential Halving, independent sampling while many models survive, shared queries among the finalists"),
     "successive_rejects": (run_successive_rejects, "Successive Rejects (Audibert & Bubeck 2010)"),
     "uniform": (run_uniform, "every model on the same B/M queries"),
@@ -124,7 +127,8 @@ STRATEGIES: dict[str, tuple[Callable, str]] = {
     "ttts": (run_ttts, "top-two Thompson sampling (Russo 2016), Beta posterior, batched"),
 }
 
-_SH_TYPE = {"gems", "gems_independent", "gems_sh_schedule", "sequential_halving", "halving_hybrid", "uniform"}
+_SH_TYPE = {"gems", "gems_independent", "gems_sh_schedule", "sequential_halving", "halving_hybrid", "grouped_halving",
+            "uniform"}
 
 
 def describe(strategy: str) -> str:
@@ -150,7 +154,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
         return []
     if strategy in ("gems", "gems_independent"):
         sizes, q = aggressive_plan(M, B, Q, k, **{n: opts[n] for n in ("keep", "first_frac", "final", "paper_table4") if n in opts})
-    elif strategy in ("gems_sh_schedule", "sequential_halving", "halving_hybrid"):
+    elif strategy in ("gems_sh_schedule", "sequential_halving", "halving_hybrid", "grouped_halving"):
         sizes, q = halving_plan(M, B, Q, k)
     elif strategy == "uniform":
         sizes, q = [M], [min(Q, B // M)]
@@ -160,7 +164,7 @@ def schedule(strategy: str, n_models: int, budget_total: int, n_queries: int, k:
 
 
 def discover(oracle: Oracle, n_models: int, n_queries: int, budget_total: int,
-             strategy: str = "halving_hybrid", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
+             strategy: str = "grouped_halving", seed: int = 0, k: int = 1, **opts) -> DiscoverResult:
     """Search for the top-``k`` models with at most ``budget_total`` oracle evaluations.
 
     ``oracle(model_idx, query_idx)`` gets two equally long int64 arrays and returns the
