@@ -102,42 +102,40 @@ def _keep_counts(S: Search, sizes: np.ndarray, keep: int) -> np.ndarray:
     return np.minimum(kg, sizes)
 
 
-def _fill(S: Search, G: np.ndarray, t: int, rec: _Record, offset: int) -> np.ndarray:
-    """Each member of ``G`` answers its next ``t`` unanswered queries in the order of the
-    shared permutation rotated by ``offset``; returns each member's mean on them (NaN if none)."""
+def _fill_pairs(S: Search, G: np.ndarray, t: int, rec: _Record, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``t`` unanswered queries of each member of ``G`` in the order of the shared
+    permutation rotated by ``offset``, as (model, query) pairs."""
     order = np.roll(S.perm, -offset)
-    asked = ~np.isnan(rec.dense(G, S.Q))
-    free = ~asked[:, order]
-    pick = free & (np.cumsum(free, axis=1) <= t)
-    ii, jj = np.nonzero(pick)
-    if ii.size > S.remaining:
-        ii, jj = ii[:S.remaining], jj[:S.remaining]
-    out = np.full(G.size, np.nan)
-    if ii.size:
-        sc = S.ask(G[ii], order[jj])
-        rec.add(G[ii], order[jj], sc)
-        cnt = np.bincount(ii, minlength=G.size)
-        out = np.where(cnt > 0, np.bincount(ii, weights=sc, minlength=G.size) / np.maximum(cnt, 1), np.nan)
-    return out
+    free = np.isnan(rec.dense(G, S.Q))[:, order]
+    ii, jj = np.nonzero(free & (np.cumsum(free, axis=1) <= t))
+    return G[ii], order[jj]
 
 
-def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int) -> tuple[list, int]:
-    """One round's queries: a fresh shared block per group while the pool has enough
-    unused queries left, else each member fills in its group's order. Returns the
-    members' means on this round's queries per group and the new block pointer."""
-    means = []
+def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int) -> tuple[np.ndarray, int]:
+    """One round's queries, asked in one oracle call: a fresh shared block per group while
+    the pool has enough unused queries left, else each member fills in its group's order.
+    Returns every model's mean on this round's queries (NaN if none) and the new block
+    pointer."""
+    mm, qq = [], []
     if ptr + len(groups) * t <= S.Q:
         for G in groups:
-            block = S.perm[ptr:ptr + t]
+            mm.append(np.repeat(G, t))
+            qq.append(np.tile(S.perm[ptr:ptr + t], G.size))
             ptr += t
-            sc = S.ask(np.repeat(G, t), np.tile(block, G.size))
-            rec.add(np.repeat(G, t), np.tile(block, G.size), sc)
-            means.append(sc.reshape(G.size, t).mean(axis=1))
-        return means, ptr
-    for G in groups:
-        offset = 0 if len(groups) == 1 else int(S.rng.integers(S.Q))
-        means.append(_fill(S, G, t, rec, offset))
-    return means, S.Q
+    else:
+        for G in groups:
+            offset = 0 if len(groups) == 1 else int(S.rng.integers(S.Q))
+            m, q = _fill_pairs(S, G, t, rec, offset)
+            mm.append(m)
+            qq.append(q)
+        ptr = S.Q
+    mm, qq = np.concatenate(mm)[:S.remaining], np.concatenate(qq)[:S.remaining]
+    sc = S.ask(mm, qq)
+    rec.add(mm, qq, sc)
+    cnt = np.bincount(mm, minlength=S.M)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(cnt > 0, np.bincount(mm, weights=sc, minlength=S.M) / np.maximum(cnt, 1), np.nan)
+    return means, ptr
 
 
 def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: int | None = None,
@@ -154,13 +152,14 @@ def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: 
         before = S.spent
         groups = _split(S, alive, group)
         keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
-        means = [np.full(G.size, np.nan) for G in groups]
+        means = np.full(S.M, np.nan)
         if q_r > 0 and S.remaining > 0:
             means, ptr = _ask_round(S, groups, int(q_r), rec, ptr)
         cost = S.spent - before
         S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
         kept = []
-        for G, mu, kk in zip(groups, means, _keep_counts(S, np.array([G.size for G in groups]), keep)):
+        for G, kk in zip(groups, _keep_counts(S, np.array([G.size for G in groups]), keep)):
+            mu = means[G]
             ok = np.isfinite(mu)
             if ok.any():
                 rel[G] += np.where(ok, mu - mu[ok].mean(), 0.0) * q_r
