@@ -30,3 +30,15 @@ def test_golden_file(path, tmp_path):
     update = os.environ.get("ZOOQL_UPDATE_GOLDEN") == "1"
     failures = slt.run_file(path, tmp_path, update=update)
     assert update or not failures, "\n\n".join(failures)
+
+
+def test_update_keeps_comments_and_rewrites_only_expected_parts(tmp_path):
+    f = tmp_path / "c.slt"
+    f.write_text("# header\n\n# before the first record\nstatement ok\nADD MODEL 'hf:a/b' AS m\n\n"
+                 "# a wrong expectation, kept comment\nquery\nSHOW TREES\n----\nwrong\n\n# trailing note\n")
+    slt.run_file(f, tmp_path / "scratch", update=True)
+    text = f.read_text()
+    assert text.startswith("# header\n\n# before the first record\nstatement ok\n")
+    assert "# a wrong expectation, kept comment\nquery\nSHOW TREES\n----\ntree | models" in text
+    assert "wrong" not in text.replace("# a wrong", "") and text.endswith("# trailing note\n")
+    assert not slt.run_file(f, tmp_path / "scratch2")

@@ -45,20 +45,38 @@ class Record:
     sql: str
     expected: list[str]
     line: int
+    prefix: str = ""     # the comment lines (and blank lines between them) before the record
 
 
 def parse_file(text: str) -> list[Record]:
-    records, block, start = [], [], 1
+    """The records of a file; each keeps the comments before it (``Record.prefix``), so that
+    an update rewrites the expected parts and nothing else."""
+    records, block, start, prefix = [], [], 1, []
     for i, line in enumerate(text.splitlines() + [""], 1):
         if line.strip() == "":
             if block:
-                records.append(_record(block, start))
+                rec = _record(block, start)
+                rec.prefix = "\n".join(prefix).lstrip("\n")
+                records.append(rec)
+                prefix = []
+            elif prefix:
+                prefix.append("")
             block, start = [], i + 1
         elif line.startswith("#") and not block:
+            prefix.append(line)
             start = i + 1
         else:
             block.append(line)
     return records
+
+
+def _trailer(text: str) -> str:
+    """Comment lines after the last record."""
+    lines = text.rstrip("\n").splitlines()
+    tail = []
+    while lines and (lines[-1].startswith("#") or not lines[-1].strip()):
+        tail.insert(0, lines.pop())
+    return "\n".join(tail).strip("\n")
 
 
 def _record(lines: list[str], line: int) -> Record:
@@ -134,20 +152,16 @@ def run_file(path: str | os.PathLike, scratch: str | os.PathLike, *, update: boo
                                 f"-- expected:\n" + "\n".join(rec.expected) + "\n-- actual:\n" + "\n".join(actual))
             out.append(_render(rec, actual))
     if update:
-        path.write_text(_header(path.read_text()) + "\n\n".join(out) + "\n")
+        tail = _trailer(path.read_text())
+        path.write_text("\n\n".join(out + ([tail] if tail else [])) + "\n")
     return failures
 
 
-def _header(text: str) -> str:
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line)
-    return ("\n".join(lines) + "\n\n") if lines else ""
-
-
 def _render(rec: Record, actual: list[str]) -> str:
+    return (rec.prefix + "\n" if rec.prefix else "") + _render_body(rec, actual)
+
+
+def _render_body(rec: Record, actual: list[str]) -> str:
     if rec.kind == "file":
         return f"file {rec.arg}\n{rec.sql}"
     if rec.kind == "statement":
