@@ -69,10 +69,14 @@ def explain_params(get: Callable[[str, Any], Any]) -> dict | None:
             "gpus_per_worker": cfg["gpus"] or None}
 
 
-def executor_for(ctx, device: str | None = None) -> Executor:
-    """The executor this statement's settings select (``SET executor = 'local' | 'ray'``)."""
+def executor_for(ctx, device: str | None = None, *, models: bool = True) -> Executor:
+    """The executor this statement's settings select (``SET executor = 'local' | 'ray'``).
+    ``models=False``: the jobs run no model (a sharded scan), so the local executor gets
+    no model runtime (torch is not imported)."""
     cfg = executor_config(ctx.setting)
     if cfg["executor"] == "local":
+        if not models:
+            return LocalExecutor(None)
         from zooql.runtime.loading import runtime_for
 
         return LocalExecutor(lambda: runtime_for(ctx, device))

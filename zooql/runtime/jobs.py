@@ -30,6 +30,7 @@ class Job:
     model: dict                    # model record by value: name, source, checkpoint, options
     fn: str = FORWARD              # "zooql.module:function" run by the worker
     args: dict = field(default_factory=dict)   # plain data and Shared values
+    route: int | None = None       # a fixed worker (index modulo the workers); None: by the model's name
 
 
 @dataclass

@@ -142,7 +142,8 @@ class RayExecutor(Executor):
     def _submit(self, job):
         args = {k: v for k, v in job.args.items() if not isinstance(v, Shared)}
         refs = {k: (v.key, [v.ref]) for k, v in job.args.items() if isinstance(v, Shared)}
-        actor = self.actors[route(job.model["name"], len(self.actors))]
+        i = route(job.model["name"], len(self.actors)) if job.route is None else int(job.route) % len(self.actors)
+        actor = self.actors[i]
         return actor.run.remote(job.fn, job.model, args, refs)
 
     def _result(self, job, ref) -> JobResult:
