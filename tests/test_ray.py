@@ -97,6 +97,17 @@ def test_probe_on_ray_equals_local(report):
     assert len(set(part["worker_pids"])) == 2 and part["devices"] == ["cpu"]
 
 
+def test_sharded_find_on_ray_equals_local_exact(report):
+    part = _part(report, "find_shards")
+    assert part["same"] == [True] * part["n_queries"] and part["n_queries"] >= 3
+    assert part["explain"].endswith("executor=ray shards=4 workers=2")
+    assert "exact scan over 4 shards on the ray executor (2 workers)" in part["message"]
+    assert len(part["pieces_per_worker"]) == 2 and min(part["pieces_per_worker"]) >= 2   # 2 shards each, kept
+    assert part["loads_again"] == 0                             # the second query loaded nothing
+    assert part["auto_shards"] >= 2 and part["auto_same"]       # find_shard_mb below the store: automatic
+    assert part["dropped_excluded"] and part["after_drop_same"]
+
+
 def test_killed_worker_is_retried(report):
     part = _part(report, "kill")
     assert part["killed_pid"] not in part["pids_after"]      # the actor was restarted: a new process
@@ -187,6 +198,47 @@ def _probe_part(tmp, zoo, ref):
     return {"n_probed": len(res.rows), "statuses": sorted({r[2] for r in res.rows}),
             "max_abs_diff": _diff(_descriptors(h, "ps"), ref), "explain": explain.splitlines()[0],
             "worker_pids": [i["pid"] for i in info], "devices": sorted({i["device"] for i in info})}
+
+
+def _find_shards_part(local):
+    """FIND on the locally probed hub: local exact scan vs shards held by the Ray actors."""
+    from zooql.runtime.jobs import Job
+    from zooql.runtime.shards import held_info
+
+    queries = ["FIND LOGITS LIKE m00.logit[1] WITH PROBES ps TOP 40",
+               "FIND LOGITS LIKE m07.logit[3] WITH PROBES ps TOP 9 WHERE name > 'm10'",
+               "FIND LOGITS LIKE m03.logit[0] WITH PROBES ps TOP 15 OPTIONS (method = 'full')"]
+    want = [local.execute(q).rows for q in queries]
+    local.execute("SET executor = 'ray'")
+    local.execute("SET ray_workers = 2")
+    local.execute("SET find_shards = 4")
+    explain = local.explain(queries[0]).splitlines()[0]
+    got = [local.execute(q) for q in queries]
+    ex = _executor()
+
+    def held():
+        return {r.value["pid"]: r.value for r in ex.map(Job(i, {"name": "held"}, fn="zooql.runtime.shards:held_info",
+                                                            route=i) for i in range(ex.workers))}
+    before = held()
+    local.execute(queries[0])
+    after = held()
+    local.execute("SET find_shards = NULL")
+    local.execute("SET find_shard_mb = 0.002")      # the store (12.8 KB) exceeds it: sharded automatically
+    auto = local.execute(queries[0])
+    auto_shards = int(auto.message.split("exact scan over ")[1].split(" ")[0])
+    drop = next(r[1] for r in want[0] if r[1] != "m00")
+    local.execute(f"DROP MODEL {drop}")
+    sharded = local.execute(queries[0]).rows
+    local.execute("SET executor = 'local'")
+    unsharded = local.execute(queries[0]).rows
+    local.execute("SET find_shard_mb = NULL")
+    assert held_info()["pieces"] == 0               # the driver itself held nothing
+    return {"n_queries": len(queries), "same": [g.rows == w for g, w in zip(got, want)], "explain": explain,
+            "message": got[0].message, "pieces_per_worker": [v["pieces"] for v in before.values()],
+            "loads_again": sum(after[p]["loads"] - before[p]["loads"] for p in before),
+            "auto_shards": auto_shards, "auto_same": auto.rows == want[0],
+            "dropped_excluded": drop not in {r[1] for r in sharded},
+            "after_drop_same": sharded == unsharded}
 
 
 def _kill_part(tmp, zoo, ref):
@@ -389,6 +441,7 @@ def main(out_path: str) -> None:
     save()
     try:
         step("probe", _probe_part, tmp, zoo, ref)
+        step("find_shards", _find_shards_part, local)
         step("kill", _kill_part, tmp, zoo, ref)
         step("cancel", _cancel_part, tmp, zoo, ref)
         step("discover", _discover_part, tmp)
