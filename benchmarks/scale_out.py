@@ -10,7 +10,11 @@ itself (``unshare --net``, loopback only; Ray never sees a routable address):
   the 40 models, local vs Ray, and whether both return the same ranking;
 * the Ray executor's per-model overhead: the wall time per job of 2,000 no-op jobs through
   the warm actors (target < 5 ms);
-* the cold-start cost: ``ray.init`` and starting the two actors (torch imported in each).
+* the cold-start cost: ``ray.init`` and starting the two actors (torch imported in each);
+* sharded FIND: the exact top-10 over a generated store of ``--find-logits`` (1M) float16
+  descriptors of ``--find-probes`` (128) probes, the driver's memory-mapped exact scan
+  (local) vs ``--find-shards`` (4) shards held by the 2 Ray actors (first query: the actors
+  load their shards; then warm), and whether both return the same ids and distances.
 
 Prints a table and appends it to benchmarks/RESULTS.md::
 
@@ -75,6 +79,43 @@ def _probe_and_discover(hub, tag: str, out: dict) -> None:
     out["discover_best"] = [r[1] for r in res.rows]
 
 
+class _Settings:
+    """A statement context's settings (what FIND's sharded scan reads)."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+
+    def setting(self, key, default=None):
+        return self.kw.get(key, default)
+
+
+def _find_shards(args, folder: Path) -> dict:
+    """Exact FIND scan on the driver vs over shards held by the Ray actors (same store)."""
+    from hub_scale_desc import generate, queries
+    from zooql.methods.probelog import find_shards as FS
+    from zooql.methods.probelog import kernels as K
+
+    dm = generate(str(folder / "find_store"), args.find_logits, args.find_probes)
+    qs = queries(dm, 6)
+    kp = K.default_k_probes(dm.n_probes)
+    ctx = _Settings(executor="ray", ray_workers=2)
+    local_s, ray_s, same = [], [], True
+    t0 = time.perf_counter()
+    (ids, d), info = FS.search(ctx, dm, qs[0], kp, 10, None, forced=args.find_shards, limit_mb=None)
+    first = time.perf_counter() - t0
+    for q in qs:
+        t0 = time.perf_counter()
+        want = K.asymmetric_search(q, dm, kp, 10)
+        local_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        (ids, d), info = FS.search(ctx, dm, q, kp, 10, None, forced=args.find_shards, limit_mb=None)
+        ray_s.append(time.perf_counter() - t0)
+        same &= ids.tolist() == want[0].tolist() and d.tolist() == want[1].tolist()
+    return {"local_s": float(np.median(local_s)), "ray_s": float(np.median(ray_s)), "first_s": first,
+            "same": bool(same), "shards": info["shards"], "workers": info["workers"], "logits": dm.n_columns,
+            "probes": dm.n_probes, "kp": kp, "mb": dm.nbytes() / 2 ** 20}
+
+
 def namespaced(args) -> dict:
     """The measurements (run inside the private network namespace)."""
     import torch
@@ -117,11 +158,12 @@ def namespaced(args) -> dict:
     hub.execute("SET ray_workers = 2")
     remote: dict = {}
     _probe_and_discover(hub, "ray", remote)
+    find = _find_shards(args, folder) if args.find_logits else None
     RE.release()
     ray.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
     return {"local": local, "ray": remote, "t_init": t_init, "t_actors": t_actors,
-            "noop_ms": t_noop / n_noop * 1000, "ips": ips}
+            "noop_ms": t_noop / n_noop * 1000, "ips": ips, "find": find}
 
 
 def _rows(m: dict) -> list[dict]:
@@ -143,6 +185,15 @@ def _rows(m: dict) -> list[dict]:
                 "ray_2_workers_s": round(m["t_init"] + m["t_actors"], 1), "speedup": None,
                 "note": f"ray.init {m['t_init']:.1f} s + 2 actors (torch imported) {m['t_actors']:.1f} s; "
                         f"nodes at {sorted(set(m['ips']))}"})
+    f = m.get("find")
+    if f:
+        out.append({"figure": f"sharded FIND, exact top-10 over {f['logits']:,} logits x {f['probes']} probes "
+                              f"({f['mb']:.0f} MB float16, topk_probes={f['kp']})",
+                    "local_s": round(f["local_s"], 3), "ray_2_workers_s": round(f["ray_s"], 3),
+                    "speedup": round(f["local_s"] / f["ray_s"], 2),
+                    "note": f"{f['shards']} shards on {f['workers']} actors, warm (median of 6 queries); first query "
+                            f"(actors load their shards) {f['first_s']:.2f} s; local = the driver's exact scan "
+                            f"of the memory-mapped store (warm page cache); same ids and distances: {f['same']}"})
     return out
 
 
@@ -157,6 +208,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--workdir", default=None)
+    p.add_argument("--find-logits", dest="find_logits", type=int, default=1_000_000,
+                   help="columns of the sharded-FIND store (0: skip that row)")
+    p.add_argument("--find-probes", dest="find_probes", type=int, default=128)
+    p.add_argument("--find-shards", dest="find_shards", type=int, default=4)
     p.add_argument("--inside", default=None, help=argparse.SUPPRESS)   # the namespaced run writes here
     p.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-results", dest="no_results", action="store_true")
@@ -173,7 +228,9 @@ def main(argv=None) -> None:
     env.update(RAY_USAGE_STATS_ENABLED="0", HOME=tmp, OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
-           str(Path(__file__).resolve()), "--inside", out, "--tmp", tmp, "--workdir", base, "--hidden", str(args.hidden)]
+           str(Path(__file__).resolve()), "--inside", out, "--tmp", tmp, "--workdir", base, "--hidden", str(args.hidden),
+           "--find-logits", str(args.find_logits), "--find-probes", str(args.find_probes),
+           "--find-shards", str(args.find_shards)]
     try:
         proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
         if not os.path.exists(out):

@@ -95,6 +95,27 @@ def test_probe_on_ray_equals_local(report):
     assert part["max_abs_diff"] == 0.0          # identical descriptors, model by model
     assert part["explain"].endswith("executor=ray workers=2")
     assert len(set(part["worker_pids"])) == 2 and part["devices"] == ["cpu"]
+    # ADD MODELS' inspection pool ran on the actors and recorded what the local pool records
+    assert part["inspected_equal"] and part["n_models"] == N_MODELS
+    assert part["add_explain"] and part["add_explain"][0].endswith("executor=ray workers=2")
+
+
+def test_sharded_find_on_ray_equals_local_exact(report):
+    part = _part(report, "find_shards")
+    assert part["same"] == [True] * part["n_queries"] and part["n_queries"] >= 3
+    assert part["explain"].endswith("executor=ray shards=4 workers=2")
+    assert "exact scan over 4 shards on the ray executor (2 workers)" in part["message"]
+    assert len(part["pieces_per_worker"]) == 2 and min(part["pieces_per_worker"]) >= 2   # 2 shards each, kept
+    assert part["loads_again"] == 0                             # the second query loaded nothing
+    assert part["auto_shards"] >= 2 and part["auto_same"]       # find_shard_mb below the store: automatic
+    assert part["dropped_excluded"] and part["after_drop_same"]
+
+
+def test_checkpoint_bytes_through_the_object_store(report):
+    part = _part(report, "ship")
+    assert part["n_probed"] == 10 and part["max_abs_diff"] == 0.0
+    assert part["shipped_files"] >= 10                 # the workers built the models from shipped copies
+    assert all("zooql-model-files" in p for p in part["sources_used"])
 
 
 def test_killed_worker_is_retried(report):
@@ -150,14 +171,14 @@ def _diff(a: dict, b: dict) -> float:
     return float(max(np.abs(a[k] - b[k]).max() for k in a))
 
 
-def _hub(tmp, name, zoo, executor="local"):
+def _hub(tmp, name, zoo, executor="local", explain_add=None):
     import zooql
 
-    h = zooql.connect(os.path.join(tmp, name), executor=executor)
+    h = zooql.connect(os.path.join(tmp, name), executor=executor, ray_workers=2 if executor == "ray" else None)
+    if explain_add is not None:
+        explain_add.append(h.explain(f"ADD MODELS FROM '{zoo['models_csv']}'"))
     h.execute(f"ADD MODELS FROM '{zoo['models_csv']}'")
     h.execute(f"CREATE PROBE SET ps FROM '{zoo['probes']}'")
-    if executor == "ray":
-        h.execute("SET ray_workers = 2")
     return h
 
 
@@ -179,14 +200,81 @@ def _executor():
     return list(_CACHE.values())[-1]
 
 
-def _probe_part(tmp, zoo, ref):
-    h = _hub(tmp, "hub_ray", zoo, "ray")
+def _catalog_models(h):
+    return h.execute("SELECT name, source, params, num_logits, input_size FROM models ORDER BY name").rows
+
+
+def _probe_part(tmp, zoo, ref, local):
+    plans = []
+    h = _hub(tmp, "hub_ray", zoo, "ray", plans)      # ADD MODELS inspected on the actors
+    add_explain = plans[0]
     explain = h.explain("PROBE MODELS WITH ps")
     res = h.execute("PROBE MODELS WITH ps")
     info = _executor().worker_info()
     return {"n_probed": len(res.rows), "statuses": sorted({r[2] for r in res.rows}),
+            "inspected_equal": _catalog_models(h) == _catalog_models(local), "n_models": len(_catalog_models(h)),
+            "add_explain": [x for x in add_explain.splitlines() if "InspectModels" in x],
             "max_abs_diff": _diff(_descriptors(h, "ps"), ref), "explain": explain.splitlines()[0],
             "worker_pids": [i["pid"] for i in info], "devices": sorted({i["device"] for i in info})}
+
+
+def _find_shards_part(local):
+    """FIND on the locally probed hub: local exact scan vs shards held by the Ray actors."""
+    from zooql.runtime.jobs import Job
+    from zooql.runtime.shards import held_info
+
+    queries = ["FIND LOGITS LIKE m00.logit[1] WITH PROBES ps TOP 40",
+               "FIND LOGITS LIKE m07.logit[3] WITH PROBES ps TOP 9 WHERE name > 'm10'",
+               "FIND LOGITS LIKE m03.logit[0] WITH PROBES ps TOP 15 OPTIONS (method = 'full')"]
+    want = [local.execute(q).rows for q in queries]
+    local.execute("SET executor = 'ray'")
+    local.execute("SET ray_workers = 2")
+    local.execute("SET find_shards = 4")
+    explain = local.explain(queries[0]).splitlines()[0]
+    got = [local.execute(q) for q in queries]
+    ex = _executor()
+
+    def held():
+        return {r.value["pid"]: r.value for r in ex.map(Job(i, {"name": "held"}, fn="zooql.runtime.shards:held_info",
+                                                            route=i) for i in range(ex.workers))}
+    before = held()
+    local.execute(queries[0])
+    after = held()
+    local.execute("SET find_shards = NULL")
+    local.execute("SET find_shard_mb = 0.002")      # the store (12.8 KB) exceeds it: sharded automatically
+    auto = local.execute(queries[0])
+    auto_shards = int(auto.message.split("exact scan over ")[1].split(" ")[0])
+    drop = next(r[1] for r in want[0] if r[1] != "m00")
+    local.execute(f"DROP MODEL {drop}")
+    sharded = local.execute(queries[0]).rows
+    local.execute("SET executor = 'local'")
+    unsharded = local.execute(queries[0]).rows
+    local.execute("SET find_shard_mb = NULL")
+    assert held_info()["pieces"] == 0               # the driver itself held nothing
+    return {"n_queries": len(queries), "same": [g.rows == w for g, w in zip(got, want)], "explain": explain,
+            "message": got[0].message, "pieces_per_worker": [v["pieces"] for v in before.values()],
+            "loads_again": sum(after[p]["loads"] - before[p]["loads"] for p in before),
+            "auto_shards": auto_shards, "auto_same": auto.rows == want[0],
+            "dropped_excluded": drop not in {r[1] for r in sharded},
+            "after_drop_same": sharded == unsharded}
+
+
+def _ship_part(tmp, zoo, ref):
+    """PROBE with SET ray_ship_files = 'always': the workers load the TorchScript files from
+    bytes in the object store (copies in their temp dir), not from the paths."""
+    import zooql
+
+    h = zooql.connect(os.path.join(tmp, "hub_ray"), executor="ray", ray_workers=2)
+    h.execute(f"CREATE PROBE SET ps2 FROM '{zoo['probes']}'")
+    h.execute("SET ray_ship_files = 'always'")
+    res = h.execute("PROBE MODELS WHERE name < 'm10' WITH ps2")
+    info = _executor().worker_info()
+    got = _descriptors(h, "ps2")
+    shipped = [p for i in info for p in i["shipped_files"]]
+    _executor().ship = "auto"
+    return {"n_probed": sum(r[2] == "probed" for r in res.rows),
+            "max_abs_diff": _diff(got, {k: ref[k] for k in got}), "shipped_files": len(shipped),
+            "sources_used": shipped}
 
 
 def _kill_part(tmp, zoo, ref):
@@ -388,7 +476,9 @@ def main(out_path: str) -> None:
     report["cluster"] = cluster
     save()
     try:
-        step("probe", _probe_part, tmp, zoo, ref)
+        step("probe", _probe_part, tmp, zoo, ref, local)
+        step("find_shards", _find_shards_part, local)
+        step("ship", _ship_part, tmp, zoo, ref)
         step("kill", _kill_part, tmp, zoo, ref)
         step("cancel", _cancel_part, tmp, zoo, ref)
         step("discover", _discover_part, tmp)

@@ -166,3 +166,116 @@ def test_probe_resumes_after_kill_9(tmp_path):
         got = np.asarray(dm.columns(np.arange(first, first + 4)), dtype=np.float32)
         np.testing.assert_allclose(got, want, atol=2e-2)
     h.close()
+
+
+# ---- model files by value (checkpoint bytes in the object store) -------------------------------
+
+def test_worker_given_bytes_builds_the_same_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from zooql.runtime.jobs import materialize, read_files, record_files, unreadable_files
+    from zooql.runtime.models import ModelRuntime
+    from zooql.testing.zoo import build_zoo
+
+    zoo = build_zoo(tmp_path / "zoo", n_models=1, n_probes=16)
+    src = tmp_path / "zoo" / "m00.pt"
+    module = torch.jit.load(str(src))
+    sd = {k: v * 2 for k, v in module.state_dict().items()}    # a checkpoint the model would not have
+    torch.save(sd, str(tmp_path / "ck.pt"))
+    opts = {"input_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]}
+    record = {"name": "m00", "source": f"torchscript:{src}", "checkpoint": str(tmp_path / "ck.pt"), "options": opts}
+    probes = np.load(zoo["probes"])
+    rt = ModelRuntime()
+    want = rt.run(rt.load("m00", record["source"], record["checkpoint"], opts), probes)
+    plain = rt.run(rt.load("plain", record["source"], None, opts), probes)
+    assert np.abs(want - plain).max() > 0.1                       # the checkpoint changes the model
+
+    blobs = read_files(record)                                     # the driver: bytes of both files
+    assert sorted(blobs) == ["checkpoint", "source"] and unreadable_files(record) == []
+    os.rename(src, tmp_path / "elsewhere.pt")                      # a worker that cannot see the paths
+    os.rename(tmp_path / "ck.pt", tmp_path / "elsewhere-ck.pt")
+    assert sorted(unreadable_files(record)) == ["checkpoint", "source"]
+    local = materialize(record, blobs, str(tmp_path / "worker"))
+    again = materialize(record, blobs, str(tmp_path / "worker"))   # once per content
+    assert local == again and sorted(os.listdir(tmp_path / "worker")) == sorted(
+        os.path.basename(p) for p in record_files(local).values())
+    assert local["checkpoint"].endswith("-ck.pt") and local["source"].endswith("-m00.pt")
+    rt2 = ModelRuntime()
+    got = rt2.run(rt2.load("m00", local["source"], local["checkpoint"], opts), probes)
+    np.testing.assert_array_equal(got, want)                       # the same model, bit for bit
+
+
+def test_ray_ship_files_setting(hub):
+    with pytest.raises(BindError, match="ray_ship_files is one of 'auto', 'always', 'never'"):
+        hub.execute("SET ray_ship_files = 'sometimes'")
+    hub.execute("SET ray_ship_files = 'always'")
+    from zooql.runtime.executors import executor_config
+
+    assert executor_config(lambda k, d=None: hub.session.get(k, d))["ship"] == "always"
+
+
+# ---- ADD MODELS' inspection pool through the executor interface ----------------------------------
+
+class _ReversedExecutor:
+    """An executor whose results arrive in reverse completion order (like a cluster's)."""
+
+    name = "fake"
+    workers = 2
+
+    def __init__(self):
+        self.closed = False
+        self.submitted = 0
+
+    def map(self, jobs, progress=None):
+        from zooql.runtime.jobs import JobResult, call_job
+
+        jobs = list(jobs)
+        self.submitted = len(jobs)
+        try:
+            for job in reversed(jobs):
+                value, error, seconds = call_job(None, job.fn, job.model, job.args)
+                yield JobResult(job.key, value, error and error[0], seconds)
+        finally:
+            self.closed = True
+
+
+def test_inspection_through_an_executor_reports_in_input_order(tmp_path):
+    pytest.importorskip("torch")
+    from zooql.runtime.inspect_pool import _inspect, inspect_on
+    from zooql.testing.zoo import build_zoo
+
+    zoo = build_zoo(tmp_path / "zoo", n_models=4, n_probes=8)
+    opts = {"input_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]}
+    jobs = [{"source": f"torchscript:{tmp_path / 'zoo' / n}.pt", "checkpoint": None, "labels": None,
+             "options": opts, "trust_code": False} for n in zoo["names"]]
+    jobs.insert(2, dict(jobs[0], source=f"torchscript:{tmp_path / 'missing.pt'}"))
+    seen = []
+    ex = _ReversedExecutor()
+    inspect_on(ex, jobs, lambda i, info, err: seen.append((i, info, err)))
+    assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and ex.closed
+    assert seen[2][1] is None and isinstance(seen[2][2], ExecutionError) and "missing.pt" in str(seen[2][2])
+    for i, info, err in seen:                                    # the same record as the local pool's
+        if i != 2:
+            assert err is None and info == _inspect(jobs[i])[1]
+
+    def stop(i, info, err):   # a failed model stops the statement: pending jobs are dropped
+        if err is not None:
+            raise err
+    ex = _ReversedExecutor()
+    with pytest.raises(ExecutionError, match="missing.pt"):
+        inspect_on(ex, jobs, stop)
+    assert ex.closed
+
+
+def test_add_models_explain_shows_the_executor(tmp_path):
+    from zooql.testing.zoo import build_zoo
+
+    pytest.importorskip("torch")
+    zoo = build_zoo(tmp_path / "zoo", n_models=2, n_probes=8)
+    h = zooql.connect(str(tmp_path / "hub"))
+    assert "executor=" not in h.explain(f"ADD MODELS FROM '{zoo['models_csv']}'")
+    h.execute("SET executor = 'ray'")
+    h.execute("SET ray_workers = 3")
+    line = [x for x in h.explain(f"ADD MODELS FROM '{zoo['models_csv']}'").splitlines() if "InspectModels" in x][0]
+    assert line.endswith("executor=ray workers=3")
+    assert "executor=" not in h.explain("ADD MODEL 'hf:org/x' AS x")      # nothing to instantiate
+    h.close()

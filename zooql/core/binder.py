@@ -19,7 +19,7 @@ from zooql.plan.hooks import binds
 from zooql.storage import catalog as C
 from zooql.plan.logical import Logical
 from zooql.storage.names import check_name
-from zooql.runtime.executors import EXECUTORS, SETTINGS as EXECUTOR_SETTINGS
+from zooql.runtime.executors import EXECUTORS, SHIP_MODES, SETTINGS as EXECUTOR_SETTINGS
 
 PREPROCESS_KEYS = ("input_size", "channels", "mean", "std", "interpolation", "num_classes")
 # Settings the core owns; methods declare theirs in their Method (BindContext.settings has all).
@@ -370,6 +370,8 @@ def _check_executor_setting(key: str, value) -> None:
         raise BindError(f"setting executor is one of {', '.join(map(repr, EXECUTORS))}; got {value!r}")
     if key == "ray_workers" and value is not None and value < 1:
         raise BindError(f"setting ray_workers is the number of Ray actors, at least 1; got {value!r}")
+    if key == "ray_ship_files" and value is not None and str(value).lower() not in SHIP_MODES:
+        raise BindError(f"setting ray_ship_files is one of {', '.join(map(repr, SHIP_MODES))}; got {value!r}")
     if key == "ray_gpus_per_worker" and value is not None and value < 0:
         raise BindError(f"setting ray_gpus_per_worker must be >= 0; got {value!r}")
 

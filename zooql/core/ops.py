@@ -85,7 +85,7 @@ def _inspect_settings(ctx) -> tuple[int, int]:
 class InspectModels(Operator):
     """Instantiate each loadable model once to record parameter count, logits, input
     size and labels (weights are not copied), in a pool of worker processes
-    (``SET inspect_workers``); every ``inspect_batch`` models commit in one short
+    (``SET inspect_workers``) or on the Ray actors (``SET executor = 'ray'``); every ``inspect_batch`` models commit in one short
     transaction, so an interrupted ADD MODELS FROM resumes. Name-only models pass through."""
 
     child: Operator = None
@@ -93,13 +93,17 @@ class InspectModels(Operator):
     name_only: int | None = None
     writes: ClassVar[bool] = True
     short_writes: ClassVar[bool] = True
+    runs_models: ClassVar[bool] = True
 
     def explain_params(self):
         return {"instantiate": self.loadable, "name_only": self.name_only}
 
+    def executor_params(self, executor):
+        return executor if executor and self.loadable != 0 else None
+
     def run(self, ctx, inputs):
         from zooql.core import models_file as MF
-        from zooql.runtime.inspect_pool import inspect_many
+        from zooql.runtime.inspect_pool import inspect_for
 
         staged = inputs[0].rows[0][0]
         todo = staged.loadable
@@ -141,7 +145,7 @@ class InspectModels(Operator):
                 flush(final=False)
 
         ctx.report("inspect", 0, len(todo))
-        inspect_many(jobs, workers, on_result)
+        inspect_for(ctx, jobs, workers, on_result)
         flush(final=True)
         staged.loadable = []
         return inputs[0]

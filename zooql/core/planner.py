@@ -94,4 +94,4 @@ def _plan_set(b: B.BoundSet) -> Operator:
 
 
 #: Settings of the connection only (not stored in the hub).
-SESSION_SETTINGS = ("lock_timeout", "executor", "ray_address", "ray_workers", "ray_gpus_per_worker")
+SESSION_SETTINGS = ("lock_timeout", "executor", "ray_address", "ray_workers", "ray_gpus_per_worker", "ray_ship_files")

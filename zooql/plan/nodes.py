@@ -190,6 +190,11 @@ class Operator:
     def explain_params(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no printer")
 
+    def executor_params(self, executor: dict | None) -> dict | None:
+        """What EXPLAIN appends about where this operator runs (``executor`` is the
+        session's executor, None for local): the executor for operators that run models."""
+        return executor if executor and self.runs_models else None
+
     def explain_line(self) -> str:
         params = self.explain_params()
         body = " ".join(f"{k}={fmt_value(v)}" for k, v in params.items() if v is not None)
@@ -243,8 +248,9 @@ def explain(op: Operator, stats: dict[int, OpStats] | None = None, depth: int = 
     """The plan's lines. ``executor``: what operators that run models print about where
     they run (``executor=ray workers=n``); None for the local executor (nothing printed)."""
     line = op.explain_line()
-    if executor and op.runs_models:
-        line += "".join(f" {k}={fmt_value(v)}" for k, v in executor.items() if v is not None)
+    extra = op.executor_params(executor)
+    if extra:
+        line += "".join(f" {k}={fmt_value(v)}" for k, v in extra.items() if v is not None)
     out = [_with_stats("  " * depth + line, op, stats)]
     for d in op.details:
         out.append(_with_stats("  " * (depth + 1) + d.explain_line(), d, stats))

@@ -30,15 +30,16 @@ import os
 from typing import Any, Callable
 
 from zooql.errors import ExecutionError
-from zooql.runtime.jobs import (FORWARD, INSTALL_HINT, Executor, Job, JobResult, LocalExecutor, Shared,  # noqa: F401
-                                call_job, forward, load, model_record)
+from zooql.runtime.jobs import (FORWARD, INSTALL_HINT, SHIP_MODES, Executor, Job, JobResult, LocalExecutor,  # noqa: F401
+                                Shared, call_job, forward, load, model_record)
 
 __all__ = ["EXECUTORS", "SETTINGS", "FORWARD", "INSTALL_HINT", "Executor", "Job", "JobResult", "LocalExecutor",
            "Shared", "call_job", "forward", "load", "model_record", "executor_config", "explain_params", "executor_for"]
 
 EXECUTORS = ("local", "ray")
 #: settings of the executors (SET key = value; also Hub(..., executor=...) and CLI flags)
-SETTINGS = {"executor": str, "ray_address": str, "ray_workers": int, "ray_gpus_per_worker": float}
+SETTINGS = {"executor": str, "ray_address": str, "ray_workers": int, "ray_gpus_per_worker": float,
+            "ray_ship_files": str}
 
 
 def executor_config(get: Callable[[str, Any], Any]) -> dict:
@@ -52,8 +53,11 @@ def executor_config(get: Callable[[str, Any], Any]) -> dict:
         raise ExecutionError(f"setting ray_workers must be at least 1, got {workers}")
     if gpus is not None and float(gpus) < 0:
         raise ExecutionError(f"setting ray_gpus_per_worker must be >= 0, got {gpus}")
+    ship = str(get("ray_ship_files", None) or "auto").strip().lower()
+    if ship not in SHIP_MODES:
+        raise ExecutionError(f"setting ray_ship_files is one of {', '.join(map(repr, SHIP_MODES))}; got {ship!r}")
     return {"executor": name, "address": get("ray_address", None) or os.environ.get("ZOOQL_RAY_ADDRESS") or None,
-            "workers": None if workers is None else int(workers), "gpus": float(gpus or 0)}
+            "workers": None if workers is None else int(workers), "gpus": float(gpus or 0), "ship": ship}
 
 
 def explain_params(get: Callable[[str, Any], Any]) -> dict | None:
@@ -69,10 +73,14 @@ def explain_params(get: Callable[[str, Any], Any]) -> dict | None:
             "gpus_per_worker": cfg["gpus"] or None}
 
 
-def executor_for(ctx, device: str | None = None) -> Executor:
-    """The executor this statement's settings select (``SET executor = 'local' | 'ray'``)."""
+def executor_for(ctx, device: str | None = None, *, models: bool = True) -> Executor:
+    """The executor this statement's settings select (``SET executor = 'local' | 'ray'``).
+    ``models=False``: the jobs run no model (a sharded scan), so the local executor gets
+    no model runtime (torch is not imported)."""
     cfg = executor_config(ctx.setting)
     if cfg["executor"] == "local":
+        if not models:
+            return LocalExecutor(None)
         from zooql.runtime.loading import runtime_for
 
         return LocalExecutor(lambda: runtime_for(ctx, device))
@@ -80,4 +88,4 @@ def executor_for(ctx, device: str | None = None) -> Executor:
 
     return ray_executor(address=cfg["address"], workers=cfg["workers"], gpus=cfg["gpus"],
                         device=device or ctx.setting("device", "cpu") or "cpu",
-                        trust_code=bool(ctx.setting("trust_code", False)))
+                        trust_code=bool(ctx.setting("trust_code", False)), ship=cfg["ship"])

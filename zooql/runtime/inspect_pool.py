@@ -3,9 +3,13 @@ processes: each worker builds one model at a time (its memory is bounded by the 
 model, and a worker is replaced after :data:`TASKS_PER_WORKER` models), the caller gets the
 results in input order, so it can commit them in batches and an interrupt keeps a prefix.
 
-Plain function interface (an executor may replace the pool later)::
+The pool goes through the executor interface (:func:`inspect_for`): with the local
+executor it is this module's process pool (:func:`inspect_many`); with ``SET executor =
+'ray'`` every inspection is a job on the Ray actors (:func:`inspect_job`, model files by
+value like every job), its results put back into input order, so the caller commits the
+same batches and an interrupt (or a failed model) keeps the same prefix::
 
-    inspect_many(jobs, workers, on_result)
+    inspect_for(ctx, jobs, workers, on_result)
 
 ``jobs`` are dicts ``{source, checkpoint, labels, options, trust_code}``; ``on_result(i,
 info, error)`` is called once per job, in order, with the :class:`ModelInfo` as a dict or
@@ -48,6 +52,65 @@ def _inspect(job: dict):
 
         return "error", ExecutionError(f"{type(exc).__name__}: {exc}")
     return "ok", info.to_dict()
+
+
+INSPECT = "zooql.runtime.inspect_pool:inspect_job"
+
+
+def inspect_job(runtime, model: dict, args: dict, progress=None) -> dict:
+    """Executor worker function: inspect one model (``args['job']``; the record's source and
+    checkpoint replace the job's, so files shipped by value are used).
+    ``{"info": dict}`` or ``{"error": message, "kind": class name}``."""
+    job = dict(args["job"], source=model["source"], checkpoint=model.get("checkpoint"))
+    status, out = _inspect(job)
+    if status == "ok":
+        return {"info": out}
+    return {"error": getattr(out, "message", str(out)), "kind": type(out).__name__}
+
+
+def _error(kind: str, message: str) -> Exception:
+    from zooql import errors
+
+    cls = getattr(errors, kind, None)
+    return (cls if isinstance(cls, type) and issubclass(cls, errors.ZooQLError) else errors.ExecutionError)(message)
+
+
+def inspect_on(executor, jobs: list[dict], on_result: Callable[[int, dict | None, Exception | None], None]) -> None:
+    """:func:`inspect_many` through an executor's workers (Ray actors): ``on_result`` in
+    input order (results that arrive early wait, at most the executor's in-flight window);
+    an exception from ``on_result`` cancels the pending jobs."""
+    import contextlib
+
+    from zooql.runtime.jobs import Job
+
+    delay = float(os.environ.get(DELAY_ENV) or 0)
+    items = (Job(i, {"name": f"inspect{i}", "source": j["source"], "checkpoint": j.get("checkpoint")}, fn=INSPECT,
+                 args={"job": dict(j, delay=delay) if delay else j}, route=i) for i, j in enumerate(jobs))
+    waiting: dict[int, tuple] = {}
+    nxt = 0
+    with contextlib.closing(executor.map(items)) as results:
+        for res in results:
+            if res.error is not None:
+                waiting[res.key] = (None, _error(res.error_kind, res.error))
+            elif "error" in res.value:
+                waiting[res.key] = (None, _error(res.value["kind"], res.value["error"]))
+            else:
+                waiting[res.key] = (res.value["info"], None)
+            while nxt in waiting:
+                info, error = waiting.pop(nxt)
+                on_result(nxt, info, error)
+                nxt += 1
+
+
+def inspect_for(ctx, jobs: list[dict], workers: int,
+                on_result: Callable[[int, dict | None, Exception | None], None]) -> None:
+    """Inspect ``jobs`` where the statement's executor says: the local process pool
+    (``workers`` processes) or the Ray actors (``SET executor = 'ray'``)."""
+    from zooql.runtime.executors import executor_config, executor_for
+
+    if executor_config(ctx.setting)["executor"] == "local" or not jobs:
+        return inspect_many(jobs, workers, on_result)
+    return inspect_on(executor_for(ctx, models=False), jobs, on_result)
 
 
 def _init_worker() -> None:

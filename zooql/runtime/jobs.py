@@ -4,6 +4,8 @@ torch nor ray."""
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ class Job:
     model: dict                    # model record by value: name, source, checkpoint, options
     fn: str = FORWARD              # "zooql.module:function" run by the worker
     args: dict = field(default_factory=dict)   # plain data and Shared values
+    route: int | None = None       # a fixed worker (index modulo the workers); None: by the model's name
 
 
 @dataclass
@@ -58,6 +61,69 @@ def model_record(m: dict) -> dict:
 
     return {"name": m["name"], "source": m["source"], "checkpoint": m.get("checkpoint"),
             "options": model_options(m), "num_logits": m.get("num_logits")}
+
+
+# ---- model files by value (checkpoint bytes in the object store) -----------------------------------
+
+#: what a worker answers when it cannot read a file of the model record (the driver then
+#: ships the bytes, ``SET ray_ship_files = 'auto'``)
+NEED_FILES = "__zooql_need_files__"
+SHIP_MODES = ("auto", "always", "never")
+
+
+def record_files(model: dict) -> dict[str, str]:
+    """The files a model record is loaded from: ``{"checkpoint": path}`` and, for a
+    ``torchscript:`` source, ``{"source": path}``."""
+    out = {}
+    if model.get("checkpoint"):
+        out["checkpoint"] = str(model["checkpoint"])
+    src = str(model.get("source") or "")
+    if src.startswith("torchscript:"):
+        out["source"] = src.split(":", 1)[1]
+    return out
+
+
+def unreadable_files(model: dict) -> list[str]:
+    """The fields of :func:`record_files` this process cannot read."""
+    return [k for k, p in record_files(model).items() if not os.access(p, os.R_OK)]
+
+
+def read_files(model: dict) -> dict[str, bytes]:
+    """The bytes of the record's files (the driver side of shipping them)."""
+    out = {}
+    for k, p in record_files(model).items():
+        try:
+            with open(p, "rb") as f:
+                out[k] = f.read()
+        except OSError as exc:
+            raise ExecutionError(f"cannot read {p} to send it to the workers: {exc.strerror}") from None
+    return out
+
+
+def materialize(model: dict, blobs: dict[str, bytes], folder: str | None = None) -> dict:
+    """A copy of ``model`` whose files are local copies of ``blobs`` (``{field: bytes}``,
+    as :func:`read_files` gives them), written once per content into ``folder`` (default:
+    ``zooql-model-files`` in the temp dir) under the original file name, so the model
+    builds exactly as from the original path (the file type is kept)."""
+    import hashlib
+
+    folder = folder or os.path.join(tempfile.gettempdir(), "zooql-model-files")
+    os.makedirs(folder, exist_ok=True)
+    out = dict(model)
+    for field_, data in blobs.items():
+        orig = record_files(model)[field_]
+        digest = hashlib.sha256(data).hexdigest()[:24]
+        path = os.path.join(folder, f"{digest}-{os.path.basename(orig)}")
+        if not os.path.exists(path) or os.path.getsize(path) != len(data):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        if field_ == "checkpoint":
+            out["checkpoint"] = path
+        else:
+            out["source"] = "torchscript:" + path
+    return out
 
 
 def resolve_fn(path: str) -> Callable:

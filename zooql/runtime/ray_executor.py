@@ -13,6 +13,13 @@
 * A worker process that dies is restarted by Ray and its queued and running tasks are
   retried (``max_restarts`` / ``max_task_retries``).
 * An actor that Ray gives a GPU runs its models on CUDA.
+* Model files by value (``SET ray_ship_files``): with ``'auto'`` (the default) a worker
+  that cannot read a record's checkpoint or TorchScript file (another node without the
+  shared filesystem) answers so, and the driver puts the file's bytes into the object
+  store (once per file) and sends them with that job and every later job of that worker;
+  ``'always'`` sends them with every job, ``'never'`` lets the load fail. The worker
+  writes the bytes once per content into its temp dir under the original file name and
+  builds the model from there.
 
 Ray is imported only here, when the executor is selected; without it the statement fails
 with an ExecutionError saying what to install.
@@ -25,7 +32,8 @@ from collections import OrderedDict
 from typing import Any
 
 from zooql.errors import ExecutionError
-from zooql.runtime.jobs import INSTALL_HINT, Executor, JobResult, Shared, call_job
+from zooql.runtime.jobs import (INSTALL_HINT, NEED_FILES, SHIP_MODES, Executor, JobResult, Shared, call_job,
+                                materialize, read_files, record_files, unreadable_files)
 
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
@@ -57,17 +65,46 @@ class ModelWorker:
             device = "cpu"   # this actor was given no GPU
         self.runtime = ModelRuntime(device=device, trust_code=trust_code, memory_budget_bytes=memory_budget_bytes)
         self.shared: OrderedDict[str, Any] = OrderedDict()
+        self.files: OrderedDict[str, str] = OrderedDict()   # shipped file key -> local copy
         self.name = f"{os.getpid()}@{ray.util.get_node_ip_address()}"
 
     def info(self) -> dict:
         import ray
 
         return {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(), "device": self.runtime.device,
-                "node_id": ray.get_runtime_context().get_node_id(), "cached": self.runtime.cached_names()}
+                "node_id": ray.get_runtime_context().get_node_id(), "cached": self.runtime.cached_names(),
+                "shipped_files": list(self.files.values())}
 
-    def run(self, fn: str, model: dict, args: dict, refs: dict) -> tuple:
+    def _local_files(self, model: dict, files: dict) -> dict:
+        """``model`` with its shipped files replaced by local copies (fetched once per key)."""
         import ray
 
+        paths = {}
+        for field_, (key, wrapped) in files.items():
+            path = self.files.get(key)
+            if path is None or not os.path.exists(path):
+                path = record_files(materialize(model, {field_: ray.get(wrapped[0])}))[field_]
+                self.files[key] = path
+                while len(self.files) > 256:
+                    self.files.popitem(last=False)
+            paths[field_] = path
+        out = dict(model)
+        if "checkpoint" in paths:
+            out["checkpoint"] = paths["checkpoint"]
+        if "source" in paths:
+            out["source"] = "torchscript:" + paths["source"]
+        return out
+
+    def run(self, fn: str, model: dict, args: dict, refs: dict, files: dict | None = None,
+            ask: bool = False) -> tuple:
+        import ray
+
+        if files:
+            model = self._local_files(model, files)
+        elif ask:
+            missing = unreadable_files(model)
+            if missing:   # the driver resends the job with the bytes
+                return NEED_FILES, missing, 0.0, self.runtime.device, self.name
         args = dict(args)
         for name, (key, wrapped) in refs.items():
             if key not in self.shared:
@@ -101,6 +138,9 @@ class RayExecutor(Executor):
         self.actors = [cls.remote(device, trust_code, memory_budget_bytes) for _ in range(n)]
         self.workers = n
         self.window = 2 * n
+        self.ship = "auto"                       # SET ray_ship_files
+        self._needs_files: set[int] = set()      # actors that could not read a model's files
+        self._files: OrderedDict[tuple, Any] = OrderedDict()
         self._shared: OrderedDict[str, Any] = OrderedDict()
         self._wait_ready(n, cpu_each, gpus, total_cpu)
 
@@ -139,11 +179,35 @@ class RayExecutor(Executor):
                 self._shared.popitem(last=False)
         return Shared(key, None, ref)
 
-    def _submit(self, job):
+    def _file_refs(self, model: dict) -> dict:
+        """``{field: (key, [object ref])}`` of the record's files, put once per file version."""
+        out = {}
+        paths = record_files(model)
+        for field_, path in paths.items():
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise ExecutionError(f"cannot read {path} to send it to the workers: {exc.strerror}") from None
+            key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+            ref = self._files.get(key)
+            if ref is None:
+                ref = self._files[key] = self.ray.put(read_files({field_: path} if field_ == "checkpoint"
+                                                                 else {"source": "torchscript:" + path})[field_])
+                while len(self._files) > 64:
+                    self._files.popitem(last=False)
+            self._files.move_to_end(key)
+            out[field_] = ("|".join(map(str, key)), [ref])
+        return out
+
+    def _submit(self, job, ship: bool = False):
         args = {k: v for k, v in job.args.items() if not isinstance(v, Shared)}
         refs = {k: (v.key, [v.ref]) for k, v in job.args.items() if isinstance(v, Shared)}
-        actor = self.actors[route(job.model["name"], len(self.actors))]
-        return actor.run.remote(job.fn, job.model, args, refs)
+        i = route(job.model["name"], len(self.actors)) if job.route is None else int(job.route) % len(self.actors)
+        ship = ship or self.ship == "always" or (self.ship == "auto" and i in self._needs_files)
+        files = self._file_refs(job.model) if ship and record_files(job.model) else None
+        if ship and self.ship == "auto":
+            self._needs_files.add(i)
+        return self.actors[i].run.remote(job.fn, job.model, args, refs, files, self.ship == "auto" and not files)
 
     def _result(self, job, ref) -> JobResult:
         ray = self.ray
@@ -176,7 +240,12 @@ class RayExecutor(Executor):
                     return
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    yield self._result(pending.pop(ref), ref)
+                    job = pending.pop(ref)
+                    res = self._result(job, ref)
+                    if isinstance(res.value, str) and res.value == NEED_FILES:
+                        pending[self._submit(job, ship=True)] = job   # again, with the files' bytes
+                        continue
+                    yield res
         finally:
             for ref in pending:   # an interrupt: drop the work not yet done
                 try:
@@ -211,8 +280,10 @@ def connect_ray(address: str | None):
 
 
 def ray_executor(*, address: str | None, workers: int | None, gpus: float, device: str,
-                 trust_code: bool) -> RayExecutor:
+                 trust_code: bool, ship: str = "auto") -> RayExecutor:
     """The executor for these settings; its actors stay up (warm) across statements."""
+    if ship not in SHIP_MODES:
+        raise ExecutionError(f"setting ray_ship_files is one of {', '.join(map(repr, SHIP_MODES))}; got {ship!r}")
     ray = connect_ray(address)
     job = ray.get_runtime_context().get_job_id()
     key = (job, workers, gpus, device, trust_code)
@@ -220,6 +291,7 @@ def ray_executor(*, address: str | None, workers: int | None, gpus: float, devic
     if ex is None:
         release()   # one set of actors at a time: another configuration's would hold the CPUs
         ex = _CACHE[key] = RayExecutor(ray, workers=workers, gpus=gpus, device=device, trust_code=trust_code)
+    ex.ship = ship
     return ex
 
 

@@ -39,6 +39,7 @@ class ProbeSetRef:
     id: int | None = None          # None: the built-in set, created by the statement
     has_captions: bool = False
     why: str | None = None         # how a default probe set was chosen (None: named or the only one)
+    itemsize: int = 2              # bytes of a stored descriptor value (float16: 2, float32: 4)
 
     @property
     def create(self) -> bool:
@@ -103,6 +104,8 @@ class BoundFind(Logical):
     query_mode: str | None = None   # OPTIONS (query = ...): None / 'stored' = the stored descriptor
     full_query: tuple | None = None  # (model, observed, forward passes): a sampled query model to probe fully
     total_logits: int = 0           # logits in the probe set after on-demand probing (the index's size)
+    find_shards: int | None = None  # SET find_shards / find_shard_mb (sharded exact scan)
+    find_shard_mb: float | None = None
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -114,7 +117,8 @@ def _int(node, what: str, minimum: int = 0) -> int | None:
 def _probe_set_ref(bc: BindContext, name: str) -> ProbeSetRef:
     row = P.probe_set_row(bc.con, name)
     if row is not None:
-        return ProbeSetRef(name, row["n_probes"], row["id"], row["has_captions"])
+        return ProbeSetRef(name, row["n_probes"], row["id"], row["has_captions"],
+                           itemsize=4 if row.get("descriptor_dtype") == "float32" else 2)
     if name == P.BUILTIN_NAME:
         return ProbeSetRef(name, P.BUILTIN_DEFAULT_N)
     names = P.probe_set_names(bc.con)
@@ -456,7 +460,14 @@ def _bind_find(stmt: A.Find, bc: BindContext):
                      aligner.why if aligner else None, method, topk, index, reason, top,
                      gallery_sql, tuple(gallery_params), " AND ".join(texts) or None, len(gallery), g_logits,
                      tuple(to_probe), opts["pool"], opts["ef"], _sampled(bc, ps), opts["query"],
-                     _full_query(bc, ps, model, opts["query"]), total)
+                     _full_query(bc, ps, model, opts["query"]), total,
+                     *_shard_settings(bc))
+
+
+def _shard_settings(bc: BindContext) -> tuple[int | None, float | None]:
+    from zooql.methods.probelog.find_shards import shard_settings
+
+    return shard_settings(lambda k, d=None: C.get_setting(bc.con, k, d))
 
 
 def _find_gallery(stmt: A.Find, bc: BindContext, exclude) -> tuple[str, list, list, list]:
@@ -574,7 +585,9 @@ def _plan_find(b: BoundFind) -> Operator:
                       target=b.target, top=b.top, probe_set=b.ps.name, probe_set_why=b.ps.why,
                       gallery_sql=b.gallery_sql,
                       gallery_params=b.gallery_params, filter=b.filter, gallery_models=b.gallery_models,
-                      gallery_logits=b.gallery_logits, pool=b.pool, ef=b.ef, child=q)
+                      gallery_logits=b.gallery_logits, pool=b.pool, ef=b.ef, child=q,
+                      n_probes=b.ps.n_probes, total_logits=b.total_logits, itemsize=b.ps.itemsize,
+                      find_shards=b.find_shards, find_shard_mb=b.find_shard_mb)
     if not b.sampled:
         return search
     from zooql.methods.probelog import completion as CP

@@ -177,12 +177,33 @@ class Search(Operator):
     pool: int | None = None
     ef: int | None = None
     child: Operator | None = None
+    n_probes: int = 0                  # of the probe set (the store's size, for the shard rule)
+    total_logits: int = 0              # columns of the store once on-demand probing is done
+    itemsize: int = 2                  # bytes of a descriptor value
+    find_shards: int | None = None     # SET find_shards (None: the automatic rule)
+    find_shard_mb: float | None = None  # SET find_shard_mb
 
     def explain_params(self):
         return {"method": self.method, "topk_probes": self.topk_probes, "index": self.index,
                 "reason": self.reason, "target": self.target, "top": self.top, "probe_set": self.probe_set,
                 "gallery_models": self.gallery_models, "gallery_logits": self.gallery_logits,
                 "filter": Expr(self.filter) if self.filter else None, "pool": self.pool, "ef": self.ef}
+
+    def executor_params(self, executor):
+        """EXPLAIN: executor, shards and workers when the exact scan is sharded."""
+        from zooql.runtime.shards import shard_count
+
+        if self.target != "logits" or self.index in S.INDEX_KINDS:
+            return None
+        name = (executor or {}).get("executor", "local")
+        workers = (executor or {}).get("workers", 1) if executor else 1
+        nbytes = self.n_probes * self.total_logits * self.itemsize
+        n = shard_count(nbytes, executor=name, workers=workers if isinstance(workers, int) else 1,
+                        forced=self.find_shards, limit_mb=self.find_shard_mb)
+        if not n:
+            return None
+        auto = self.find_shards is None and not isinstance(workers, int)
+        return {"executor": name, "shards": f">={n}" if auto else n, "workers": workers}
 
     # -- helpers ------------------------------------------------------------------------------------
     def _gallery(self, ctx, ps, exclude):
@@ -235,6 +256,15 @@ class Search(Operator):
         top = min(int(self.top), n_gallery)  # never allocate for more results than logits exist
         if n_gallery == 0 or top <= 0:
             return (np.empty(0, np.int64), np.empty(0)), "exact"
+        if self.index not in S.INDEX_KINDS:
+            from zooql.methods.probelog import find_shards as FS
+
+            if FS.wanted(ctx, dm.nbytes(), self.find_shards, self.find_shard_mb):
+                found, info = FS.search(ctx, dm, q, kp, top, P.run_columns(first, ncols),
+                                        forced=self.find_shards, limit_mb=self.find_shard_mb)
+                notes.append(f"exact scan over {info['shards']} shards on the {info['executor']} executor "
+                             f"({info['workers']} workers)")
+                return found, "exact"
         extra = int(all_ncols.sum()) - n_gallery
         if dm.n_columns == int(all_ncols.sum()) and extra <= max(4 * top, 4096):
             # (almost) the whole matrix: dense scan for a few more and drop the others afterwards
