@@ -166,7 +166,7 @@ def test_chunked_scan_equals_unchunked(tmp_path, monkeypatch):
     qs = [K.zscore_columns(rng.standard_normal((24, 1)))[:, 0] for _ in range(3)]
     plain = [[K.asymmetric_search(q, dm, 6, 25, candidates=c) for c in cands] for q in qs]
     monkeypatch.setattr(K, "STREAM_MIN_BYTES", 0)
-    monkeypatch.setattr(segio, "SCAN_BUDGET", 2 * 6 * 2 * 5000)   # ~5,000-column chunks
+    monkeypatch.setattr(segio, "SCAN_BUDGET", 2 * 6 * 2 * 5000)   # 5,000-10,000-column chunks
     for workers in (1, 2):   # one thread reading and scanning in turn, or two sharing the chunks
         monkeypatch.setattr(segio, "SCAN_WORKERS", workers)
         for q, want in zip(qs, plain):
