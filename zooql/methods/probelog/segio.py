@@ -58,8 +58,10 @@ class FileHandle:
         return self.fd
 
     def __del__(self):
-        with contextlib.suppress(OSError, TypeError):
+        try:
             os.close(self.fd)
+        except (OSError, TypeError, AttributeError):  # closed already, or interpreter shutdown
+            pass
 
 
 def chunk_columns(k: int, itemsize: int, budget: int | None = None, workers: int | None = None) -> int:
