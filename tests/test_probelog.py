@@ -332,3 +332,28 @@ def test_builtin_probes_deterministic():
     h = probe_hashes(a)
     assert len(h) == 6 and len(set(h)) == 6 and all(len(x) == 64 for x in h)
     assert probe_hashes(b) == h[:3]
+
+
+def test_reduced_index_pca_is_fitted_on_every_segment(tmp_path):
+    """The PCA of hnsw_reduced samples all segments, not only the first columns probed."""
+    from zooql.methods.probelog import ann
+    from zooql.methods.probelog.descriptors import DescriptorMatrix
+    from zooql.methods.probelog.kernels import _segments
+
+    rng = np.random.default_rng(0)
+    n, L = 16, 30000
+    a = np.zeros((n, L), np.float32)
+    a[0:4] = rng.standard_normal((4, L))        # the first segment varies on probes 0-3 only
+    b = np.zeros((n, L), np.float32)
+    b[8:12] = rng.standard_normal((4, L))       # the second on probes 8-11 only
+    dm = DescriptorMatrix.create(tmp_path / "d", n, "float32")
+    dm.append_columns_streaming([a], L)
+    dm.append_columns_streaming([b], L)
+    idx = ann.HnswIndex(n, dim=8, embedding="pca")
+    sample = ann._pca_sample(list(_segments(dm)), dm.n_columns)
+    assert sample.shape[1] == n and sample.shape[0] <= 20000
+    idx._fit_pca(sample)
+    for block in (a, b):
+        v = block.T - block.T.mean(axis=0)
+        kept = np.linalg.norm(v @ idx.proj.T) ** 2 / np.linalg.norm(v) ** 2
+        assert kept > 0.99, kept

@@ -166,14 +166,17 @@ def test_chunked_scan_equals_unchunked(tmp_path, monkeypatch):
     qs = [K.zscore_columns(rng.standard_normal((24, 1)))[:, 0] for _ in range(3)]
     plain = [[K.asymmetric_search(q, dm, 6, 25, candidates=c) for c in cands] for q in qs]
     monkeypatch.setattr(K, "STREAM_MIN_BYTES", 0)
-    monkeypatch.setattr(segio, "SCAN_BUDGET", 2 * 6 * 2 * 5000)   # ~5,000-column chunks
-    for q, want in zip(qs, plain):
-        for c, (wi, wd) in zip(cands, want):
-            gi, gd = K.asymmetric_search(q, dm, 6, 25, candidates=c)
-            np.testing.assert_array_equal(gi, wi)
-            np.testing.assert_array_equal(gd, wd)
-            ri, _ = K.reference_search(q, full, 6, 25, candidates=live if c is None else np.intersect1d(c, live))
-            np.testing.assert_array_equal(gi, ri)
+    monkeypatch.setattr(segio, "SCAN_BUDGET", 2 * 6 * 2 * 5000)   # 5,000-10,000-column chunks
+    for workers in (1, 2):   # one thread reading and scanning in turn, or two sharing the chunks
+        monkeypatch.setattr(segio, "SCAN_WORKERS", workers)
+        for q, want in zip(qs, plain):
+            for c, (wi, wd) in zip(cands, want):
+                gi, gd = K.asymmetric_search(q, dm, 6, 25, candidates=c)
+                np.testing.assert_array_equal(gi, wi)
+                np.testing.assert_array_equal(gd, wd)
+                ri, _ = K.reference_search(q, full, 6, 25,
+                                           candidates=live if c is None else np.intersect1d(c, live))
+                np.testing.assert_array_equal(gi, ri)
 
 
 def test_chunked_scan_memory_is_bounded_by_the_budget(tmp_path, monkeypatch):

@@ -197,16 +197,16 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
     if cand is None and hasattr(store, "prefetch") and not any(big):
         store.prefetch(probes)  # dense scans read whole rows: ask for them up front
     all_i, all_d = [], []
+    streamed = []  # (segment index, ids, pos, live): scanned together, chunk by chunk, with pread
     for s, (X, ids, live) in enumerate(_segments(store)):
         L = X.shape[1]
         pos = None if cand is None else _positions(cand, ids, L, live)
         if pos is not None and pos.size == 0:
             continue
         if big and big[s] and (pos is None or pos.size >= STREAM_MIN_DENSITY * L):
-            src, header = files[s][0], files[s][1]
-            li, ld = scan_streamed(src, header, L, store.dtype, probes, qk, top, pos,
-                                   None if pos is not None else live, use_numba=use_numba)
-        elif pos is not None:
+            streamed.append((s, ids, pos, None if pos is not None else live))
+            continue
+        if pos is not None:
             li, ld = _scan_array(X, probes, qk, top, pos, use_numba=use_numba)
         elif live is not None:
             n_dead = int(L - live.sum())
@@ -223,6 +223,12 @@ def _search(query: np.ndarray, store, probes: np.ndarray, top: int,
             li, ld = _scan_array(X, probes, qk, top, None, use_numba=use_numba)
         all_i.append(li if ids is None else ids[li])
         all_d.append(ld)
+    if streamed:
+        segs = [(files[s][0], files[s][1], files[s][2], pos, live) for s, _, pos, live in streamed]
+        for (_, ids, _, _), (li, ld) in zip(streamed, scan_streamed(segs, store.dtype, probes, qk, top,
+                                                                    use_numba=use_numba)):
+            all_i.append(li if ids is None else ids[li])
+            all_d.append(ld)
     if not all_i:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     i = np.concatenate(all_i)

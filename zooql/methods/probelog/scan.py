@@ -230,10 +230,11 @@ def _numpy_scan(X: np.ndarray, probes: np.ndarray, q: np.ndarray, top: int,
 
 
 def _scan_array(X: np.ndarray, probes: np.ndarray, q: np.ndarray, top: int,
-                cols: np.ndarray | None = None, *, use_numba: bool | None = None):
+                cols: np.ndarray | None = None, *, use_numba: bool | None = None, serial: bool = False):
     """Top-``top`` smallest squared distances over one 2-D probe-major array.
 
-    ``cols`` (sorted int64 positions) restricts the scan.  Returns (positions, sq dist).
+    ``cols`` (sorted int64 positions) restricts the scan; ``serial`` keeps the kernel on
+    the calling thread (the streamed scan's workers).  Returns (positions, sq dist).
     """
     if top <= 0:
         return np.empty(0, np.int64), np.empty(0, np.float32)
@@ -248,7 +249,7 @@ def _scan_array(X: np.ndarray, probes: np.ndarray, q: np.ndarray, top: int,
         return _numpy_scan(X, probes, q, top, cols)
     Xk = _kernel_view(X)
     work = n_cols * probes.shape[0]
-    parallel = work >= _PARALLEL_MIN_WORK and _threads() > 1
+    parallel = not serial and work >= _PARALLEL_MIN_WORK and _threads() > 1
     nchunks = max(1, _threads() * 4) if parallel else 1
     nchunks = min(nchunks, max(1, n_cols // 256))
     if cols is None:
@@ -284,38 +285,59 @@ def _dist_array(X: np.ndarray, probes: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def scan_streamed(src, header: int, n_cols: int, dtype, probes: np.ndarray, q: np.ndarray, top: int,
-                  pos: np.ndarray | None = None, live: np.ndarray | None = None, *, chunk: int | None = None,
-                  use_numba: bool | None = None):
-    """:func:`_scan_array` over one segment file read in column chunks with ``pread``
-    (:func:`zooql.methods.probelog.segio.iter_row_chunks`): the same results, with the
-    descriptor data held at once bounded by ``segio.SCAN_BUDGET`` whatever ``n_cols``.
+def scan_streamed(segments, dtype, probes: np.ndarray, q: np.ndarray, top: int, *, chunk: int | None = None,
+                  workers: int | None = None, use_numba: bool | None = None) -> list:
+    """:func:`_scan_array` over segment files read in column chunks with ``pread``
+    (:func:`zooql.methods.probelog.segio.map_row_chunks`): the same results, with the
+    descriptor data held at once bounded by ``segio.SCAN_BUDGET`` whatever the size.
 
-    ``pos``: sorted positions to restrict to; ``live``: boolean mask of live columns."""
+    ``segments``: per segment ``(src, header, n_cols, pos, live)`` where ``pos`` holds
+    sorted positions to restrict to and ``live`` a boolean mask of live columns (either
+    may be None). ``workers`` threads (default ``segio.SCAN_WORKERS``) each read a chunk
+    into their own buffer and scan it there with the serial kernel (with two, reading one
+    chunk overlaps scanning another). Chunks with no position to scan are not read. Returns
+    ``(positions, squared distances)`` per segment, each (d, position)-sorted, at most
+    ``top``."""
     from zooql.methods.probelog import segio
 
+    dtype = np.dtype(dtype)
     k = int(probes.shape[0])
-    chunk = int(chunk or segio.chunk_columns(k, np.dtype(dtype).itemsize))
-    local = np.arange(k, dtype=np.int64)
-    all_i, all_d = [], []
-    for c0, block in segio.iter_row_chunks(src, header, n_cols, dtype, probes, chunk):
-        m = block.shape[1]
-        sel = None
-        if pos is not None:
-            sel = segio.positions_in(pos, c0, m)
-            if sel.size == 0:
+    workers = max(1, int(workers or segio.SCAN_WORKERS))
+    chunk = int(chunk or segio.chunk_columns(k, dtype.itemsize, workers=workers))
+    tasks, sels = [], []
+    for s, (_, _, n_cols, pos, live) in enumerate(segments):
+        for c0 in range(0, int(n_cols), chunk):
+            m = min(chunk, int(n_cols) - c0)
+            sel = None
+            if pos is not None:
+                sel = segio.positions_in(pos, c0, m)
+            elif live is not None:
+                lv = live[c0:c0 + m]
+                if not lv.all():
+                    sel = np.nonzero(lv)[0].astype(np.int64)
+            if sel is not None and sel.size == 0:
                 continue
-        elif live is not None:
-            lv = live[c0:c0 + m]
-            if not lv.all():
-                sel = np.nonzero(lv)[0].astype(np.int64)
-                if sel.size == 0:
-                    continue
-        li, ld = _scan_array(block, local, q, top, sel, use_numba=use_numba)
-        all_i.append(li + c0)
-        all_d.append(ld)
-    if not all_i:
-        return np.empty(0, np.int64), np.empty(0, np.float32)
-    i, d = np.concatenate(all_i), np.concatenate(all_d)
-    order = np.lexsort((i, d))[:top]
-    return i[order], d[order]
+            tasks.append((s, c0, m))
+            sels.append(sel)
+    sel_of = {(s, c0): sel for (s, c0, _), sel in zip(tasks, sels)}
+    local = np.arange(k, dtype=np.int64)
+
+    def scan(s, c0, block):
+        li, ld = _scan_array(block, local, q, top, sel_of[(s, c0)], use_numba=use_numba, serial=True)
+        return li + c0, ld
+
+    handles = [(src, header, n_cols) for src, header, n_cols, _, _ in segments]
+    res = segio.map_row_chunks(handles, tasks, probes, dtype, scan, workers=workers, chunk=chunk)
+    per = [([], []) for _ in segments]
+    for (s, _, _), (li, ld) in zip(tasks, res):
+        per[s][0].append(li)
+        per[s][1].append(ld)
+    out = []
+    for ii, dd in per:
+        if not ii:
+            out.append((np.empty(0, np.int64), np.empty(0, np.float32)))
+            continue
+        i, d = np.concatenate(ii), np.concatenate(dd)
+        order = np.lexsort((i, d))[:top]
+        out.append((i[order], d[order]))
+    return out

@@ -8,11 +8,11 @@ number of columns: pages read through a memory map stay mapped into the process 
 count in its RSS) until the map is closed, pages read with ``pread`` land in the page
 cache only.
 
-* :func:`iter_row_chunks` yields ``[k, m]`` blocks of the given probe rows of a segment,
-  ``m`` columns at a time, double-buffered: a background thread reads the next chunk
-  while the caller scans the current one (the kernels release the GIL), and
-  ``posix_fadvise(WILLNEED)`` asks the kernel for the chunk after.  Memory:
-  ``2 * k * m * itemsize`` bytes.
+* :func:`map_row_chunks` reads ``[k, m]`` blocks of the given probe rows of segments,
+  ``m`` columns at a time, in a few worker threads that each pread a chunk into their own
+  reused buffer and scan it there (the kernels release the GIL, so one worker scans while
+  another reads), with ``posix_fadvise(WILLNEED)`` ahead of them.  Memory:
+  ``workers * k * m * itemsize`` bytes (a few MiB).
 * :func:`write_compacted` writes a new ``.npy`` segment holding the kept columns of
   several source segments, in slabs of all probe rows, to a temporary file that is
   fsynced and renamed into place; an interrupt leaves only the temporary file (removed
@@ -23,12 +23,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-#: Bytes of descriptor data an exact scan holds at once (two chunk buffers).
+#: Most bytes of descriptor data an exact scan holds at once (its workers' chunk buffers).
 SCAN_BUDGET = 64 << 20
+#: Bytes of one chunk buffer in an exact scan (small enough for the CPU's L2/L3 caches, so
+#: the kernel scans the rows just read from cache rather than from memory).
+CHUNK_BYTES = 4 << 20
+#: Reader/scanner threads of an exact scan. One: on the shared 2-core machine a second
+#: worker did not beat one reading and scanning 4 MiB chunks in turn (benchmarks/RESULTS.md,
+#: issue 14); both give the same results.
+SCAN_WORKERS = 1
+#: How far ahead of the chunk being read a scan asks the kernel for the next ones.
+READ_AHEAD = 32 << 20
 #: Bytes of one slab (all probe rows of a run of columns) in a segment rewrite.
 SLAB_BYTES = 32 << 20
 
@@ -48,15 +58,20 @@ class FileHandle:
         return self.fd
 
     def __del__(self):
-        with contextlib.suppress(OSError, TypeError):
+        try:
             os.close(self.fd)
+        except (OSError, TypeError, AttributeError):  # closed already, or interpreter shutdown
+            pass
 
 
-def chunk_columns(k: int, itemsize: int, budget: int | None = None) -> int:
-    """Columns per chunk so that two ``[k, m]`` buffers fit ``budget`` bytes (default
-    :data:`SCAN_BUDGET`)."""
+def chunk_columns(k: int, itemsize: int, budget: int | None = None, workers: int | None = None) -> int:
+    """Columns per chunk: a ``[k, m]`` buffer of at most :data:`CHUNK_BYTES`, and
+    ``workers`` of them within ``budget`` bytes (default :data:`SCAN_BUDGET`); at least
+    1,024 columns."""
     budget = SCAN_BUDGET if budget is None else budget
-    return max(4096, int(budget) // (2 * max(1, int(k)) * int(itemsize)))
+    workers = SCAN_WORKERS if workers is None else workers
+    row = max(1, int(k)) * int(itemsize)
+    return max(1024, min(int(budget) // (max(1, int(workers)) * row), CHUNK_BYTES // row))
 
 
 def _fadvise(fd: int, offset: int, length: int, advice) -> None:
@@ -79,47 +94,66 @@ def _read_rows(fd: int, header: int, row_bytes: int, rows, c0: int, m: int, item
     return view
 
 
-def iter_row_chunks(src, header: int, n_cols: int, dtype, rows, chunk: int):
-    """Yield ``(c0, block [len(rows), m])`` over columns of one segment file, in order.
+def map_row_chunks(handles, tasks, rows, dtype, fn, *, workers: int = 1, chunk: int) -> list:
+    """Read probe rows of segments chunk by chunk and call ``fn`` on each, in ``workers``
+    threads; returns ``fn``'s results in task order.
 
-    ``src``: a path or a :class:`FileHandle`; ``header``: byte offset of the array in the
-    file; ``rows``: probe rows to read. Each yielded block is valid until the next
-    iteration (buffers are reused)."""
+    ``handles``: per segment ``(src, header, n_cols)`` (``src`` a path or a
+    :class:`FileHandle`, ``header`` the byte offset of the array); ``tasks``: ``(segment,
+    c0, m)`` column ranges (``m <= chunk``); ``rows``: the probe rows to read. Each worker
+    owns one buffer of ``len(rows) * chunk * itemsize`` bytes, allocated once per call and
+    reused for every chunk it takes: it preads the rows of its next chunk into it, then
+    calls ``fn(segment, c0, block [len(rows), m])`` on it (a compiled kernel that releases
+    the GIL scans one chunk while the other workers read theirs, so reading and scanning
+    overlap and chunks small enough for the CPU caches are scanned from them).
+    ``posix_fadvise(WILLNEED)`` asks the kernel for the chunks about ``READ_AHEAD`` bytes
+    ahead (a cold query reads in large I/Os). Memory: ``workers`` buffers."""
     dtype = np.dtype(dtype)
     rows = [int(r) for r in rows]
     k, isz = len(rows), dtype.itemsize
-    row_bytes = n_cols * isz
-    chunk = max(1, min(int(chunk), n_cols))
-    bufs = [np.empty(k * chunk * isz, np.uint8), np.empty(k * chunk * isz, np.uint8)]
-    starts = list(range(0, n_cols, chunk))
+    tasks = list(tasks)
+    workers = max(1, min(int(workers), len(tasks)))
+    opened = [h if isinstance(h, FileHandle) else FileHandle(os.fspath(h)) for h, _, _ in handles]
+    fds = [h.fileno() for h in opened]
+    heads = [int(hd) for _, hd, _ in handles]
+    row_bytes = [int(n) * isz for _, _, n in handles]
     will = getattr(os, "POSIX_FADV_WILLNEED", None)
-    handle = src if isinstance(src, FileHandle) else FileHandle(os.fspath(src))
-    fd = handle.fileno()
+    ahead = max(1, READ_AHEAD // max(1, k * int(chunk) * isz))
+    out = [None] * len(tasks)
+    lock = threading.Lock()
+    state = {"next": 0, "advised": 0}
+
+    def advise_to(i):  # called under the lock
+        i = min(i, len(tasks))
+        while state["advised"] < i:
+            s, c0, m = tasks[state["advised"]]
+            for r in rows:
+                _fadvise(fds[s], heads[s] + r * row_bytes[s] + c0 * isz, m * isz, will)
+            state["advised"] += 1
+
+    def work():
+        buf = np.empty(k * int(chunk) * isz, np.uint8)
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= len(tasks):
+                    return
+                state["next"] = i + 1
+                advise_to(i + ahead)
+            s, c0, m = tasks[i]
+            raw = _read_rows(fds[s], heads[s], row_bytes[s], rows, c0, m, isz, buf)
+            out[i] = fn(s, c0, raw.view(dtype).reshape(k, m))
+
     try:
-        def advise(i):
-            if i < len(starts):
-                c0 = starts[i]
-                m = min(chunk, n_cols - c0)
-                for r in rows:
-                    _fadvise(fd, header + r * row_bytes + c0 * isz, m * isz, will)
-
-        def load(i):
-            c0 = starts[i]
-            m = min(chunk, n_cols - c0)
-            return c0, _read_rows(fd, header, row_bytes, rows, c0, m, isz, bufs[i % 2]), m
-
-        advise(0)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            nxt = pool.submit(load, 0) if starts else None
-            for i in range(len(starts)):
-                c0, raw, m = nxt.result()
-                advise(i + 2)
-                nxt = pool.submit(load, i + 1) if i + 1 < len(starts) else None
-                yield c0, raw.view(dtype).reshape(k, m)
-                if nxt is not None:
-                    nxt.result()  # the next buffer is filled before this one is reused
+        if workers == 1:
+            work()
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for f in [pool.submit(work) for _ in range(workers)]:
+                    f.result()
     finally:
-        del handle  # closes the file when it was opened here
+        del opened  # closes the files opened here
+    return out
 
 
 def write_streamed(dst: str, blocks, n_probes: int, n_cols: int, dtype) -> None:
