@@ -243,7 +243,8 @@ class Hub:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                            dispatch=registry.dispatch(), settings=registry.settings(),
                                            objects=registry.objects(), grammar=registry.parser().grammar,
-                                           relations=registry.relations(), parse=registry.parse_one))
+                                           relations=registry.relations(), parse=registry.parse_one,
+                                           generation=self.store.generation()))
         except duckdb.Error as exc:  # a value the catalog refuses while names are resolved
             raise BindError(f"cannot bind the statement against the catalog: "
                             f"{str(exc).splitlines()[0]}") from None
@@ -265,7 +266,8 @@ class Hub:
                     lines, _ = plan_verbose(bound.statement, registry.dispatch())
                     return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
                                   elapsed=time.perf_counter() - t0)
-                executor = self._executor_explain(con)
+                # the executor's settings are read only for EXPLAIN (four catalog reads)
+                executor = self._executor_explain(con) if isinstance(bound, BoundExplain) else None
                 if isinstance(bound, BoundExplain) and not bound.analyze:
                     lines = P.explain(op, executor=executor)
                     return Result(["plan"], [(line,) for line in lines], kind="explain",

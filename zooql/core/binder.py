@@ -43,6 +43,7 @@ class BindContext:
     grammar: str = ""        # the full grammar text (HELP renders statements from it)
     relations: dict = dataclasses.field(default_factory=dict)  # method relations: name -> SQL (SELECT)
     parse: Callable | None = None    # text -> one statement (the full parser), for views
+    generation: Any = None   # the catalog's generation (HubStore.generation); None: no statement cache
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:

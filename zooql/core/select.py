@@ -9,14 +9,19 @@ results are registered as relations on a cursor of the sandbox, an in-memory Duc
 connection that attaches the catalog read-only, defines the relations as views, and turns
 external access off (``enable_external_access = false``, configuration locked) before any
 query runs. The sandbox is one of the hub's shared read connections
-(:class:`zooql.storage.hub.SharedReads`), kept open while statements keep coming; each
-query runs in a transaction that is rolled back, and its relations are registered on its
-own cursor, so nothing one query does is seen by the next.
+(:class:`zooql.storage.hub.SharedReads`), kept open while statements keep coming; only a
+text that DuckDB's own parser sees as one SELECT runs in it, and each query's relations are
+registered on its own cursor, so nothing one query does is seen by the next.
+
+Queries that read only catalog relations are bound once per text and catalog generation
+(:class:`StatementCache`, like a prepared statement).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from zooql.core import sqlcheck, views
@@ -66,14 +71,59 @@ def _sub_plan(sub: A.SubStatement, bc: BindContext, what: str) -> Operator:
     return op
 
 
+class StatementCache:
+    """Bound SELECTs that read only catalog relations (no method sub-statement, no view),
+    like prepared statements: keyed by the query text, its position and the relations'
+    SQL, and valid for one catalog generation (any committed change to the catalog, a new
+    or dropped view included, binds the query again). Parameters are not part of the key:
+    their values are bound on every use. Bounded: the least recently used entry goes first."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key, generation):
+        with self.lock:
+            got = self.entries.get(key)
+            if got is None or got[0] != generation:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return got[1]
+
+    def put(self, key, generation, value) -> None:
+        with self.lock:
+            self.entries[key] = (generation, value)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.hits = self.misses = 0
+
+
+CACHE = StatementCache()
+
+
 @binds(A.SqlQuery)
 def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
     line, column = (stmt.span[2], stmt.span[3]) if stmt.span else (1, 1)
-    tree = sqlcheck.parse_sql_cached(stmt.sql, line, column).copy()
     rels = relations(bc)
+    key = None
+    if bc.generation is not None and not stmt.subs:
+        key = (stmt.sql, line, column, tuple(rels.items()))
+        got = CACHE.get(key, bc.generation)
+        if got is not None:
+            return BoundSelect(got[0], got[1], _params(stmt), (), got[2], got[3], (), (stmt.sql, line, column))
+    tree = sqlcheck.parse_sql_cached(stmt.sql, line, column).copy()
     sub_names = {s.name for s in stmt.subs}
     try:
-        used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
+        used = sqlcheck.check(tree, set(rels), sub_names, lambda: views.stored(bc))
         sqlcheck.check_columns(tree, {r: rels[r] for r in used if r in rels and r not in sub_names})
     except sqlcheck.ColumnError as exc:
         raise positioned_at(exc.message, (stmt.sql, line, column), exc.offset, exc.name) from None
@@ -81,16 +131,23 @@ def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
         raise positioned(exc.message, (stmt.sql, line, column)) from None
     sub_plans = tuple(_sub_plan(s.statement, bc, "inside a query") for s in stmt.subs)
     expanded = views.expand(tree, [u for u in used if u not in rels and u not in sub_names], bc, _bind_select)
-    params = []
+    names = tuple(r for r in used if r in rels)
+    bound = BoundSelect(tree.sql(dialect="duckdb", copy=False), names, _params(stmt),
+                        tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
+                        tuple((r, sqlcheck.qualified(rels[r])) for r in names),
+                        tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded),
+                        (stmt.sql, line, column))
+    if key is not None and not expanded:
+        CACHE.put(key, bc.generation, (bound.sql, names, bound._relation_sql, bound._plain_sql))
+    return bound
+
+
+def _params(stmt: A.SqlQuery) -> tuple:
+    out = []
     for name, lit in stmt.params:
         value = lit.value if isinstance(lit, A.Literal) else [x.value for x in lit.items]
-        params.append((name, value))
-    names = tuple(r for r in used if r in rels)
-    return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params),
-                       tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
-                       tuple((r, sqlcheck.qualified(rels[r])) for r in names),
-                       tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded),
-                       (stmt.sql, line, column))
+        out.append((name, value))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -140,7 +197,7 @@ class DuckDBQuery(Operator):
                 if cur is not None:
                     for name, table in tables:
                         cur.register(name, table)
-                    return Rows.from_arrow(run_sql(cur, self.sql, dict(self.params), self.source, rollback=True))
+                    return Rows.from_arrow(run_sql(cur, self.sql, dict(self.params), self.source))
             con = sandbox(ctx.store, self.relation_sql, tables)
         try:
             return Rows.from_arrow(run_sql(con, self.sql, dict(self.params), self.source))
@@ -193,18 +250,17 @@ def sandbox(catalog, relation_sql, tables):
     return con
 
 
-def run_sql(con, sql: str, params: dict, source: tuple = (), rollback: bool = False):
-    """Run ``sql``; with ``rollback`` inside a transaction that is rolled back afterwards."""
+def run_sql(con, sql: str, params: dict, source: tuple = ()):
+    """Run ``sql`` if DuckDB's own parser sees exactly one SELECT in it (a second fence
+    behind :mod:`zooql.core.sqlcheck`: nothing else ever runs, so no query leaves anything
+    behind in the shared sandbox for the next)."""
     import duckdb
 
     try:
-        if not rollback:
-            return _table(con.sql(sql, params=params or None))
-        con.execute("BEGIN TRANSACTION")
-        try:
-            return _table(con.sql(sql, params=params or None))
-        finally:
-            con.execute("ROLLBACK")
+        stmts = con.extract_statements(sql)
+        if len(stmts) != 1 or stmts[0].type != duckdb.StatementType.SELECT:
+            raise BindError("refused: only queries run in the sandbox")
+        return _table(con.sql(stmts[0], params=params or None))
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException) as exc:
         raise _bind_error(exc, source) from None
     except duckdb.PermissionException as exc:

@@ -96,12 +96,18 @@ def _kind(node) -> str:
 
 def parse_sql(sql: str, line: int, column: int):
     """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement text)."""
-    import sqlglot
+    from sqlglot.dialects.duckdb import DuckDB
     from sqlglot.errors import ParseError as GlotError, TokenError
 
-    _refuse_statements(sql, line, column)
+    dialect = DuckDB()
     try:
-        trees = sqlglot.parse(sql, read="duckdb")
+        tokens = dialect.tokenize(sql)
+    except TokenError:
+        tokens = None       # reported by the parse below
+    if tokens is not None:
+        _refuse_statements(sql, line, column, tokens)
+    try:
+        trees = dialect.parser().parse(tokens, sql) if tokens is not None else dialect.parse(sql)
     except GlotError as exc:
         err = exc.errors[0] if exc.errors else {}
         rel_line, rel_col = err.get("line") or 1, err.get("col") or 1
@@ -133,16 +139,10 @@ STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "S
                              "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK"})
 
 
-def _refuse_statements(sql: str, line: int, column: int) -> None:
+def _refuse_statements(sql: str, line: int, column: int, tokens) -> None:
     """A DuckDB statement word where a statement would start (after '(') is refused with
-    its position, before sqlglot tries to make sense of it."""
-    from sqlglot.dialects.duckdb import DuckDB
-    from sqlglot.errors import TokenError
-
-    try:
-        tokens = DuckDB().tokenize(sql)
-    except TokenError:
-        return      # parse_sql reports it
+    its position, before sqlglot tries to make sense of it (``tokens``: sqlglot's tokens of
+    ``sql``)."""
     for prev, tok in zip(tokens, tokens[1:]):
         word = tok.text.upper()
         if prev.token_type.name == "L_PAREN" and word in STATEMENT_WORDS and tok.token_type.name != "IDENTIFIER":
@@ -180,10 +180,14 @@ def function_names(node) -> set[str]:
     return names
 
 
-def check(tree, relations: set[str], subs: set[str]) -> list[str]:
+def check(tree, relations: set[str], subs: set[str], more=None) -> list[str]:
     """Refuse anything but a read-only query over known relations and allow-listed functions;
-    return the relations the query reads (its CTE names excluded)."""
+    return the relations the query reads (its CTE names excluded). ``more()``: further
+    relation names (the catalog's views), asked for only when the query names a relation
+    that is not in ``relations``."""
     exp = _exp()
+    if more is not None:
+        relations = _Lazy(relations, more)
     if not isinstance(tree, exp.Query):
         raise BindError(f"{_kind(tree)} is not allowed here: a query is a read-only SELECT "
                         f"(use ZooQL statements to change the catalog, COPY (...) TO 'file' to write files)")
@@ -199,6 +203,24 @@ def check(tree, relations: set[str], subs: set[str]) -> list[str]:
         elif isinstance(node, exp.Table):
             _check_table(node, relations, subs, ctes, used)
     return used
+
+
+class _Lazy:
+    """A set of names: ``known``, and ``more()`` (called once, when first needed)."""
+
+    def __init__(self, known, more):
+        self.known, self.more, self.extra = known, more, None
+
+    def _all(self):
+        if self.extra is None:
+            self.extra = set(self.more())
+        return self.known | self.extra
+
+    def __contains__(self, name):
+        return name in self.known or name in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
 
 
 JSON_COLUMNS = ("tags", "preprocess")
