@@ -16,7 +16,7 @@ import pytest
 
 import zooql
 from zooql.core import select, sqlcheck
-from zooql.errors import BindError, ExecutionError
+from zooql.errors import BindError
 from zooql.storage import hub as H
 
 ROOT = Path(__file__).resolve().parent.parent
