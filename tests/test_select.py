@@ -213,7 +213,7 @@ def test_unknown_column_points_at_the_name(hub):
     with pytest.raises(BindError) as exc:
         hub.execute("SELECT m.name,\n  m.dwnloads FROM models m")
     assert "dwnloads" in exc.value.message and exc.value.message.endswith("at line 2, column 5")
-    assert exc.value.hint.splitlines() == ["  2 |   m.dwnloads FROM models m", "    |     ^"]
+    assert exc.value.context.splitlines() == ["  2 |   m.dwnloads FROM models m", "    |     ^"]
     with pytest.raises(BindError, match=r"did you mean 'name'.*at line 1, column 8"):
         hub.execute("SELECT nme FROM models")
 

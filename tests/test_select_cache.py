@@ -206,7 +206,7 @@ def test_statement_cache_is_used_again_and_invalidated_by_any_catalog_change(hub
     hub.execute("DROP VIEW v")
     with pytest.raises(BindError, match="unknown relation 'v'"):
         hub.execute("SELECT * FROM v")
-    assert all(key[0] != "SELECT * FROM v" for key in c.entries)         # views are never cached
+    assert all(key[0].sql != "SELECT * FROM v" for key in c.entries)     # views are never cached
 
 
 def test_statement_cache_sees_a_change_made_by_another_process(hub, tmp_path):

@@ -20,7 +20,7 @@ import duckdb
 
 from zooql.core.binder import BindContext, BoundExplain, bind
 from zooql.core.params import check_params
-from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
+from zooql.errors import BindError, ExecutionError, ParseError, StorageError, ZooQLError
 from zooql.lang import ast as A
 from zooql.methods import registry
 from zooql.plan import nodes as P
@@ -105,10 +105,11 @@ def parse(text: str) -> list:
 
 @contextlib.contextmanager
 def _pointing_into(query: str):
-    """A BindError about one place of ``query`` gets the caret context showing it."""
+    """A BindError (or a ParseError found while binding) about one place of ``query``
+    gets the caret context showing it."""
     try:
         yield
-    except BindError as exc:
+    except (BindError, ParseError) as exc:
         if exc.line and exc.column and exc.context is None:
             from zooql.lang.parser import caret_context
 

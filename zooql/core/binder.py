@@ -261,7 +261,7 @@ def bind_model_filter(where: A.Node | None, bc: BindContext) -> tuple[Compiled |
     """Public helper for later statements that filter models (FIND, DISCOVER, ...)."""
     if where is None:
         return None, None
-    return _model_compiler(bc).compile(where), render(where)
+    return _model_compiler(bc).compile(where, condition=True), render(where)
 
 
 @binds(A.ShowModels)

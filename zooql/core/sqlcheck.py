@@ -10,6 +10,7 @@ import functools
 import re
 import logging
 
+from zooql.core.sqlerrors import Source
 from zooql.core.where import suggest
 from zooql.errors import BindError, ParseError
 
@@ -94,8 +95,11 @@ def _kind(node) -> str:
     return {"LoadData": "LOAD", "TruncateTable": "TRUNCATE"}.get(type(node).__name__, type(node).__name__.upper())
 
 
-def parse_sql(sql: str, line: int, column: int):
-    """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement text)."""
+def parse_sql(sql: str, line: int = 1, column: int = 1, source: Source | None = None):
+    """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement
+    text); errors point into ``source`` (the query as written) when it is given."""
+    if source is None:
+        source = Source(sql, sql, line, column)
     from sqlglot.dialects.duckdb import DuckDB
     from sqlglot.errors import ParseError as GlotError, TokenError
 
@@ -105,7 +109,7 @@ def parse_sql(sql: str, line: int, column: int):
     except TokenError:
         tokens = None       # reported by the parse below
     if tokens is not None:
-        _refuse_statements(sql, line, column, tokens)
+        _refuse_statements(source, tokens)
     try:
         trees = dialect.parser().parse(tokens, sql) if tokens is not None else dialect.parse(sql)
     except GlotError as exc:
@@ -113,9 +117,11 @@ def parse_sql(sql: str, line: int, column: int):
         rel_line, rel_col = err.get("line") or 1, err.get("col") or 1
         what = (err.get("description") or str(exc)).split("\n")[0]
         what = re.sub(r"<Token token_type: [^,]*, text: ([^,]*),[^>]*>", r"'\1'", what)
-        abs_line, abs_col, context = caret(sql, line, column, rel_line, rel_col)
+        what = re.sub(r"Required keyword: '(\w+)' missing for <class '(?:\w+\.)*(\w+)'>",
+                      lambda m: f"{m.group(2).upper()} is incomplete (its {m.group(1)} is missing)", what)
+        abs_line, abs_col = source.position_at(rel_line, rel_col)
         raise ParseError(f"syntax error at line {abs_line}, column {abs_col}: {what}", line=abs_line,
-                         column=abs_col, context=context) from None
+                         column=abs_col) from None
     except TokenError as exc:
         raise ParseError(f"syntax error at line {line}: {exc}") from None
     except RecursionError:   # sqlglot parses recursively: ~1,000 NOTs or parentheses
@@ -128,10 +134,10 @@ def parse_sql(sql: str, line: int, column: int):
 
 
 @functools.lru_cache(maxsize=512)
-def parse_sql_cached(sql: str, line: int, column: int):
+def parse_sql_cached(sql: str, line: int, column: int, source: Source | None = None):
     """:func:`parse_sql`, remembered (errors are not): callers must ``copy()`` the tree
     before changing it."""
-    return parse_sql(sql, line, column)
+    return parse_sql(sql, line, column, source)
 
 
 STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET", "RESET", "COPY", "CALL",
@@ -139,36 +145,16 @@ STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "S
                              "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK"})
 
 
-def _refuse_statements(sql: str, line: int, column: int, tokens) -> None:
+def _refuse_statements(source: Source, tokens) -> None:
     """A DuckDB statement word where a statement would start (after '(') is refused with
     its position, before sqlglot tries to make sense of it (``tokens``: sqlglot's tokens of
-    ``sql``)."""
+    ``source.sql``)."""
     for prev, tok in zip(tokens, tokens[1:]):
         word = tok.text.upper()
         if prev.token_type.name == "L_PAREN" and word in STATEMENT_WORDS and tok.token_type.name != "IDENTIFIER":
-            abs_line, abs_col, context = caret(sql, line, column, tok.line, tok.col - len(tok.text) + 1)
+            abs_line, abs_col = source.position_at(tok.line, tok.col - len(tok.text) + 1)
             raise BindError(f"{word} is not allowed inside a query (queries are read-only SELECTs) "
-                            f"at line {abs_line}, column {abs_col}", hint=context)
-
-
-def caret(sql: str, line: int, column: int, rel_line: int, rel_col: int) -> tuple[int, int, str]:
-    """Position ``rel_line``/``rel_col`` of ``sql`` (which starts at ``line``, ``column`` of the
-    statement text) in the statement text, and the caret context under it."""
-    lines = sql.splitlines() or [""]
-    abs_line = line + rel_line - 1
-    abs_col = rel_col + (column - 1 if rel_line == 1 else 0)
-    src = lines[rel_line - 1] if rel_line <= len(lines) else ""
-    src = (" " * (column - 1) + src) if rel_line == 1 else src
-    return abs_line, abs_col, f"  {abs_line} | {src}\n  {' ' * len(str(abs_line))} | {' ' * max(0, abs_col - 1)}^"
-
-
-def locate(sql: str, name: str) -> tuple[int, int] | None:
-    """Line and column (1-based, within ``sql``) of the first use of the name ``name``."""
-    m = re.search(r"(?<![\w'\"])" + re.escape(name) + r"(?![\w'\"])", sql, flags=re.I)
-    if m is None:
-        return None
-    before = sql[:m.start()]
-    return before.count("\n") + 1, m.start() - (before.rfind("\n") + 1) + 1
+                            f"at line {abs_line}, column {abs_col}", line=abs_line, column=abs_col)
 
 
 def function_names(node) -> set[str]:
