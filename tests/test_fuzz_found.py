@@ -72,3 +72,8 @@ def test_tags_compared_with_a_bool_or_a_time_or_used_as_a_condition_do_not_fail_
         assert hub.execute(f"SHOW MODELS WHERE {where}").rows == [], where
     assert [r[0] for r in hub.execute("SHOW MODELS WHERE tags.ok")] == ["tagged"]
     assert [r[0] for r in hub.execute("SHOW MODELS WHERE tags.ok = TRUE AND tags.ok != loadable")] == ["tagged"]
+
+
+def test_lone_surrogate_in_a_query_is_a_bind_error(hub):
+    with pytest.raises(BindError, match="line 2, column 23 that is not valid Unicode"):
+        hub.execute("WITH r AS (SHOW MODELS)\n  SELECT name FROM r '\ud800'")

@@ -95,11 +95,19 @@ def _kind(node) -> str:
     return {"LoadData": "LOAD", "TruncateTable": "TRUNCATE"}.get(type(node).__name__, type(node).__name__.upper())
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def parse_sql(sql: str, line: int = 1, column: int = 1, source: Source | None = None):
     """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement
     text); errors point into ``source`` (the query as written) when it is given."""
     if source is None:
         source = Source(sql, sql, line, column)
+    bad = _SURROGATE.search(sql)
+    if bad:     # DuckDB takes UTF-8 only
+        abs_line, abs_col = source.position(bad.start())
+        raise BindError(f"the query has a character at line {abs_line}, column {abs_col} that is not valid "
+                        "Unicode (a lone surrogate)", line=abs_line, column=abs_col)
     from sqlglot.dialects.duckdb import DuckDB
     from sqlglot.errors import ParseError as GlotError, TokenError
 
