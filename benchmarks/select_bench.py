@@ -4,7 +4,9 @@ Builds a hub whose catalog holds ``--models`` models and ``--evals`` evaluations
 straight into the catalog tables with DuckDB, no ADD MODELS), then times three queries
 (a filter + ORDER BY + LIMIT, a GROUP BY, a join of models with evaluations) through
 ``hub.execute`` and through a plain read-only DuckDB connection, and the parse + bind +
-plan part of ZooQL's time on its own. Prints a table (median of ``--reps`` runs, ms).
+plan part of ZooQL's time on its own. ZooQL is timed twice: repeated (the statement's
+parse and bind are cached, like a prepared statement) and as a first execution (every
+cache emptied before each run). Prints a table (median of ``--reps`` runs, ms).
 
     OMP_NUM_THREADS=1 python benchmarks/select_bench.py --models 1000000 --evals 5000000
 """
@@ -59,12 +61,25 @@ def timed(fn) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def phases(hub, sql: str, folder: str) -> dict[str, float]:
-    """ZooQL's phases for one statement, as ``Hub._run_one`` runs them (ms)."""
+def clear_caches() -> None:
+    """Forget every parsed and bound statement: the next one runs as a first execution."""
+    from zooql.core import select, sqlcheck
+    from zooql.methods import registry
+
+    registry.parser()._parsed.cache_clear()
+    sqlcheck.parse_sql_cached.cache_clear()
+    select.CACHE.clear()
+
+
+def phases(hub, sql: str, folder: str, first: bool) -> dict[str, float]:
+    """ZooQL's phases for one statement, as ``Hub._run_one`` runs them (ms); ``first``: with
+    the parse and statement caches emptied before (a first execution)."""
     from zooql.api import BindContext, bind, make_plan
     from zooql.methods import registry
     from zooql.plan import nodes as P
 
+    if first:
+        clear_caches()
     t = {}
     t0 = time.perf_counter()
     stmt = registry.parse(sql)[0]
@@ -73,7 +88,8 @@ def phases(hub, sql: str, folder: str) -> dict[str, float]:
         t2 = time.perf_counter()
         bc = BindContext(con=con, base_dir=folder, dispatch=registry.dispatch(), settings=registry.settings(),
                          objects=registry.objects(), grammar=registry.parser().grammar,
-                         relations=registry.relations(), parse=registry.parse_one)
+                         relations=registry.relations(), parse=registry.parse_one,
+                         generation=hub.store.generation())
         bound = bind(stmt, bc)
         t3 = time.perf_counter()
         op = make_plan(bound, registry.dispatch())
@@ -86,21 +102,30 @@ def phases(hub, sql: str, folder: str) -> dict[str, float]:
     return {k: v * 1000 for k, v in t.items()}
 
 
+def first_execution(hub, sql: str) -> float:
+    clear_caches()
+    return timed(lambda: hub.execute(sql).to_arrow())
+
+
 def measure(hub, name: str, sql: str, folder: str, reps: int) -> dict:
     """Medians over ``reps`` interleaved runs: DuckDB on an open read-only connection
-    ("warm") and ZooQL's ``hub.execute(sql).to_arrow()``; then both after the hub's shared
-    connections were handed back ("cold": DuckDB connects, ZooQL reopens its connections)."""
+    ("warm"), ZooQL's ``hub.execute(sql).to_arrow()`` repeated (its parse and statement
+    caches hit) and as a first execution (caches emptied before each run); then both after
+    the hub's shared connections were handed back ("cold": DuckDB connects, ZooQL reopens
+    its connections; a first execution too)."""
     from zooql.storage import hub as H
 
     path = str(hub.store.catalog_path)
     warm_con = duckdb.connect(path, read_only=True)
     try:
         assert warm_con.sql(sql).to_arrow_table().num_rows == hub.execute(sql).to_arrow().num_rows
-        d, z, ph = [], [], []
+        d, z, zf, ph, phf = [], [], [], [], []
         for _ in range(reps):
             d.append(timed(lambda: warm_con.sql(sql).to_arrow_table()))
             z.append(timed(lambda: hub.execute(sql).to_arrow()))
-            ph.append(phases(hub, sql, folder))
+            zf.append(first_execution(hub, sql))
+            ph.append(phases(hub, sql, folder, first=False))
+            phf.append(phases(hub, sql, folder, first=True))
     finally:
         warm_con.close()
     dc, zc = [], []
@@ -110,21 +135,26 @@ def measure(hub, name: str, sql: str, folder: str, reps: int) -> dict:
         dc.append(timed(lambda: duckdb.connect(path, read_only=True).sql(sql).to_arrow_table()))
         hub.store.shared.close()
         time.sleep(0.05)
-        zc.append(timed(lambda: hub.execute(sql).to_arrow()))
+        zc.append(first_execution(hub, sql))
     med = statistics.median
     split = {k: med(p[k] for p in ph) for k in ph[0]}
-    return dict(query=name, duckdb=med(d), zooql=med(z), duckdb_cold=med(dc), zooql_cold=med(zc),
-                overhead=split["parse"] + split["connect"] + split["bind"] + split["plan"], idle_s=H.READ_IDLE_S,
-                **split)
+    first = {k: med(p[k] for p in phf) for k in phf[0]}
+    over = ("parse", "connect", "bind", "plan")
+    return dict(query=name, duckdb=med(d), zooql=med(z), zooql_first=med(zf), duckdb_cold=med(dc),
+                zooql_cold=med(zc), overhead=sum(split[k] for k in over),
+                overhead_first=sum(first[k] for k in over), parse_first=first["parse"],
+                bind_first=first["bind"], idle_s=H.READ_IDLE_S, **split)
 
 
-HEADER = ("| query | DuckDB ms | ZooQL ms | ratio | parse | connect | bind | plan | overhead ms | execute "
-          "| DuckDB cold ms | ZooQL cold ms | cold ratio |")
+HEADER = ("| query | DuckDB ms | ZooQL ms (repeated) | ratio | ZooQL ms (first execution) | first ratio "
+          "| overhead ms (repeated) | overhead ms (first) | parse first | bind first | execute "
+          "| DuckDB cold ms | ZooQL cold ms (first) | cold ratio |")
 
 
 def row(r: dict) -> str:
     return (f"| {r['query']} | {r['duckdb']:.1f} | {r['zooql']:.1f} | {r['zooql'] / r['duckdb']:.2f}x "
-            f"| {r['parse']:.2f} | {r['connect']:.2f} | {r['bind']:.2f} | {r['plan']:.2f} | {r['overhead']:.2f} "
+            f"| {r['zooql_first']:.1f} | {r['zooql_first'] / r['duckdb']:.2f}x "
+            f"| {r['overhead']:.2f} | {r['overhead_first']:.2f} | {r['parse_first']:.2f} | {r['bind_first']:.2f} "
             f"| {r['execute']:.1f} | {r['duckdb_cold']:.1f} | {r['zooql_cold']:.1f} "
             f"| {r['zooql_cold'] / r['duckdb_cold']:.2f}x |")
 

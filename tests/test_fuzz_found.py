@@ -43,3 +43,37 @@ def test_engine_text_detector():
     assert _engine_text("catalog error: Conversion Error: Malformed JSON", "ALTER DATASET x SET a = 1")
     assert not _engine_text("unknown dataset 'catalog.duckdb'", 'DESCRIBE DATASET "catalog.duckdb"')
     assert not _engine_text("unknown column 'x'", "SHOW MODELS WHERE x = 1")
+
+
+@pytest.mark.parametrize("text, params, error, where", [
+    ("SELECT", None, "SELECT needs at least one column", "line 1, column 1"),
+    ("SELECT name, CASE WHEN downloads >= 1000 THEN 'popular' ELSE 'niche' END AS kind,\n"
+     "       rank() OVER (ORDER BY downloads DESC) AS pos FROM models WHERE tree IS NOT NULL_ ;", None,
+     "unknown column 'NULL_'", "line 2, column 83"),
+    ("WITH r AS (RECOMMEND MODELS FOR DATASET 'gsm8k' USING avg_rank TOP 10)\n"
+     "  SELECT model, predicted_score, rank() OVER (ORDER BY predicted_score DESC) AS pos FROM r ?", ["x"],
+     "unexpected '?'", "line 2, column 92"),
+    ("SHOW MODELS WHERE name", None, "name is text, not a condition", "line 1, column 19"),
+    ("SHOW MODELS WHERE loadable = tags.license OR NOT tree", None, "tree is text, not a condition",
+     "line 1, column 50"),
+])
+def test_duckdb_parser_and_conversion_errors_are_zooql_errors(hub, text, params, error, where):
+    with pytest.raises((ParseError, BindError)) as ei:
+        hub.execute(text, params)
+    msg = str(ei.value)
+    assert error in msg and where in msg.splitlines()[0] and not ENGINE_TEXT.search(msg), msg
+    assert "$p_" not in msg and "__sub" not in msg      # the caret shows the query as written
+
+
+def test_tags_compared_with_a_bool_or_a_time_or_used_as_a_condition_do_not_fail_while_running(hub):
+    hub.execute("ADD MODEL 'hf:org/tagged' AS tagged WITH (license = 'mit', ok = 'true')")
+    for where in ("tags.license", "loadable = tags.license", "added_at = tags.license", "added_at > license",
+                  "loadable BETWEEN tags.a AND tags.b", "tags.license = loadable OR tags.n > 3"):
+        assert hub.execute(f"SHOW MODELS WHERE {where}").rows == [], where
+    assert [r[0] for r in hub.execute("SHOW MODELS WHERE tags.ok")] == ["tagged"]
+    assert [r[0] for r in hub.execute("SHOW MODELS WHERE tags.ok = TRUE AND tags.ok != loadable")] == ["tagged"]
+
+
+def test_lone_surrogate_in_a_query_is_a_bind_error(hub):
+    with pytest.raises(BindError, match="line 2, column 23 that is not valid Unicode"):
+        hub.execute("WITH r AS (SHOW MODELS)\n  SELECT name FROM r '\ud800'")

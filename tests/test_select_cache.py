@@ -11,11 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import zooql
 from zooql.core import select, sqlcheck
-from zooql.errors import BindError, ExecutionError
+from zooql.errors import BindError
 from zooql.storage import hub as H
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,18 +116,18 @@ def test_sandbox_fences_hold_on_the_shared_sandbox(hub, tmp_path):
     with select.shared_sandbox(hub.store, rel) as cur:
         assert cur is not None
         with pytest.raises(BindError, match="refused"):
-            select.run_sql(cur, f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')", {}, rollback=True)
-        with pytest.raises(ExecutionError, match="enable_external_access"):
-            select.run_sql(cur, "SET enable_external_access = true", {}, rollback=True)
-        try:    # DDL, were the check bypassed: rolled back with the query's transaction
-            select.run_sql(cur, "CREATE VIEW models2 AS SELECT 1 AS x", {}, rollback=True)
-        except BindError:
-            pass
+            select.run_sql(cur, f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')", {})
+        for sql in ("SET enable_external_access = true", "CREATE VIEW models2 AS SELECT 1 AS x",
+                    "SELECT 1 AS x; CREATE VIEW models2 AS SELECT 1 AS x"):
+            with pytest.raises(BindError, match="only queries run in the sandbox"):
+                select.run_sql(cur, sql, {})    # were the check bypassed: DuckDB's parser says no
+        with pytest.raises(duckdb.Error, match="enable_external_access"):
+            cur.execute("SET enable_external_access = true")     # and the configuration is locked
         cur.register("leftover", hub.execute("SELECT 1 AS x").to_arrow())
     with select.shared_sandbox(hub.store, rel) as cur:       # nothing a query did is left
         for name in ("models2", "leftover"):
             with pytest.raises(BindError):
-                select.run_sql(cur, f"SELECT * FROM {name}", {}, rollback=True)
+                select.run_sql(cur, f"SELECT * FROM {name}", {})
     assert hub.store.shared.cons
 
 
@@ -176,3 +177,55 @@ def test_unknown_model_suggestions_on_a_large_catalog(hub, monkeypatch):
     with pytest.raises(BE, match=r"unknown model 'aa' \(did you mean 'a'\?\)"):
         hub.execute("DESCRIBE MODEL aa")
     assert hub.execute("DESCRIBE MODEL a").rows[0] == ("name", "a")
+
+
+def test_statement_cache_is_used_again_and_invalidated_by_any_catalog_change(hub):
+    c = select.CACHE
+    c.clear()
+    q = "SELECT name FROM models ORDER BY name"
+    names = lambda: [r[0] for r in hub.execute(q)]     # noqa: E731
+    assert names() == ["a"] and (c.hits, c.misses) == (0, 1)
+    assert names() == ["a"] and (c.hits, c.misses) == (1, 1)    # bound once, like a prepared statement
+    before = hub.store.generation()
+    hub.execute("ADD MODEL 'hf:org/b' AS b")
+    assert hub.store.generation() != before
+    assert names() == ["a", "b"] and (c.hits, c.misses) == (1, 2)   # a new generation: bound again
+    assert names() == ["a", "b"] and c.hits == 2
+    # parameter values are bound on every use, never kept with the statement
+    p = "SELECT name FROM models WHERE name = ?"
+    assert [r[0] for r in hub.execute(p, ["a"])] == ["a"]
+    assert [r[0] for r in hub.execute(p, ["b"])] == ["b"] and c.hits == 3
+    # a relation that did not exist: the error is not kept; after CREATE VIEW the same text runs
+    with pytest.raises(BindError, match="unknown relation 'v'"):
+        hub.execute("SELECT * FROM v")
+    hub.execute("CREATE VIEW v AS SELECT name FROM models WHERE name = 'a'")
+    assert [r[0] for r in hub.execute("SELECT * FROM v")] == ["a"]
+    hub.execute("DROP VIEW v")
+    hub.execute("CREATE VIEW v AS SELECT name FROM models WHERE name = 'b'")
+    assert [r[0] for r in hub.execute("SELECT * FROM v")] == ["b"]      # the view's new text is seen
+    hub.execute("DROP VIEW v")
+    with pytest.raises(BindError, match="unknown relation 'v'"):
+        hub.execute("SELECT * FROM v")
+    assert all(key[0].sql != "SELECT * FROM v" for key in c.entries)     # views are never cached
+
+
+def test_statement_cache_sees_a_change_made_by_another_process(hub, tmp_path):
+    select.CACHE.clear()
+    q = "SELECT count(*) FROM models"
+    assert hub.execute(q).rows == [(1,)] and hub.execute(q).rows == [(1,)]
+    hub.store.shared.close()
+    code = (f"import zooql; h = zooql.connect({str(hub.path)!r}, create=False); "
+            "h.execute(\"ADD MODEL 'hf:org/c' AS c\")")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+    misses = select.CACHE.misses
+    assert hub.execute(q).rows == [(2,)] and select.CACHE.misses == misses + 1
+
+
+def test_statement_cache_is_bounded_least_recently_used_first():
+    c = select.StatementCache(size=2)
+    c.put("a", 1, "A")
+    c.put("b", 1, "B")
+    assert c.get("a", 1) == "A"           # a is now the most recently used
+    c.put("c", 1, "C")
+    assert list(c.entries) == ["a", "c"] and c.get("b", 1) is None
+    assert c.get("a", 2) is None          # another generation: not valid

@@ -20,7 +20,7 @@ import duckdb
 
 from zooql.core.binder import BindContext, BoundExplain, bind
 from zooql.core.params import check_params
-from zooql.errors import BindError, ExecutionError, StorageError, ZooQLError
+from zooql.errors import BindError, ExecutionError, ParseError, StorageError, ZooQLError
 from zooql.lang import ast as A
 from zooql.methods import registry
 from zooql.plan import nodes as P
@@ -105,10 +105,11 @@ def parse(text: str) -> list:
 
 @contextlib.contextmanager
 def _pointing_into(query: str):
-    """A BindError about one place of ``query`` gets the caret context showing it."""
+    """A BindError (or a ParseError found while binding) about one place of ``query``
+    gets the caret context showing it."""
     try:
         yield
-    except BindError as exc:
+    except (BindError, ParseError) as exc:
         if exc.line and exc.column and exc.context is None:
             from zooql.lang.parser import caret_context
 
@@ -243,7 +244,8 @@ class Hub:
             bound = bind(stmt, BindContext(con=con, base_dir=base_dir, params=params,
                                            dispatch=registry.dispatch(), settings=registry.settings(),
                                            objects=registry.objects(), grammar=registry.parser().grammar,
-                                           relations=registry.relations(), parse=registry.parse_one))
+                                           relations=registry.relations(), parse=registry.parse_one,
+                                           generation=self.store.generation()))
         except duckdb.Error as exc:  # a value the catalog refuses while names are resolved
             raise BindError(f"cannot bind the statement against the catalog: "
                             f"{str(exc).splitlines()[0]}") from None
@@ -265,7 +267,8 @@ class Hub:
                     lines, _ = plan_verbose(bound.statement, registry.dispatch())
                     return Result(["plan"], [(line,) for line in lines], kind="explain_verbose",
                                   elapsed=time.perf_counter() - t0)
-                executor = self._executor_explain(con)
+                # the executor's settings are read only for EXPLAIN (four catalog reads)
+                executor = self._executor_explain(con) if isinstance(bound, BoundExplain) else None
                 if isinstance(bound, BoundExplain) and not bound.analyze:
                     lines = P.explain(op, executor=executor)
                     return Result(["plan"], [(line,) for line in lines], kind="explain",

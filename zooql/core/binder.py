@@ -43,6 +43,7 @@ class BindContext:
     grammar: str = ""        # the full grammar text (HELP renders statements from it)
     relations: dict = dataclasses.field(default_factory=dict)  # method relations: name -> SQL (SELECT)
     parse: Callable | None = None    # text -> one statement (the full parser), for views
+    generation: Any = None   # the catalog's generation (HubStore.generation); None: no statement cache
 
     # ---- catalog names (cached per statement) ----------------------------------------
     def models(self) -> list[str]:
@@ -260,7 +261,7 @@ def bind_model_filter(where: A.Node | None, bc: BindContext) -> tuple[Compiled |
     """Public helper for later statements that filter models (FIND, DISCOVER, ...)."""
     if where is None:
         return None, None
-    return _model_compiler(bc).compile(where), render(where)
+    return _model_compiler(bc).compile(where, condition=True), render(where)
 
 
 @binds(A.ShowModels)

@@ -9,17 +9,23 @@ results are registered as relations on a cursor of the sandbox, an in-memory Duc
 connection that attaches the catalog read-only, defines the relations as views, and turns
 external access off (``enable_external_access = false``, configuration locked) before any
 query runs. The sandbox is one of the hub's shared read connections
-(:class:`zooql.storage.hub.SharedReads`), kept open while statements keep coming; each
-query runs in a transaction that is rolled back, and its relations are registered on its
-own cursor, so nothing one query does is seen by the next.
+(:class:`zooql.storage.hub.SharedReads`), kept open while statements keep coming; only a
+text that DuckDB's own parser sees as one SELECT runs in it, and each query's relations are
+registered on its own cursor, so nothing one query does is seen by the next.
+
+Queries that read only catalog relations are bound once per text and catalog generation
+(:class:`StatementCache`, like a prepared statement).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from zooql.core import sqlcheck, views
+from zooql.core.sqlerrors import Source, check_duckdb_syntax, duckdb_error, positioned, positioned_at
 from zooql.core.binder import BindContext, bind, string_of, options_dict
 from zooql.errors import BindError, ExecutionError
 from zooql.lang import ast as A
@@ -39,7 +45,7 @@ class BoundSelect(Logical):
     _relation_sql: tuple = ()     # ((name, SQL over the attached catalog), ...)
     _plain_sql: tuple = ()        # ((name, SQL over the catalog connection), ...)
     _sub_plans: tuple = ()        # operator trees of the sub-statements
-    _source: tuple = ()           # (query as the user wrote it, line, column): error positions
+    _source: Source | None = None  # the query as written, for error positions
 
 
 @dataclass(frozen=True)
@@ -66,31 +72,88 @@ def _sub_plan(sub: A.SubStatement, bc: BindContext, what: str) -> Operator:
     return op
 
 
+class StatementCache:
+    """Bound SELECTs that read only catalog relations (no method sub-statement, no view),
+    like prepared statements: keyed by the query text, its position and the relations'
+    SQL, and valid for one catalog generation (any committed change to the catalog, a new
+    or dropped view included, binds the query again). Parameters are not part of the key:
+    their values are bound on every use. Bounded: the least recently used entry goes first."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key, generation):
+        with self.lock:
+            got = self.entries.get(key)
+            if got is None or got[0] != generation:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return got[1]
+
+    def put(self, key, generation, value) -> None:
+        with self.lock:
+            self.entries[key] = (generation, value)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.hits = self.misses = 0
+
+
+CACHE = StatementCache()
+
+
 @binds(A.SqlQuery)
 def _bind_select(stmt: A.SqlQuery, bc: BindContext) -> BoundSelect:
-    line, column = (stmt.span[2], stmt.span[3]) if stmt.span else (1, 1)
-    tree = sqlcheck.parse_sql_cached(stmt.sql, line, column).copy()
+    src = Source.of(stmt)
     rels = relations(bc)
+    key = None
+    if bc.generation is not None and not stmt.subs:
+        key = (src, tuple(rels.items()))
+        got = CACHE.get(key, bc.generation)
+        if got is not None:
+            return BoundSelect(got[0], got[1], _params(stmt), (), got[2], got[3], (), src)
+    tree = sqlcheck.parse_sql_cached(stmt.sql, src.line, src.column, src).copy()
     sub_names = {s.name for s in stmt.subs}
     try:
-        used = sqlcheck.check(tree, set(rels) | set(views.stored(bc)), sub_names)
+        used = sqlcheck.check(tree, set(rels), sub_names, lambda: views.stored(bc))
         sqlcheck.check_columns(tree, {r: rels[r] for r in used if r in rels and r not in sub_names})
     except sqlcheck.ColumnError as exc:
-        raise positioned_at(exc.message, (stmt.sql, line, column), exc.offset, exc.name) from None
+        raise positioned_at(exc.message, src, exc.offset, exc.name) from None
     except BindError as exc:
-        raise positioned(exc.message, (stmt.sql, line, column)) from None
+        raise positioned(exc.message, src) from None
+    view_names = [u for u in used if u not in rels and u not in sub_names]
+    sql = tree.sql(dialect="duckdb", copy=bool(view_names))    # the tree changes below only for views
+    check_duckdb_syntax(sql, src)     # what sqlglot reads but DuckDB would not: a ParseError now
     sub_plans = tuple(_sub_plan(s.statement, bc, "inside a query") for s in stmt.subs)
-    expanded = views.expand(tree, [u for u in used if u not in rels and u not in sub_names], bc, _bind_select)
-    params = []
+    expanded = views.expand(tree, view_names, bc, _bind_select)
+    names = tuple(r for r in used if r in rels)
+    if expanded:
+        sql = tree.sql(dialect="duckdb", copy=False)     # the views' relation names
+    bound = BoundSelect(sql, names, _params(stmt),
+                        tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
+                        tuple((r, sqlcheck.qualified(rels[r])) for r in names),
+                        tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded),
+                        src)
+    if key is not None and not expanded:
+        CACHE.put(key, bc.generation, (bound.sql, names, bound._relation_sql, bound._plain_sql))
+    return bound
+
+
+def _params(stmt: A.SqlQuery) -> tuple:
+    out = []
     for name, lit in stmt.params:
         value = lit.value if isinstance(lit, A.Literal) else [x.value for x in lit.items]
-        params.append((name, value))
-    names = tuple(r for r in used if r in rels)
-    return BoundSelect(tree.sql(dialect="duckdb"), names, tuple(params),
-                       tuple(s.name for s in stmt.subs) + tuple(r for r, _ in expanded),
-                       tuple((r, sqlcheck.qualified(rels[r])) for r in names),
-                       tuple((r, rels[r]) for r in names), sub_plans + tuple(op for _, op in expanded),
-                       (stmt.sql, line, column))
+        out.append((name, value))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -117,7 +180,7 @@ class DuckDBQuery(Operator):
     relation_sql: tuple = ()      # ((name, SQL over the attached catalog), ...)
     plain_sql: tuple = ()         # ((name, SQL over the catalog connection), ...)
     inputs: tuple = ()            # StatementRelation operators
-    source: tuple = ()            # (query text, line, column) for error positions
+    source: Source | None = None  # the query as written, for error positions
 
     @property
     def children(self):
@@ -140,7 +203,7 @@ class DuckDBQuery(Operator):
                 if cur is not None:
                     for name, table in tables:
                         cur.register(name, table)
-                    return Rows.from_arrow(run_sql(cur, self.sql, dict(self.params), self.source, rollback=True))
+                    return Rows.from_arrow(run_sql(cur, self.sql, dict(self.params), self.source))
             con = sandbox(ctx.store, self.relation_sql, tables)
         try:
             return Rows.from_arrow(run_sql(con, self.sql, dict(self.params), self.source))
@@ -193,20 +256,19 @@ def sandbox(catalog, relation_sql, tables):
     return con
 
 
-def run_sql(con, sql: str, params: dict, source: tuple = (), rollback: bool = False):
-    """Run ``sql``; with ``rollback`` inside a transaction that is rolled back afterwards."""
+def run_sql(con, sql: str, params: dict, source: Source | None = None):
+    """Run ``sql`` if DuckDB's own parser sees exactly one SELECT in it (a second fence
+    behind :mod:`zooql.core.sqlcheck`: nothing else ever runs, so no query leaves anything
+    behind in the shared sandbox for the next)."""
     import duckdb
 
     try:
-        if not rollback:
-            return _table(con.sql(sql, params=params or None))
-        con.execute("BEGIN TRANSACTION")
-        try:
-            return _table(con.sql(sql, params=params or None))
-        finally:
-            con.execute("ROLLBACK")
+        stmts = con.extract_statements(sql)
+        if len(stmts) != 1 or stmts[0].type != duckdb.StatementType.SELECT:
+            raise BindError("refused: only queries run in the sandbox")
+        return _table(con.sql(stmts[0], params=params or None))
     except (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException) as exc:
-        raise _bind_error(exc, source) from None
+        raise duckdb_error(exc, source) from None
     except duckdb.PermissionException as exc:
         raise BindError(f"refused: {str(exc).splitlines()[0]}") from None
     except duckdb.Error as exc:
@@ -217,47 +279,6 @@ def _table(rel):
     if rel is None:     # a statement, not a query (only if the check was bypassed)
         raise BindError("refused: only queries run in the sandbox")
     return rel.to_arrow_table()
-
-
-def _bind_error(exc, source: tuple) -> BindError:
-    """DuckDB's binder error as a BindError: "did you mean" from its candidates, and the
-    line, column and caret of the offending name in the query as written."""
-    import re
-
-    lines = str(exc).splitlines()
-    msg = lines[0].replace("Binder Error: ", "").replace("Catalog Error: ", "")
-    for line in lines[1:]:
-        if line.startswith("Candidate bindings:"):
-            names = [x.strip().strip('"') for x in line.split(":", 1)[1].split(",") if x.strip()]
-            msg += " (did you mean " + ", ".join(repr(n) for n in names[:3]) + "?)"
-    found = re.findall(r'"([^"]+)"', lines[0])
-    return positioned(msg, source, found[-1].split(".")[-1] if found else None)
-
-
-def positioned(msg: str, source: tuple, name: str | None = None) -> BindError:
-    """A BindError with the line, column and caret of ``name`` (by default the first
-    'quoted' name or function() of the message) in the query as written."""
-    import re
-
-    if name is None:
-        m = re.search(r"'([^']+)'|(\w+)\(\)", msg)
-        name = (m.group(1) or m.group(2)) if m else None
-    pos = sqlcheck.locate(source[0], name) if source and name else None
-    if pos is None:
-        return BindError(msg)
-    line, column, context = sqlcheck.caret(source[0], source[1], source[2], *pos)
-    return BindError(f"{msg} at line {line}, column {column}", hint=context)
-
-
-def positioned_at(msg: str, source: tuple, offset: int | None, name: str) -> BindError:
-    """A BindError with the line, column and caret of character ``offset`` of the query
-    (found by ``name`` when the offset is not known)."""
-    if offset is None:
-        return positioned(msg, source, name)
-    before = source[0][:offset]
-    rel_line, rel_col = before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-    line, column, context = sqlcheck.caret(source[0], source[1], source[2], rel_line, rel_col)
-    return BindError(f"{msg} at line {line}, column {column}", hint=context)
 
 
 @plans(BoundSelect)

@@ -10,6 +10,7 @@ import functools
 import re
 import logging
 
+from zooql.core.sqlerrors import Source
 from zooql.core.where import suggest
 from zooql.errors import BindError, ParseError
 
@@ -94,22 +95,41 @@ def _kind(node) -> str:
     return {"LoadData": "LOAD", "TruncateTable": "TRUNCATE"}.get(type(node).__name__, type(node).__name__.upper())
 
 
-def parse_sql(sql: str, line: int, column: int):
-    """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement text)."""
-    import sqlglot
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_sql(sql: str, line: int = 1, column: int = 1, source: Source | None = None):
+    """The sqlglot tree of ``sql`` (which starts at ``line``, ``column`` of the statement
+    text); errors point into ``source`` (the query as written) when it is given."""
+    if source is None:
+        source = Source(sql, sql, line, column)
+    bad = _SURROGATE.search(sql)
+    if bad:     # DuckDB takes UTF-8 only
+        abs_line, abs_col = source.position(bad.start())
+        raise BindError(f"the query has a character at line {abs_line}, column {abs_col} that is not valid "
+                        "Unicode (a lone surrogate)", line=abs_line, column=abs_col)
+    from sqlglot.dialects.duckdb import DuckDB
     from sqlglot.errors import ParseError as GlotError, TokenError
 
-    _refuse_statements(sql, line, column)
+    dialect = DuckDB()
     try:
-        trees = sqlglot.parse(sql, read="duckdb")
+        tokens = dialect.tokenize(sql)
+    except TokenError:
+        tokens = None       # reported by the parse below
+    if tokens is not None:
+        _refuse_statements(source, tokens)
+    try:
+        trees = dialect.parser().parse(tokens, sql) if tokens is not None else dialect.parse(sql)
     except GlotError as exc:
         err = exc.errors[0] if exc.errors else {}
         rel_line, rel_col = err.get("line") or 1, err.get("col") or 1
         what = (err.get("description") or str(exc)).split("\n")[0]
         what = re.sub(r"<Token token_type: [^,]*, text: ([^,]*),[^>]*>", r"'\1'", what)
-        abs_line, abs_col, context = caret(sql, line, column, rel_line, rel_col)
+        what = re.sub(r"Required keyword: '(\w+)' missing for <class '(?:\w+\.)*(\w+)'>",
+                      lambda m: f"{m.group(2).upper()} is incomplete (its {m.group(1)} is missing)", what)
+        abs_line, abs_col = source.position_at(rel_line, rel_col)
         raise ParseError(f"syntax error at line {abs_line}, column {abs_col}: {what}", line=abs_line,
-                         column=abs_col, context=context) from None
+                         column=abs_col) from None
     except TokenError as exc:
         raise ParseError(f"syntax error at line {line}: {exc}") from None
     except RecursionError:   # sqlglot parses recursively: ~1,000 NOTs or parentheses
@@ -122,10 +142,10 @@ def parse_sql(sql: str, line: int, column: int):
 
 
 @functools.lru_cache(maxsize=512)
-def parse_sql_cached(sql: str, line: int, column: int):
+def parse_sql_cached(sql: str, line: int, column: int, source: Source | None = None):
     """:func:`parse_sql`, remembered (errors are not): callers must ``copy()`` the tree
     before changing it."""
-    return parse_sql(sql, line, column)
+    return parse_sql(sql, line, column, source)
 
 
 STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "SET", "RESET", "COPY", "CALL",
@@ -133,42 +153,16 @@ STATEMENT_WORDS = frozenset({"PRAGMA", "ATTACH", "DETACH", "INSTALL", "LOAD", "S
                              "DELETE", "CREATE", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK"})
 
 
-def _refuse_statements(sql: str, line: int, column: int) -> None:
+def _refuse_statements(source: Source, tokens) -> None:
     """A DuckDB statement word where a statement would start (after '(') is refused with
-    its position, before sqlglot tries to make sense of it."""
-    from sqlglot.dialects.duckdb import DuckDB
-    from sqlglot.errors import TokenError
-
-    try:
-        tokens = DuckDB().tokenize(sql)
-    except TokenError:
-        return      # parse_sql reports it
+    its position, before sqlglot tries to make sense of it (``tokens``: sqlglot's tokens of
+    ``source.sql``)."""
     for prev, tok in zip(tokens, tokens[1:]):
         word = tok.text.upper()
         if prev.token_type.name == "L_PAREN" and word in STATEMENT_WORDS and tok.token_type.name != "IDENTIFIER":
-            abs_line, abs_col, context = caret(sql, line, column, tok.line, tok.col - len(tok.text) + 1)
+            abs_line, abs_col = source.position_at(tok.line, tok.col - len(tok.text) + 1)
             raise BindError(f"{word} is not allowed inside a query (queries are read-only SELECTs) "
-                            f"at line {abs_line}, column {abs_col}", hint=context)
-
-
-def caret(sql: str, line: int, column: int, rel_line: int, rel_col: int) -> tuple[int, int, str]:
-    """Position ``rel_line``/``rel_col`` of ``sql`` (which starts at ``line``, ``column`` of the
-    statement text) in the statement text, and the caret context under it."""
-    lines = sql.splitlines() or [""]
-    abs_line = line + rel_line - 1
-    abs_col = rel_col + (column - 1 if rel_line == 1 else 0)
-    src = lines[rel_line - 1] if rel_line <= len(lines) else ""
-    src = (" " * (column - 1) + src) if rel_line == 1 else src
-    return abs_line, abs_col, f"  {abs_line} | {src}\n  {' ' * len(str(abs_line))} | {' ' * max(0, abs_col - 1)}^"
-
-
-def locate(sql: str, name: str) -> tuple[int, int] | None:
-    """Line and column (1-based, within ``sql``) of the first use of the name ``name``."""
-    m = re.search(r"(?<![\w'\"])" + re.escape(name) + r"(?![\w'\"])", sql, flags=re.I)
-    if m is None:
-        return None
-    before = sql[:m.start()]
-    return before.count("\n") + 1, m.start() - (before.rfind("\n") + 1) + 1
+                            f"at line {abs_line}, column {abs_col}", line=abs_line, column=abs_col)
 
 
 def function_names(node) -> set[str]:
@@ -180,10 +174,14 @@ def function_names(node) -> set[str]:
     return names
 
 
-def check(tree, relations: set[str], subs: set[str]) -> list[str]:
+def check(tree, relations: set[str], subs: set[str], more=None) -> list[str]:
     """Refuse anything but a read-only query over known relations and allow-listed functions;
-    return the relations the query reads (its CTE names excluded)."""
+    return the relations the query reads (its CTE names excluded). ``more()``: further
+    relation names (the catalog's views), asked for only when the query names a relation
+    that is not in ``relations``."""
     exp = _exp()
+    if more is not None:
+        relations = _Lazy(relations, more)
     if not isinstance(tree, exp.Query):
         raise BindError(f"{_kind(tree)} is not allowed here: a query is a read-only SELECT "
                         f"(use ZooQL statements to change the catalog, COPY (...) TO 'file' to write files)")
@@ -199,6 +197,24 @@ def check(tree, relations: set[str], subs: set[str]) -> list[str]:
         elif isinstance(node, exp.Table):
             _check_table(node, relations, subs, ctes, used)
     return used
+
+
+class _Lazy:
+    """A set of names: ``known``, and ``more()`` (called once, when first needed)."""
+
+    def __init__(self, known, more):
+        self.known, self.more, self.extra = known, more, None
+
+    def _all(self):
+        if self.extra is None:
+            self.extra = set(self.more())
+        return self.known | self.extra
+
+    def __contains__(self, name):
+        return name in self.known or name in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
 
 
 JSON_COLUMNS = ("tags", "preprocess")

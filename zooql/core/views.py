@@ -33,6 +33,8 @@ def stored(bc: BindContext) -> dict[str, str]:
 def expand(tree, names: list[str], bc: BindContext, bind_query) -> list[tuple[str, Operator]]:
     """Replace each view of ``names`` read by ``tree`` (sqlglot) with the relation of its
     re-bound query; return (relation, plan) of each."""
+    if not names:
+        return []
     from sqlglot import exp
 
     from zooql.plan.planner import plan

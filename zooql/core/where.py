@@ -50,6 +50,9 @@ def is_time_text(text: str) -> bool:
 _TIME_CON = None
 
 
+_TAG_CASTS = {"number": "DOUBLE", "bool": "BOOLEAN", "time": "TIMESTAMP"}
+
+
 @dataclass
 class Compiled:
     sql: str
@@ -85,9 +88,10 @@ class ExprCompiler:
             self._tag_keys = set(self._tag_keys)
         return self._tag_keys
 
-    def compile(self, node: A.Node) -> Compiled:
+    def compile(self, node: A.Node, condition: bool = False) -> Compiled:
+        """``node`` as SQL; ``condition``: it is a WHERE (text or a time is refused there)."""
         self.params = []
-        sql = self._c(node)
+        sql = self._condition(node) if condition else self._c(node)
         return Compiled(sql, list(self.params))
 
     # ---- helpers -------------------------------------------------------------------------
@@ -115,7 +119,33 @@ class ExprCompiler:
             return "number"
         if isinstance(node, A.UnaryOp) and node.op == "NEG":
             return "number"
+        if isinstance(node, (A.BinOp, A.BoolOp, A.UnaryOp, A.InList, A.Like, A.IsNull, A.Between)):
+            return "bool"     # a comparison or a condition
         return None
+
+    def _is_tag(self, node: A.Node) -> bool:
+        """Whether ``node`` is a value of the JSON column (``tags.key`` or a known bare key)."""
+        if not isinstance(node, A.Column) or not self.json_column:
+            return False
+        parts = node.parts
+        if len(parts) == 1:
+            return parts[0].lower() not in self.columns and parts[0] in self.tag_keys
+        return parts[0].lower() == self.json_column
+
+    def _condition(self, node: A.Node) -> str:
+        """``node`` where a condition stands (WHERE, AND, OR, NOT): text and times are
+        refused here (DuckDB would fail casting them while running); a tag is true when
+        its value reads as true."""
+        kind = self._kind(node)
+        if kind in ("text", "time"):
+            where = _where(node)
+            example = "'2024-01-01'" if kind == "time" else "'...'"
+            raise BindError(f"{render(node)} is {kind}, not a condition{' ' + where if where else ''}: compare it, "
+                            f"e.g. {render(node)} = {example} or {render(node)} IS NOT NULL",
+                            line=node.span[2] if where else None, column=node.span[3] if where else None)
+        if self._is_tag(node):
+            return self._operand(node, "bool")
+        return self._c(node)
 
     def _same_kind(self, a: A.Node, b: A.Node, op: str) -> None:
         ka, kb = self._kind(a), self._kind(b)
@@ -126,21 +156,26 @@ class ExprCompiler:
         ka, kb = ("text" if k == "time" else k for k in (ka, kb))
         if ka is None or kb is None or ka == kb:
             return
-        raise BindError(f"cannot compare {render(a)} ({ka}) {op} {render(b)} ({kb}): "
-                        f"both sides of {op} must be of the same kind (write a number as 5, text as '5')")
+        where = _where(a)
+        raise BindError(f"cannot compare {render(a)} ({ka}) {op} {render(b)} ({kb}){' ' + where if where else ''}: "
+                        f"both sides of {op} must be of the same kind (write a number as 5, text as '5')",
+                        line=a.span[2] if where else None, column=a.span[3] if where else None)
 
     def _numeric_operand(self, node: A.Node, op: str) -> None:
         kind = self._kind(node)
         if kind not in (None, "number"):
             raise BindError(f"{op} needs numbers, but {render(node)} is {kind}")
 
-    def _json(self, key: str, numeric: bool) -> str:
+    def _json(self, key: str, want) -> str:
+        """A tag's value as text, or (``want``: a kind, or True for a number) as that kind,
+        NULL where it does not read as one."""
         path = self._p("$." + '"' + key.replace('"', '\\"') + '"')
-        if numeric:
-            return f"TRY_CAST(json_extract_string({self.json_column}, {path}) AS DOUBLE)"
+        cast = _TAG_CASTS.get("number" if want is True else want)
+        if cast:
+            return f"TRY_CAST(json_extract_string({self.json_column}, {path}) AS {cast})"
         return f"json_extract_string({self.json_column}, {path})"
 
-    def _column(self, node: A.Column, numeric_ctx: bool = False) -> str:
+    def _column(self, node: A.Column, numeric_ctx=False) -> str:
         parts = node.parts
         if len(parts) == 1 and parts[0].lower() in self.columns:
             return self.columns[parts[0].lower()]
@@ -153,7 +188,15 @@ class ExprCompiler:
         raise BindError(f"unknown column {name!r} in {self.table}{hint}; "
                         f"tag values are reached as {self.json_column}.<key>")
 
-    def _operand(self, node: A.Node, numeric_ctx: bool) -> str:
+    def _want(self, *others: A.Node):
+        """The kind a tag compared with ``others`` is read as: theirs when they agree on
+        one (a number also when one is numeric), else text."""
+        kinds = {self._kind(x) for x in others if not self._is_tag(x)} - {None}
+        if any(self._is_numeric(x) for x in others):
+            return "number"
+        return kinds.pop() if len(kinds) == 1 else None
+
+    def _operand(self, node: A.Node, numeric_ctx) -> str:
         if isinstance(node, A.Column):
             return self._column(node, numeric_ctx)
         return self._c(node)
@@ -168,10 +211,10 @@ class ExprCompiler:
         if isinstance(node, A.Column):
             return self._column(node)
         if isinstance(node, A.BoolOp):
-            return "(" + f" {node.op} ".join(self._c(x) for x in node.items) + ")"
+            return "(" + f" {node.op} ".join(self._condition(x) for x in node.items) + ")"
         if isinstance(node, A.UnaryOp):
             if node.op == "NOT":
-                return f"(NOT {self._c(node.operand)})"
+                return f"(NOT {self._condition(node.operand)})"
             self._numeric_operand(node.operand, "'-'")
             return f"(-{self._operand(node.operand, True)})"
         if isinstance(node, A.BinOp):
@@ -182,15 +225,18 @@ class ExprCompiler:
                 self._numeric_operand(node.right, repr(node.op))
             else:
                 self._same_kind(node.left, node.right, node.op)
-            numeric = node.op in "+-*/%" or self._is_numeric(node.left) or self._is_numeric(node.right)
-            left, right = self._operand(node.left, numeric), self._operand(node.right, numeric)
+            if node.op in "+-*/%":
+                left, right = self._operand(node.left, True), self._operand(node.right, True)
+            else:
+                left, right = self._operand(node.left, self._want(node.right)), \
+                    self._operand(node.right, self._want(node.left))
             if node.op in "/%":      # by zero: NULL (DuckDB refuses x % 0 while running)
                 right = f"NULLIF({right}, 0)"
             return f"({left} {node.op} {right})"
         if isinstance(node, A.InList):
-            numeric = all(self._is_numeric(x) for x in node.items)
             for x in node.items:
                 self._same_kind(node.operand, x, "IN")
+            numeric = all(self._is_numeric(x) for x in node.items) or self._want(*node.items)
             operand = self._operand(node.operand, numeric)  # parameters in textual order
             items = ", ".join(self._c(x) for x in node.items)
             neg = "NOT " if node.negated else ""
@@ -210,8 +256,11 @@ class ExprCompiler:
             neg = "NOT " if node.negated else ""
             self._same_kind(node.operand, node.low, "BETWEEN")
             self._same_kind(node.operand, node.high, "BETWEEN")
-            return (f"({self._operand(node.operand, True)} {neg}BETWEEN "
-                    f"{self._operand(node.low, True)} AND {self._operand(node.high, True)})")
+            sides = (node.operand, node.low, node.high)
+            want = self._want(*sides) or (True if all(self._is_tag(x) or self._kind(x) is None for x in sides)
+                                          else None)
+            return (f"({self._operand(node.operand, want)} {neg}BETWEEN "
+                    f"{self._operand(node.low, want)} AND {self._operand(node.high, want)})")
         raise BindError(f"unsupported expression {type(node).__name__}")
 
 

@@ -399,20 +399,26 @@ class Parser:
                     raise ZooQLError(f"grammar rule callback {key!r} of {mixin.__module__} is defined twice")
                 callbacks[key] = v_args(meta=True)(fn)
         self._transformer = type("AstBuilder", (_ToAst,), callbacks)
+        # the statements of a text, remembered (the AST is immutable; errors are not kept)
+        self._parsed = functools.lru_cache(maxsize=256)(self._parse)
 
     @property
     def lark(self) -> Lark:
         return self._lark
 
     def parse(self, text: str) -> list[A.Statement]:
-        """Parse one or more ``;``-separated statements."""
+        """Parse one or more ``;``-separated statements (a text parsed before is not parsed
+        again: its statements are immutable)."""
+        return list(self._parsed(text))
+
+    def _parse(self, text: str) -> tuple[A.Statement, ...]:
         try:
             tree = self._lark.parse(text)
         except UnexpectedInput as exc:
             raise _format_error(text, exc, self.first_keywords()) from None
         check_depth(text, tree)
         try:
-            return self._transform(tree, text)[1]
+            return tuple(self._transform(tree, text)[1])
         except VisitError as exc:
             if isinstance(exc.orig_exc, ZooQLError):
                 raise exc.orig_exc from None

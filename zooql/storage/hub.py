@@ -267,6 +267,11 @@ class HubStore:
         sql = "ATTACH '" + str(self.catalog_path).replace("'", "''") + f"' AS {alias} (READ_ONLY)"
         self._retrying(lambda: con.execute(sql), read_only=True)
 
+    def generation(self) -> tuple:
+        """The catalog's generation: identity, size and mtime of the catalog file and its
+        WAL (what the shared connections check); any committed change gives a new one."""
+        return self.shared._file_key()
+
     @property
     def shared(self) -> "SharedReads":
         """This process's shared read-only connections to the catalog."""
