@@ -70,7 +70,8 @@ def slow_down(step: str, seconds: float) -> None:
     DESCRIPTORS), import (IMPORT: reading the file), graph (CREATE SEMANTIC GRAPH: hashing a
     node's images), embed (LABEL MODELS: a node's image embeddings), text (SELECT MODELS ...
     USING LABELS: MiniLM text embeddings), classify (CLASSIFY: one model's zero-shot pass),
-    train (TRAIN RECOMMENDER: the fit)."""
+    train (TRAIN RECOMMENDER: the fit), task (CREATE TASK: reading the task file), vacuum
+    (VACUUM: each slab of a segment merge, the rename, each index rebuild)."""
     def wrap(owner, attr):
         orig = getattr(owner, attr)
 
@@ -111,6 +112,13 @@ def slow_down(step: str, seconds: float) -> None:
     elif step == "train":
         from zooql.methods.modellens import select
         wrap(select, "train_default")
+    elif step == "task":
+        from zooql.core import tasks
+        wrap(tasks, "read_task")
+    elif step == "vacuum":
+        from zooql.methods.probelog import segio, store
+        wrap(store, "build_index")
+        segio.FAULT = lambda stage, done: time.sleep(seconds)
     else:
         raise ValueError(f"unknown step {step!r}")
 
