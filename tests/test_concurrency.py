@@ -255,3 +255,32 @@ def test_readers_during_create_task_and_query_full(tmp_path, zoo):
     with h.store.read() as con:
         assert con.execute("SELECT count(*) FROM task_queries").fetchone()[0] == 30
     assert h.execute("CHECK HUB").rows == []
+
+
+def test_failed_create_task_commit_leaves_nothing(tmp_path, monkeypatch):
+    """CREATE TASK copies its .npz into the hub before the short commit; a failed commit
+    removes it again, so the failed statement leaves no row and no file."""
+    import os
+
+    import numpy as np
+
+    from zooql.errors import ExecutionError
+    from zooql.plan.nodes import ExecContext
+
+    npz = tmp_path / "t.npz"
+    np.savez(npz, images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4))
+    h = zooql.connect(tmp_path / "hub")
+
+    def fail(self):
+        raise ExecutionError("planted commit failure")
+
+    monkeypatch.setattr(ExecContext, "commit", fail)
+    with pytest.raises(ExecutionError, match="planted commit failure"):
+        h.execute(f"CREATE TASK t FROM '{npz}'")
+    monkeypatch.undo()
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+    folder = tmp_path / "hub" / "tasks"
+    assert not folder.exists() or os.listdir(folder) == []
+    assert h.execute(f"CREATE TASK t FROM '{npz}'").rows[0][2] == 4
+    assert len(os.listdir(folder)) == 1 and h.execute("CHECK HUB").rows == []
