@@ -1,5 +1,5 @@
 """Long run of the fault suite: SIGKILL at random points of ADD MODELS, IMPORT (300k rows),
-PROBE, DISCOVER, REFRESH DESCRIPTORS and TRAIN RECOMMENDER, ``--kills`` times each, then check every hub (see
+PROBE, DISCOVER, REFRESH DESCRIPTORS, TRAIN RECOMMENDER and VACUUM, ``--kills`` times each, then check every hub (see
 zooql/testing/faults.py): it opens, no half rows, CHECK HUB reports no error, the rerun
 resumes to the uninterrupted result and leaves no orphan or temporary file.
 

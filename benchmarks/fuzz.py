@@ -11,7 +11,9 @@ changed a table or a file of the hub. Appends the table to benchmarks/RESULTS.md
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import sys
 import time
@@ -28,6 +30,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop generating after this long (the report says how many ran)")
     ap.add_argument("--no-results", action="store_true", help="do not append to RESULTS.md")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes, each on a disjoint shard of the same seeded sequence")
+    ap.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)   # a worker: its shard
+    ap.add_argument("--report", default=None, help=argparse.SUPPRESS)            # a worker: its JSON report
     args = ap.parse_args(argv)
 
     from zooql.testing import fuzz
@@ -35,11 +41,20 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     def progress(i, rep):
-        print(f"  {i} texts, {rep.n} statements, {time.perf_counter() - t0:.0f} s, "
-              f"crashes {len(rep.crashes)}, leaks {len(rep.leaks)}, hangs {len(rep.hangs)}, changes {len(rep.changes)}", flush=True)
+        print(f"  {'' if args.shard is None else f'[shard {args.shard}] '}{i} of {args.n} texts, {rep.n} "
+              f"statements, {time.perf_counter() - t0:.0f} s, crashes {len(rep.crashes)}, leaks {len(rep.leaks)}, "
+              f"hangs {len(rep.hangs)}, changes {len(rep.changes)}", flush=True)
 
     max_s = args.max_minutes * 60 if args.max_minutes else None
-    rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress, max_seconds=max_s)
+    if args.shard is not None:   # a worker of --workers: run its shard, write its report
+        rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress, max_seconds=max_s,
+                       shard=args.shard, shards=args.workers)
+        Path(args.report).write_text(json.dumps({**dataclasses.asdict(rep), "outcomes": dict(rep.outcomes)}))
+        return 0
+    if args.workers > 1:
+        rep = _parallel(args, argv)
+    else:
+        rep = fuzz.run(args.n, args.seed, root=REPO, progress=progress, max_seconds=max_s)
     lines = ["| outcome | statements |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(rep.outcomes.items(), key=lambda kv: -kv[1])]
     lines += [f"| **total** | {rep.n} |"]
@@ -67,6 +82,34 @@ def main(argv=None) -> int:
         with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
             f.write(block)
     return 0 if not (rep.crashes or rep.hangs or rep.changes or rep.leaks) else 1
+
+
+def _parallel(args, argv):
+    """Run ``--workers`` shards in child processes and merge their reports."""
+    import collections
+    import subprocess
+    import tempfile
+
+    from zooql.testing import fuzz
+
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    with tempfile.TemporaryDirectory(prefix="zooql-fuzz-workers-") as tmp:
+        procs = [subprocess.Popen([sys.executable, __file__, *base, "--shard", str(k), "--report",
+                                   os.path.join(tmp, f"{k}.json"), "--no-results"]) for k in range(args.workers)]
+        for p in procs:
+            p.wait()
+        reps = [json.loads(Path(tmp, f"{k}.json").read_text()) for k in range(args.workers)]
+    rep = fuzz.Report()
+    for r in reps:
+        rep.n += r["n"]
+        rep.texts += r["texts"]
+        rep.outcomes.update(collections.Counter(r["outcomes"]))
+        for key in ("crashes", "hangs", "changes", "leaks"):
+            getattr(rep, key).extend(tuple(x) for x in r[key])
+        rep.explained += r["explained"]
+        rep.slowest = max(rep.slowest, r["slowest"])
+        rep.seconds = max(rep.seconds, r["seconds"])
+    return rep
 
 
 if __name__ == "__main__":

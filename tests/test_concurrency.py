@@ -26,7 +26,7 @@ N_READERS = 3
 WRITER = """
 import sys, zooql
 from zooql.testing.zoo import slow_down
-slow_down({step!r}, {seconds!r})
+slow_down({step!r}, {seconds!r}, {until!r})
 h = zooql.connect({hub!r})
 print("START", flush=True)
 h.execute({stmt!r}, base_dir={base!r})
@@ -47,11 +47,9 @@ for i in range({tries}):
     models = len(h.execute("SHOW MODELS").rows)
     dt = time.perf_counter() - t0
     with h.store.read() as con:
-        runs = con.execute("SELECT count(*) FROM probe_runs").fetchone()[0]
-        cols = con.execute("SELECT count(*) FROM descriptor_columns").fetchone()[0]
-        logits = con.execute("SELECT count(*) FROM logits").fetchone()[0]
+        seen = {{k: con.execute(sql).fetchone()[0] for k, sql in {counts!r}.items()}}
     writing = os.path.getsize(os.path.join(hub, "hub.lock")) > 0   # the writer's pid is in it
-    out.append(dict(dt=dt, models=models, runs=runs, cols=cols, logits=logits, writing=writing))
+    out.append(dict(dt=dt, models=models, writing=writing, **seen))
     time.sleep(0.05)
 print(json.dumps(out))
 """
@@ -62,8 +60,15 @@ def _py(code: str, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _start_writer(hub, step, seconds, stmt, base):
-    w = _py(WRITER.format(step=step, seconds=seconds, hub=str(hub), stmt=stmt, base=str(base)))
+COUNTS = {"runs": "SELECT count(*) FROM probe_runs", "cols": "SELECT count(*) FROM descriptor_columns",
+          "logits": "SELECT count(*) FROM logits"}
+
+
+def _start_writer(hub, step, seconds, stmt, base, until=None):
+    """The writer process, once its statement holds the writer lock. ``until``: its slowed
+    step waits for this file (at most ``seconds``) instead of sleeping ``seconds``."""
+    w = _py(WRITER.format(step=step, seconds=seconds, until=until and str(until), hub=str(hub), stmt=stmt,
+                          base=str(base)))
     assert w.stdout.readline().strip() == "START", w.stderr.read()
     lock = Path(hub) / "hub.lock"
     deadline = time.monotonic() + 30
@@ -73,11 +78,14 @@ def _start_writer(hub, step, seconds, stmt, base):
     return w
 
 
-def _readers(hub, tmp_path, start_writer, during=None):
+def _readers(hub, tmp_path, start_writer, during=None, counts=COUNTS, release=None):
     """Start the reader processes, then the writer (``start_writer()``), then let them read
-    (and call ``during(writer)`` meanwhile)."""
+    (and call ``during(writer)`` meanwhile); when they are done, create ``release`` (the
+    file a gated writer waits for)."""
     go = tmp_path / "go"
-    procs = [_py(READER.format(hub=str(hub), tries=TRIES, go=str(go))) for _ in range(N_READERS)]
+    if go.exists():
+        go.unlink()
+    procs = [_py(READER.format(hub=str(hub), tries=TRIES, go=str(go), counts=counts)) for _ in range(N_READERS)]
     for p in procs:
         assert p.stdout.readline().strip() == "READY", p.stderr.read()
     w = start_writer()
@@ -91,9 +99,23 @@ def _readers(hub, tmp_path, start_writer, during=None):
             assert p.returncode == 0, se
             outs.append(json.loads(so))
     except BaseException:
+        if release is not None:
+            Path(release).write_text("")
         _finish(w)
         raise
+    if release is not None:
+        Path(release).write_text("")
     return w, outs
+
+
+def _check_reads(outs, what):
+    tries = [t for out in outs for t in out]
+    assert len(tries) == N_READERS * TRIES
+    assert all(t["writing"] for t in tries), f"the readers must run while {what} writes"
+    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
+    print(f"{what}: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
+    assert not slow, f"reads slower than 1 s during {what}: {slow}"
+    return tries
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +210,77 @@ def test_second_writer_waits_with_lock_timeout(tmp_path, zoo):
         with pytest.raises(StorageError, match=r"locked by another writer.*waited 0.3 s"):
             third.execute("DROP MODEL late")
         assert 0.3 <= time.perf_counter() - t0 < 1.5
+
+
+def test_readers_during_create_task_and_query_full(tmp_path, zoo):
+    """CREATE TASK (reading and copying an .npz) and FIND ... OPTIONS (query = 'full') (the
+    query model's forward pass on its unobserved probes) write in one short commit at the
+    end: readers answer in < 1 s meanwhile and see the state before or after, never half."""
+    import numpy as np
+
+    hub = tmp_path / "hub"
+    h = zooql.connect(hub)
+    h.execute(f"ADD MODELS FROM '{zoo['models_csv']}'")
+    h.execute(f"CREATE PROBE SET ps FROM '{zoo['probes']}'")
+    h.execute("PROBE MODELS WHERE name IN ('m00', 'm01', 'm02') WITH ps")   # fully probed anchors
+    h.execute("PROBE WITH ps SAMPLE 50 PERCENT SEED 1")                     # the other 21: sampled
+    h.close()
+    masked = ("SELECT count(*) FROM probe_masks k JOIN models m ON m.id = k.model_id WHERE m.name = 'm05'")
+    counts = {"masks": "SELECT count(*) FROM probe_masks", "cols": "SELECT count(*) FROM descriptor_columns",
+              "m05": masked, "tasks": "SELECT count(*) FROM tasks", "queries": "SELECT count(*) FROM task_queries"}
+    release = tmp_path / "release-find"
+    stmt = "FIND LOGITS LIKE m05.logit[0] TOP 3 OPTIONS (query = 'full')"
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "forward", 120, stmt, tmp_path, until=release),
+                       counts=counts, release=release)
+    _finish(w)
+    tries = _check_reads(outs, "FIND ... query = 'full'")
+    assert {(t["masks"], t["m05"], t["cols"]) for t in tries} == {(21, 1, 24 * 4)}   # nothing before the commit
+    h = zooql.connect(hub)
+    with h.store.read() as con:
+        assert con.execute(masked).fetchone()[0] == 0 and con.execute(counts["cols"]).fetchone()[0] == 24 * 4
+    assert h.execute("CHECK HUB").rows == []
+    h.close()
+
+    npz = tmp_path / "t.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, images=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), labels=np.arange(30) % 4)
+    release = tmp_path / "release-task"
+    w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "task", 120, f"CREATE TASK digits FROM '{npz}'",
+                                                            tmp_path, until=release),
+                       counts=counts, release=release)
+    _finish(w)
+    tries = _check_reads(outs, "CREATE TASK")
+    assert {(t["tasks"], t["queries"]) for t in tries} == {(0, 0)}
+    h = zooql.connect(hub)
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM task_queries").fetchone()[0] == 30
+    assert h.execute("CHECK HUB").rows == []
+
+
+def test_failed_create_task_commit_leaves_nothing(tmp_path, monkeypatch):
+    """CREATE TASK copies its .npz into the hub before the short commit; a failed commit
+    removes it again, so the failed statement leaves no row and no file."""
+    import os
+
+    import numpy as np
+
+    from zooql.errors import ExecutionError
+    from zooql.plan.nodes import ExecContext
+
+    npz = tmp_path / "t.npz"
+    np.savez(npz, images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4))
+    h = zooql.connect(tmp_path / "hub")
+
+    def fail(self):
+        raise ExecutionError("planted commit failure")
+
+    monkeypatch.setattr(ExecContext, "commit", fail)
+    with pytest.raises(ExecutionError, match="planted commit failure"):
+        h.execute(f"CREATE TASK t FROM '{npz}'")
+    monkeypatch.undo()
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+    folder = tmp_path / "hub" / "tasks"
+    assert not folder.exists() or os.listdir(folder) == []
+    assert h.execute(f"CREATE TASK t FROM '{npz}'").rows[0][2] == 4
+    assert len(os.listdir(folder)) == 1 and h.execute("CHECK HUB").rows == []

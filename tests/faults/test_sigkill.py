@@ -1,5 +1,5 @@
 """The fault suite (issue 18): SIGKILL at random points of ADD MODELS, IMPORT, PROBE, DISCOVER,
-REFRESH DESCRIPTORS and TRAIN RECOMMENDER, two kills each (fixed seeds); after each: the hub opens, no half rows,
+REFRESH DESCRIPTORS, TRAIN RECOMMENDER and VACUUM, two kills each (fixed seeds); after each: the hub opens, no half rows,
 no catalog row points to a missing or damaged file (CHECK HUB), the rerun resumes and ends
 where an uninterrupted run does, and leaves no orphan or temporary file.
 ``benchmarks/faults.py --kills 10`` is the long run."""
@@ -22,12 +22,7 @@ def zoo(tmp_path_factory):
     return build_zoo(tmp_path_factory.mktemp("faultzoo"), n_models=8, n_eval_rows=100_000)
 
 
-# TRAIN RECOMMENDER's kills run in the long run only (benchmarks/faults.py --only train): in the
-# suite it failed once on a fresh clone (first run, cold caches) and could not be diagnosed in time.
-SUITE = [n for n in F.SCENARIOS if n != "train"]
-
-
-@pytest.mark.parametrize("name", SUITE)
+@pytest.mark.parametrize("name", list(F.SCENARIOS))
 def test_sigkill_mid_statement(name, zoo, tmp_path):
     sc = F.SCENARIOS[name]
     t = F.make_template(sc, tmp_path, zoo)

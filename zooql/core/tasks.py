@@ -28,23 +28,18 @@ keyed by) and ``evaluate(model, query_indices) -> scores``. Three sources:
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
-import importlib.util
 import json
-import math
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from zooql.core.sampling import sample_folder
 from zooql.runtime.images import IMAGE_EXTS
-from zooql.errors import ExecutionError, SecurityError
+from zooql.errors import ExecutionError
 from zooql.storage.hub import sha256_file
 
 EVALUATORS = ("exact_match",)
@@ -257,8 +252,34 @@ def resolve_python_module(module: str, base_dir: str) -> str:
     return module
 
 
-def store_task(con, store, t: TaskDef) -> tuple[bool, int]:
-    """Insert (or replace) a task. Returns (replaced, cached evaluations dropped)."""
+def stage_task_file(store, t: TaskDef) -> tuple[str, "os.PathLike | None"]:
+    """Copy an .npz task into the hub (written beside and renamed), before the catalog is
+    opened read-write. Returns (the path the task row records, the file this call created:
+    the caller removes it when the commit fails; None when nothing was created)."""
+    if not t.npz_source:
+        return t.path, None
+    final = store.named_file("tasks", t.name, f"-{t.fingerprint[:12]}.npz")
+    t.info["original_path"] = t.npz_source
+    if final.exists():
+        return str(final), None
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(t.npz_source, tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return str(final), final
+
+
+def store_task(con, t: TaskDef, path: str) -> tuple[bool, int]:
+    """Insert (or replace) a task's rows (``path``: from :func:`stage_task_file`), in the
+    caller's transaction. Returns (replaced, cached evaluations dropped)."""
+    import pyarrow as pa
+
+    data = pa.table({"task": [t.name] * len(t.queries), "idx": list(range(len(t.queries))),
+                     "query_id": [q for q, _ in t.queries],
+                     "query": [json.dumps(p) for _, p in t.queries]})
     old = con.execute("SELECT fingerprint FROM tasks WHERE name = ?", [t.name]).fetchone()
     dropped = 0
     if old is not None:
@@ -268,23 +289,9 @@ def store_task(con, store, t: TaskDef) -> tuple[bool, int]:
             dropped = con.execute("SELECT count(*) FROM discover_cache WHERE task = ? AND fingerprint <> ?",
                                   [t.name, "recorded"]).fetchone()[0]
             con.execute("DELETE FROM discover_cache WHERE task = ? AND fingerprint <> 'recorded'", [t.name])
-    path = t.path
-    if t.npz_source:
-        final = store.named_file("tasks", t.name, f"-{t.fingerprint[:12]}.npz")
-        if not final.exists():
-            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-            shutil.copyfile(t.npz_source, tmp)
-            os.replace(tmp, final)
-        path = str(final)
-        t.info["original_path"] = t.npz_source
     con.execute("INSERT INTO tasks (name, kind, path, evaluator, n_queries, fingerprint, info) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [t.name, t.kind, path, t.evaluator, len(t.queries), t.fingerprint, json.dumps(t.info)])
-    import pyarrow as pa
-
-    data = pa.table({"task": [t.name] * len(t.queries), "idx": list(range(len(t.queries))),
-                     "query_id": [q for q, _ in t.queries],
-                     "query": [json.dumps(p) for _, p in t.queries]})
     con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
     con.register("_zooql_task_queries", data)
     try:

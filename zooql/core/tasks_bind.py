@@ -2,20 +2,19 @@
 evaluate models on (DISCOVER's oracles, RANK MODELS ... USING CONDUCTANCE's target images)."""
 from __future__ import annotations
 
-import json
-import time
+import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from zooql.core import evaluators as E
 from zooql.core import tasks as T
 from zooql.core.binder import BindContext, int_of, string_of, value_of
 from zooql.storage.names import check_name
 from zooql.core.where import suggest
-from zooql.errors import BindError, ExecutionError
+from zooql.errors import BindError
 from zooql.lang import ast as A
 from zooql.plan.hooks import binds, plans
-from zooql.plan.nodes import ExecContext, Expr, OpStats, Operator, Rows
+from zooql.plan.nodes import Operator, Rows
 from zooql.plan.logical import Logical
 
 
@@ -23,7 +22,11 @@ from zooql.plan.logical import Logical
 
 @dataclass(frozen=True)
 class CreateTask(Operator):
-    """Read a task file (.jsonl queries, .npz image set, image folder) and store the task."""
+    """Read a task file (.jsonl queries, .npz image set, image folder) and store the task.
+
+    The file is read (and an .npz copied into the hub) over a read-only connection; the
+    task's rows are written in one short read-write transaction at the end (``short_writes``).
+    If that commit fails, the copied .npz is removed, so a failed statement leaves nothing."""
 
     task: str = ""
     path: str = ""
@@ -32,11 +35,10 @@ class CreateTask(Operator):
     limit: int | None = None
     base_dir: str = ""
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True
     seed: int | None = None
 
     def explain_params(self):
-        import os
-
         from zooql.core.sampling import describe_sample, sample_folder
 
         sample = None
@@ -56,7 +58,14 @@ class CreateTask(Operator):
             E.check_trust(bool(ctx.setting("trust_code", False)), f"evaluator {self.evaluator!r}")
             _, target, fn = T.parse_evaluator(t.evaluator)
             E.load_python_function(target, fn, t.info.get("base_dir"))  # fail now, not mid-search
-        replaced, dropped = T.store_task(ctx.con, ctx.store, t)
+        path, created = T.stage_task_file(ctx.store, t)
+        try:
+            replaced, dropped = T.store_task(ctx.begin_write(), t, path)
+            ctx.commit()
+        except BaseException:
+            if created is not None:
+                os.unlink(created)
+            raise
         what = "replaced" if replaced else "created"
         msg = f"{what} task {t.name}: {len(t.queries)} queries, evaluator {self.evaluator}"
         if t.kind == "images":

@@ -47,6 +47,9 @@ class Scenario:
     window: float = 3.0     # kills land uniformly in [0, window] seconds after START
     state: Callable | None = None   # con -> comparable summary of what the statement wrote
     invariants: Callable | None = None  # con -> list of violated invariants ("half rows")
+    hub_state: Callable | None = None   # hub -> summary (instead of ``state``: a statement that writes files only)
+    all_or_nothing: bool = True     # right after a kill the state is the start's or the uninterrupted run's
+    stable: Callable | None = None  # state -> what no kill may change (VACUUM: FIND's results)
 
 
 def _q(con, sql):
@@ -95,7 +98,43 @@ def _refresh_state(con):
 
 
 def _train_state(con):
-    return _q(con, "SELECT count(*), max(file), max(fingerprint), max(size), max(sha256) FROM recommenders")
+    # Not the file's size and SHA-256: they are the bytes of the fitted weights, which a fit in
+    # another process need not reproduce bit for bit. _train_inv checks them against the file.
+    return _q(con, "SELECT name, file, fingerprint, config, records, models, datasets, metrics, stale "
+                   "FROM recommenders ORDER BY name")
+
+
+def _train_inv(con):
+    from zooql.storage.hub import sha256_file
+
+    folder = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+                  .fetchone()[0]).parent / "recommender"
+    bad = []
+    for name, file, size, sha in _q(con, "SELECT name, file, size, sha256 FROM recommenders"):
+        path = folder / file
+        if not path.exists():
+            bad.append(f"recommender {name}: its file {file} is missing")
+        elif path.stat().st_size != size or sha256_file(path) != sha:
+            bad.append(f"recommender {name}: its file {file} does not match the recorded size and SHA-256")
+    return bad
+
+
+VACUUM_FIND = "FIND LOGITS LIKE m00.logit[1] WITH PROBES ps TOP 40 OPTIONS (index = '{}')"
+
+
+def _vacuum_state(h):
+    """The descriptor files' layout (segment files, deleted entries in the HNSW index) and
+    FIND's answers (exact scan and HNSW) over them."""
+    from zooql.methods.probelog.ann import HnswIndex
+
+    with h.store.read() as con:
+        rel = con.execute("SELECT dir FROM probe_sets WHERE name = 'ps'").fetchone()[0]
+    root = Path(h.path) / rel
+    segs = sorted(f for f in os.listdir(root / "descriptors") if f.startswith("seg-") and f.endswith(".ids.npy"))
+    deleted = int(HnswIndex.load(str(root / "hnsw"))._deleted.size) if (root / "hnsw").exists() else None
+    finds = [[(r[1], r[2], round(float(r[4]), 5)) for r in h.execute(VACUUM_FIND.format(i)).rows]
+             for i in ("exact", "hnsw")]
+    return {"segments": len(segs), "deleted_in_index": deleted, "find": finds}
 
 
 SCENARIOS = {
@@ -104,17 +143,25 @@ SCENARIOS = {
     "import": Scenario("import", (), "IMPORT EVALUATIONS FROM '{evaluations_csv}'", (("import", 0.2),), 0.8,
                        _import_state, _import_inv),
     "probe": Scenario("probe", ("ADD MODELS FROM '{models_csv}'", "CREATE PROBE SET ps FROM '{probes}'"),
-                      "PROBE WITH ps", (("forward", 0.3),), 2.0, _probe_state, _probe_inv),
+                      "PROBE WITH ps", (("forward", 0.3),), 2.0, _probe_state, _probe_inv,
+                      all_or_nothing=False),   # one commit per model
     "discover": Scenario("discover", ("ADD MODELS FROM '{models_csv}'", "IMPORT OUTCOMES FROM '{outcomes_csv}'"),
                          "DISCOVER BEST IN TREE zoo ON bench BUDGET 200 SEED 1", (("evaluate", 0.3),), 1.2,
                          _discover_state, lambda con: []),
     "refresh": Scenario("refresh", ("ADD MODELS FROM '{models_csv}'", "CREATE PROBE SET ps FROM '{probes}'",
                                     "PROBE WITH ps SAMPLE 50 PERCENT SEED 1"),
                         "REFRESH DESCRIPTORS WITH PROBES ps OPTIONS (rank = 3, iters = 5)", (("fit", 1.0),), 1.2,
-                        _refresh_state, _probe_inv),
+                        _refresh_state, _probe_inv, all_or_nothing=False),
     "train": Scenario("train", ("IMPORT EVALUATIONS FROM '{recs_csv}'",),
                       "TRAIN RECOMMENDER WITH (dim = 4, epochs = 30, validate = false)", (("train", 0.5),), 5.0,
-                      _train_state, lambda con: []),
+                      _train_state, _train_inv),
+    # VACUUM writes files only (segments merged, manifest replaced, HNSW index rebuilt): it is
+    # not all-or-nothing (the merge and the index rebuild publish separately), but no kill may
+    # change what FIND answers, and the rerun must end in the uninterrupted run's layout.
+    "vacuum": Scenario("vacuum", ("ADD MODELS FROM '{models_csv}'", "CREATE PROBE SET ps FROM '{probes}'",
+                                  "PROBE WITH ps", VACUUM_FIND.format("hnsw"), "DROP MODEL m01", "DROP MODEL m04"),
+                       "VACUUM ps", (("vacuum", 0.25),), 2.5, None, lambda con: [], hub_state=_vacuum_state,
+                       all_or_nothing=False, stable=lambda st: st["find"]),
 }
 
 
@@ -140,10 +187,16 @@ def make_template(scenario: Scenario, folder: Path, zoo: dict) -> Template:
     shutil.copytree(hub, ref)
     h = zooql.connect(ref)
     h.execute(scenario.statement.format(**zoo))
-    with h.store.read() as con:
-        expected = scenario.state(con)
+    expected = _state(scenario, h)
     h.close()
     return Template(scenario, hub, zoo, expected)
+
+
+def _state(sc: Scenario, h):
+    if sc.hub_state is not None:
+        return sc.hub_state(h)
+    with h.store.read() as con:
+        return sc.state(con)
 
 
 @dataclass
@@ -185,12 +238,15 @@ def run_kill(t: Template, work: Path, delay: float) -> KillResult:
     except Exception as exc:  # noqa: BLE001 - the point is to catch anything
         return KillResult(sc.name, delay, killed, False, [f"hub does not open: {type(exc).__name__}: {exc}"])
     with h.store.read() as con:
-        after = sc.state(con)
         problems += sc.invariants(con)
+    after = _state(sc, h)
     committed = after == t.expected
     start_state = _start_state(t)
-    if sc.name in ("add_models", "import", "discover", "train") and after not in (start_state, t.expected):
+    if sc.all_or_nothing and after not in (start_state, t.expected):
         problems.append(f"half a statement committed: {after}")
+    if sc.stable is not None and sc.stable(after) != sc.stable(t.expected):
+        problems.append(f"the kill changed what must not change: {sc.stable(after)}, "
+                        f"an uninterrupted run gives {sc.stable(t.expected)}")
     errors = [r for r in h.execute("CHECK HUB").rows if r[0] == "error"]
     if errors:
         problems.append(f"CHECK HUB errors after the kill: {errors}")
@@ -199,8 +255,9 @@ def run_kill(t: Template, work: Path, delay: float) -> KillResult:
             h.execute(stmt, base_dir=str(work))
         except Exception as exc:  # noqa: BLE001
             problems.append(f"rerun failed: {type(exc).__name__}: {exc}")
+    final = _state(sc, h)
     with h.store.read() as con:
-        final = sc.state(con)
+        problems += [f"after the rerun: {p}" for p in sc.invariants(con)]
     if final != t.expected:
         problems.append(f"after the rerun: {final}, an uninterrupted run gives {t.expected}")
     left = h.execute("CHECK HUB").rows
@@ -219,8 +276,7 @@ def _start_state(t: Template):
 
     if t.hub not in _START:
         h = zooql.connect(t.hub)
-        with h.store.read() as con:
-            _START[t.hub] = t.scenario.state(con)
+        _START[t.hub] = _state(t.scenario, h)
         h.close()
     return _START[t.hub]
 

@@ -337,9 +337,11 @@ def _engine_text(message: str, statement: str) -> bool:
 
 def run(n: int, seed: int = 0, *, root: str | os.PathLike, workdir: str | None = None,
         slow_s: float = 10.0, reset_every: int = 100, progress=None,
-        max_seconds: float | None = None) -> Report:
+        max_seconds: float | None = None, shard: int = 0, shards: int = 1) -> Report:
     """Fuzz ``n`` generated texts (fewer when ``max_seconds`` runs out first: the same
-    sequence, cut short); see the module doc for what is checked."""
+    sequence, cut short); see the module doc for what is checked. ``shard``/``shards``: run
+    only the texts ``i`` with ``i % shards == shard`` of the same seeded sequence (parallel
+    workers on disjoint shards; every worker generates the whole sequence)."""
     import zooql
 
     rep = Report()
@@ -350,18 +352,22 @@ def run(n: int, seed: int = 0, *, root: str | os.PathLike, workdir: str | None =
     old = signal.signal(signal.SIGALRM, _alarm)
     t_start = time.perf_counter()
     hub = None
+    mine = 0   # texts of this shard so far
     try:
         for i in range(n):
             if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
                 break
-            if i % reset_every == 0:  # a fresh copy: DROPs and ALTERs must not starve later cases
+            generated = mut.case()
+            if i % shards != shard:
+                continue
+            if mine % reset_every == 0:  # a fresh copy: DROPs and ALTERs must not starve later cases
                 if hub is not None:
                     hub.close()
                 shutil.rmtree(live, ignore_errors=True)
                 shutil.copytree(pristine, live)
                 hub = zooql.connect(live)
                 before = snapshot(hub)
-            generated = mut.case()
+            mine += 1
             rep.texts += 1
             t0 = time.perf_counter()
             cases, parse_exc = split_case(generated)
@@ -384,7 +390,7 @@ def run(n: int, seed: int = 0, *, root: str | os.PathLike, workdir: str | None =
                 if exc is not None and after != before:
                     rep.changes.append((type(exc).__name__, _diff(before, after), case.text[:300]))
                 before = after
-            if progress is not None and (i + 1) % 500 == 0:
+            if progress is not None and mine % 500 == 0:
                 progress(i + 1, rep)
     finally:
         signal.signal(signal.SIGALRM, old)

@@ -64,22 +64,33 @@ def build_zoo(folder: str | os.PathLike, n_models: int = 8, n_probes: int = 40, 
     return out
 
 
-def slow_down(step: str, seconds: float) -> None:
-    """Make every call of a statement's heavy step sleep ``seconds`` first (in this process).
+def slow_down(step: str, seconds: float, until: str | None = None) -> None:
+    """Make every call of a statement's heavy step sleep ``seconds`` first (in this process);
+    with ``until`` (a file path), wait instead until that file exists (at most ``seconds``):
+    a test releases the statement as soon as it has seen what it needs.
     ``step``: inspect (ADD MODELS), forward (PROBE), evaluate (DISCOVER), fit (REFRESH
     DESCRIPTORS), import (IMPORT: reading the file), graph (CREATE SEMANTIC GRAPH: hashing a
     node's images), embed (LABEL MODELS: a node's image embeddings), text (SELECT MODELS ...
     USING LABELS: MiniLM text embeddings), classify (CLASSIFY: one model's zero-shot pass),
-    train (TRAIN RECOMMENDER: the fit)."""
+    train (TRAIN RECOMMENDER: the fit), task (CREATE TASK: reading the task file), vacuum
+    (VACUUM: each slab of a segment merge, the rename, each index rebuild)."""
     def wrap(owner, attr):
         orig = getattr(owner, attr)
 
         @functools.wraps(orig)
         def slow(*a, **kw):
-            time.sleep(seconds)
+            pause()
             return orig(*a, **kw)
 
         setattr(owner, attr, slow)
+
+    def pause():
+        if until is None:
+            time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not os.path.exists(until) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     if step == "inspect":  # also in the inspection worker processes (each job carries it)
         from zooql.runtime.inspect_pool import DELAY_ENV
@@ -111,6 +122,13 @@ def slow_down(step: str, seconds: float) -> None:
     elif step == "train":
         from zooql.methods.modellens import select
         wrap(select, "train_default")
+    elif step == "task":
+        from zooql.core import tasks
+        wrap(tasks, "read_task")
+    elif step == "vacuum":
+        from zooql.methods.probelog import segio, store
+        wrap(store, "build_index")
+        segio.FAULT = lambda stage, done: pause()
     else:
         raise ValueError(f"unknown step {step!r}")
 

@@ -52,8 +52,10 @@ def _run_missing(ctx, m: dict, images: np.ndarray, batch: int) -> np.ndarray:
 def probe_query_fully(ctx, ps_name: str, model: str, batch: int = P.DEFAULT_BATCH) -> tuple[int, int]:
     """Complete a sampled model's probing with real responses; returns (forward passes, columns).
 
-    The new descriptor columns and catalog rows are written in the statement's
-    transaction; the old columns (and the mask file) are deleted after it commits."""
+    The forward passes and the file writes (raw logits, new descriptor columns) run over
+    the statement's read-only connection; the catalog rows are written in one short
+    read-write transaction at the end; the old columns (and the mask file) are deleted
+    after it commits."""
     from zooql.methods.probelog.kernels import zscore_columns
     from zooql.storage import catalog as C
 
@@ -83,16 +85,18 @@ def probe_query_fully(ctx, ps_name: str, model: str, batch: int = P.DEFAULT_BATC
     desc = zscore_columns(raw)
     dm = P.open_matrix(files)
     start, end = dm.append_columns(desc)
-    ctx.con.execute("UPDATE probe_runs SET first_col = ?, seconds = coalesce(seconds, 0) + ? "
-                    "WHERE probe_set_id = ? AND model_id = ?",
-                    [start, time.perf_counter() - t0, ps["id"], m["id"]])
-    ctx.con.execute("DELETE FROM descriptor_columns WHERE probe_set_id = ? AND model_id = ?", [ps["id"], m["id"]])
-    ctx.con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
-                    [ps["id"], start, m["id"], end - start])
-    ctx.con.execute("DELETE FROM probe_masks WHERE probe_set_id = ? AND model_id = ?", [ps["id"], m["id"]])
     index = P.load_index(files) if files.has_index() else None
     if index is not None:
         index.add(desc.T.astype(np.float32), np.arange(start, end, dtype=np.int64), num_threads=1)
+    con = ctx.begin_write()   # the short transaction: the new column map replaces the mask
+    con.execute("UPDATE probe_runs SET first_col = ?, seconds = coalesce(seconds, 0) + ? "
+                "WHERE probe_set_id = ? AND model_id = ?",
+                [start, time.perf_counter() - t0, ps["id"], m["id"]])
+    con.execute("DELETE FROM descriptor_columns WHERE probe_set_id = ? AND model_id = ?", [ps["id"], m["id"]])
+    con.execute("INSERT INTO descriptor_columns SELECT ?, ? + i, ?, i FROM range(?) t(i)",
+                [ps["id"], start, m["id"], end - start])
+    con.execute("DELETE FROM probe_masks WHERE probe_set_id = ? AND model_id = ?", [ps["id"], m["id"]])
+    ctx.commit()
     ctx.after_commit.append(_cleanup(ctx.store, files, dm, index, np.arange(first, first + ncols, dtype=np.int64),
                                      os.path.join(root, info["mask_file"])))
     return int(missing.size), int(end - start)
@@ -124,6 +128,7 @@ class ProbeQueryFully(Operator):
     forward_passes: int | None = None
     child: Operator | None = None
     writes: ClassVar[bool] = True
+    short_writes: ClassVar[bool] = True   # models run over a read-only connection; one short commit
 
     def explain_params(self):
         return {"probe_set": self.probe_set, "model": self.model, "observed": self.observed,
