@@ -131,6 +131,7 @@ class ModelRuntime:
         self.max_models = max(1, int(max_models))
         self.trust_code = bool(trust_code)
         self._cache: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._bytes = 0   # sum of the cached models' nbytes (kept as they come and go)
         self._lock = threading.RLock()
         #: preprocessed input batches by (content key, preprocessing, batch): PROBE runs
         #: thousands of models over the same probes, most with the same preprocessing
@@ -158,22 +159,23 @@ class ModelRuntime:
                                  checkpoint=checkpoint, nbytes=_module_bytes(module), tokenizer=built.tokenizer,
                                  extra=built.extra)
             self._cache[key] = loaded
+            self._bytes += loaded.nbytes
             self._evict(keep=key)
             return loaded
 
     def _evict(self, keep: tuple) -> None:
-        while (self.cached_bytes() > self.memory_budget_bytes or len(self._cache) > self.max_models) \
+        while (self._bytes > self.memory_budget_bytes or len(self._cache) > self.max_models) \
                 and len(self._cache) > 1:
             oldest = next(iter(self._cache))
             if oldest == keep:  # the model just loaded is never evicted, even if it alone is too big
                 break
-            self._cache.pop(oldest)
+            self._bytes -= self._cache.pop(oldest).nbytes
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
     def cached_bytes(self) -> int:
         with self._lock:
-            return sum(m.nbytes for m in self._cache.values())
+            return self._bytes
 
     def cached_names(self) -> list[str]:
         """Names of the models in memory, least recently used first."""
@@ -185,7 +187,7 @@ class ModelRuntime:
         with self._lock:
             keys = [k for k, m in self._cache.items() if name is None or m.name == name]
             for k in keys:
-                del self._cache[k]
+                self._bytes -= self._cache.pop(k).nbytes
             return len(keys)
 
     # ---- running -------------------------------------------------------------------------

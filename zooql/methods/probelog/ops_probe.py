@@ -436,7 +436,8 @@ def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
             unlink.append(raw)     # a file of this run alone
         elif raw and not ctx.con.execute("SELECT count(*) FROM probe_runs WHERE probe_set_id = ? AND raw_file = ?",
                                          [ps_id, raw]).fetchone()[0]:
-            # the last model of its commit group (VACUUM rewrites groups that lost only some)
+            # the last model of its commit group: the file goes (a group that lost only some keeps
+            # their bytes until its last model is dropped; the runs of the others still point into it)
             ctx.con.execute("DELETE FROM probe_raw_files WHERE probe_set_id = ? AND file = ?", [ps_id, raw])
             unlink.append(raw)
     store = ctx.store
