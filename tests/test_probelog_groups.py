@@ -225,3 +225,30 @@ def test_kill_9_mid_probe_loses_only_the_uncommitted_group_and_resumes(tmp_path,
         np.testing.assert_array_equal(load_raw(str(h.path), raw_file, raw_col, n),
                                       load_raw(str(ref.path), e[3], e[4], e[2]))
     assert h.execute("FIND MODELS LIKE m00 TOP 11").rows == ref.execute("FIND MODELS LIKE m00 TOP 11").rows
+
+
+def test_a_failed_group_commit_keeps_the_earlier_groups_and_nothing_half(tmp_path, zoo, monkeypatch):
+    from zooql.errors import StorageError
+    from zooql.methods.probelog import probe_commit
+
+    h = _hub(tmp_path, zoo, 0)          # a group per model
+    real = probe_commit.GroupWriter._insert
+    calls = []
+
+    def failing(self, runs, masks, group_row):
+        calls.append(runs[0][0])
+        if len(calls) == 3:
+            con = self.ctx.begin_write()   # half a group's rows, then the disk fails
+            con.execute("INSERT INTO probe_raw_files VALUES (?, 'x', 1, 1, 'x')", [self.ps["id"]])
+            raise StorageError("disk full")
+        return real(self, runs, masks, group_row)
+
+    monkeypatch.setattr(probe_commit.GroupWriter, "_insert", failing)
+    with pytest.raises(StorageError, match="disk full"):
+        h.execute("PROBE WITH ps")
+    assert len(calls) == 3                 # nothing was committed after the failure
+    assert [r[0] for r in _runs(h)] == ["m00", "m01"] and len(_groups(h)) == 2
+    monkeypatch.setattr(probe_commit.GroupWriter, "_insert", real)
+    res = h.execute("PROBE WITH ps")
+    assert [r[2] for r in res.rows].count("already probed") == 2 and len(_runs(h)) == 12
+    assert h.execute("CHECK HUB").rows == []

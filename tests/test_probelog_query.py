@@ -1,6 +1,5 @@
 """FIND ... LIKE ... OPTIONS (query = 'full'): a sampled query model is probed on its unobserved
 probes and searched with its fully probed descriptor (stored: it is fully probed from then on)."""
-import os
 
 import numpy as np
 import pytest

@@ -39,10 +39,10 @@ from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported fo
     IMAGE_EXTS, ProbeImages, probe_source_kind, read_builtin, read_captions, read_folder, read_npy,
     read_parquet, select_indices,
 )
-from zooql.errors import Cancelled, ExecutionError, StorageError
+from zooql.errors import ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
     tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index, INDEX_KINDS,
-    delete_orphan_raw_files, load_raw,
+    delete_orphan_raw_files,
 )
 
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).

@@ -77,7 +77,9 @@ class GroupWriter:
         self._last = time.perf_counter()
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None   # the writer's failure, not raised yet
+        self._failed = False     # once a group failed nothing more is committed (its transaction
+                                 # is left open, uncommitted, for the statement to roll back)
 
     # ---- driver side ---------------------------------------------------------------------
     def add(self, item: Finished) -> None:
@@ -118,13 +120,13 @@ class GroupWriter:
             group = self._queue.get()
             if group is None:
                 return
-            if self._error is not None:
-                continue            # after a failure nothing more is committed
+            if self._failed:
+                continue
             t0 = time.perf_counter()
             try:
                 self._commit(group)
             except BaseException as exc:   # handed to the driver (add / close raise it)
-                self._error = exc
+                self._failed, self._error = True, exc
             self.writer_seconds += time.perf_counter() - t0
 
     def _commit(self, group: list[Finished]) -> None:
