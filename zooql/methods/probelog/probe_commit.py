@@ -78,6 +78,7 @@ class GroupWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None   # the writer's failure, not raised yet
+        self._previous: list | None = None
         self._failed = False     # once a group failed nothing more is committed (its transaction
                                  # is left open, uncommitted, for the statement to roll back)
 
@@ -94,20 +95,39 @@ class GroupWriter:
             self._submit()
         finally:
             if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._thread = None
+                self._join()
         self._raise_error()
+
+    def _join(self) -> None:
+        """Stop the writer after its queued groups. A second Ctrl-C waits too (a commit takes
+        a fraction of a second): the statement must not end while the writer holds its
+        connection."""
+        interrupted = sent = False
+        while True:
+            try:
+                if not sent:
+                    self._queue.put(None)
+                    sent = True
+                self._thread.join()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+        self._thread = None
+        if interrupted:
+            raise KeyboardInterrupt
 
     def _submit(self) -> None:
         if not self._pending:
             return
-        group, self._pending = self._pending, []
-        self._last = time.perf_counter()
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="zooql-probe-writer", daemon=True)
             self._thread.start()
-        self._queue.put(group)   # blocks while the writer still holds a queued group
+        group = self._pending
+        # blocks while the writer still holds a queued group; a Ctrl-C meanwhile keeps the group
+        # collected, and close() submits it (the writer skips a group it was handed twice)
+        self._queue.put(group)
+        self._pending = []
+        self._last = time.perf_counter()
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -120,8 +140,9 @@ class GroupWriter:
             group = self._queue.get()
             if group is None:
                 return
-            if self._failed:
+            if self._failed or group is self._previous:
                 continue
+            self._previous = group
             t0 = time.perf_counter()
             try:
                 self._commit(group)
