@@ -47,9 +47,11 @@ class FileHandle:
     def fileno(self) -> int:
         return self.fd
 
-    def __del__(self):
-        with contextlib.suppress(OSError, TypeError):
-            os.close(self.fd)
+    def __del__(self, _close=os.close):   # bound here: at interpreter exit module globals may be gone
+        try:
+            _close(self.fd)
+        except (OSError, TypeError, AttributeError):
+            pass
 
 
 def chunk_columns(k: int, itemsize: int, budget: int | None = None) -> int:
