@@ -18,8 +18,9 @@ thread, in this order:
 4. adds the columns to the HNSW index in memory (saved at the end of the statement).
 
 Each model is all there or not at all. A kill loses the groups not committed yet: the one
-collecting (at most one interval of work) and the one the writer holds (the queue holds one
-group, so the forward passes never run more than one group ahead of the disk). What they left
+collecting (at most one interval of work), the one the writer is writing and at most one
+queued behind it (the queue holds one group: the driver waits rather than run further ahead
+of the disk; when the disk keeps up, as measured, only the collecting group is at risk). What they left
 on disk (a group file, matrix columns) no catalog row names; the next PROBE with the probe
 set deletes it before it starts, and skips every committed model.
 
