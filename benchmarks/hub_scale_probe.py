@@ -8,11 +8,14 @@ RSS is its own):
 
 * **bare**: for every model ``torch.jit.load`` + batched forward passes over the probes
   (preprocessed once), the outputs kept as numpy arrays -- what a hand-written script does;
-* **zooql**: ``PROBE MODELS WITH ps`` on the local executor, committing as it goes
-  (``probe_commit_interval`` 1 s: every model atomic, a commit at least every second);
-* **zooql per-model commit**: the default ``probe_commit_interval = 0`` (one transaction
-  per model) on the first ``--per-model`` models, reported as its own row.
+* **zooql**: ``PROBE MODELS WITH ps`` on the local executor with the default settings
+  (commit groups of at most ``probe_commit_interval`` = 1 s of work, stored and committed on
+  a writer thread while the next models run; every model atomic);
+* **zooql per-model commit**: ``SET probe_commit_interval = 0`` (one transaction per model)
+  on the first ``--per-model`` models, reported as its own row.
 
+The bare loop runs before and after ZooQL (the machine is shared: its load changes); the
+faster of the two is the baseline, so the ratio is the conservative one.
 Target: ZooQL >= 85% of the bare throughput (models/s). Peak memory (RSS) per row.
 
 ``rows(args)`` returns the table rows (dicts with keys figure, baseline_s, zooql_s, ratio,
@@ -98,13 +101,14 @@ def phase_bare(folder: Path, n: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(), "check": out}
 
 
-def phase_zooql(folder: Path, n: int, interval: float, probe_set: str) -> dict:
+def phase_zooql(folder: Path, n: int, interval: float | None, probe_set: str) -> dict:
     import torch
     import zooql
 
     torch.set_num_threads(1)
     hub = zooql.connect(str(folder / "hub"))
-    hub.execute(f"SET probe_commit_interval = {interval}")
+    if interval is not None:   # SET persists in the hub: the per-model row runs last
+        hub.execute(f"SET probe_commit_interval = {interval}")
     stmt = f"PROBE MODELS WHERE name < 'mlp{n:05d}' WITH {probe_set}"
     t0 = time.perf_counter()
     res = hub.execute(stmt)
@@ -147,23 +151,28 @@ def rows(args) -> list[dict]:
         generate(folder, n, n_probes)
         gen_s = time.perf_counter() - t0
         reg_s = _register(folder)
-        bare = _run_phase(folder, "bare", "--models", str(n))
-        zq = _run_phase(folder, "zooql", "--models", str(n), "--interval", "1.0")
-        # per-model commits (the default), on a second probe set over the first models
+        bare1 = _run_phase(folder, "bare", "--models", str(n))
+        zq = _run_phase(folder, "zooql", "--models", str(n))
+        bare2 = _run_phase(folder, "bare", "--models", str(n))
+        bare = min(bare1, bare2, key=lambda b: b["seconds"])
+        bare["both"] = (bare1["seconds"], bare2["seconds"])
+        # per-model commits, on a second probe set over the first models
         bare_pm = _run_phase(folder, "bare", "--models", str(per_model))
+        bare_pm["both"] = (bare_pm["seconds"],)
         zq_pm = _run_phase(folder, "zooql", "--models", str(per_model), "--interval", "0", "--probe-set", "ps_each")
     finally:
         if not getattr(args, "keep", False):
             shutil.rmtree(folder, ignore_errors=True)
     out = []
-    for label, b, z, m in ((f"PROBE {n} small models (commit every 1 s)", bare, zq, n),
+    for label, b, z, m in ((f"PROBE {n} small models (default: commit groups of 1 s, writer thread)", bare, zq, n),
                            (f"PROBE {per_model} small models (commit every model)", bare_pm, zq_pm, per_model)):
         ratio = b["seconds"] / z["seconds"]        # ZooQL throughput / bare throughput
         out.append({"figure": label, "baseline_s": round(b["seconds"], 2), "zooql_s": round(z["seconds"], 2),
                     "ratio": round(ratio, 3), "target": f">= {TARGET:.0%} of bare throughput",
                     "met": bool(ratio >= TARGET and z["probed"] == m),
                     "peak_rss_mb": round(max(b["peak_rss_mb"], z["peak_rss_mb"]), 1),
-                    "note": (f"{z['probed']}/{m} probed; bare {m / b['seconds']:.0f} models/s, ZooQL "
+                    "note": (f"{z['probed']}/{m} probed; bare runs {' / '.join(f'{x:.1f} s' for x in b['both'])}; "
+                             f"bare {m / b['seconds']:.0f} models/s, ZooQL "
                              f"{m / z['seconds']:.0f} models/s; overhead {(z['seconds'] - b['seconds']) / m * 1000:.1f} "
                              f"ms/model; RSS bare {b['peak_rss_mb']:.0f} MB, ZooQL {z['peak_rss_mb']:.0f} MB; "
                              f"{n_probes} probes; generate {gen_s:.0f} s, register {reg_s:.0f} s (not timed)")})
@@ -185,7 +194,7 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=None)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--phase", choices=("bare", "zooql"), default=None)
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--interval", type=float, default=None)
     p.add_argument("--probe-set", dest="probe_set", default="ps")
     p.add_argument("--no-results", dest="no_results", action="store_true")
     args = p.parse_args(argv)

@@ -142,13 +142,14 @@ def test_probe_stores_descriptors_and_permuted_model_matches(abc, zoo):
     assert [r[2] for r in res.rows] == ["probed"] * 3
     with hub.store.read() as con:
         ps_id, ps_dir = con.execute("SELECT id, dir FROM probe_sets WHERE name = 'ps'").fetchone()
-        runs = con.execute("SELECT m.name, r.first_col, r.n_cols, r.raw_file FROM probe_runs r JOIN models m "
+        runs = con.execute("SELECT m.name, r.first_col, r.n_cols, r.raw_file, r.raw_col FROM probe_runs r JOIN models m "
                            "ON m.id = r.model_id ORDER BY m.name").fetchall()
         ncols = con.execute("SELECT count(*) FROM descriptor_columns WHERE probe_set_id = ?", [ps_id]).fetchone()[0]
     assert [(r[0], r[2]) for r in runs] == [("a", 4), ("b", 4), ("c", 5)] and ncols == 13
     from zooql.methods.probelog.kernels import zscore_columns
     from zooql.methods.probelog.descriptors import DescriptorMatrix
-    raw_a = np.load(os.path.join(hub.path, runs[0][3]))
+    from zooql.methods.probelog.store import load_raw
+    raw_a = load_raw(str(hub.path), runs[0][3], runs[0][4], 4)
     dm = DescriptorMatrix.open(os.path.join(hub.path, ps_dir, "descriptors"), "r")
     np.testing.assert_allclose(dm.columns(np.arange(runs[0][1], runs[0][1] + 4)), zscore_columns(raw_a), atol=2e-3)
     # b = a with permuted logits: each labelled logit finds its twin at distance ~0

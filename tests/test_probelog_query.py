@@ -1,6 +1,5 @@
 """FIND ... LIKE ... OPTIONS (query = 'full'): a sampled query model is probed on its unobserved
 probes and searched with its fully probed descriptor (stored: it is fully probed from then on)."""
-import os
 
 import numpy as np
 import pytest
@@ -42,9 +41,10 @@ def sampled_hub(hub, copies):
 
 def _raw(hub, model):
     with hub.store.read() as con:
-        r = con.execute("SELECT r.raw_file FROM probe_runs r JOIN models m ON m.id = r.model_id WHERE m.name = ?",
-                        [model]).fetchone()
-    return np.load(os.path.join(hub.path, r[0]))
+        r = con.execute("SELECT r.raw_file, r.raw_col, r.n_cols FROM probe_runs r JOIN models m ON m.id = r.model_id "
+                        "WHERE m.name = ?", [model]).fetchone()
+    from zooql.methods.probelog.store import load_raw
+    return load_raw(str(hub.path), *r)
 
 
 def _twin(perm, model, i, other):

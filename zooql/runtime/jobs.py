@@ -152,13 +152,16 @@ def load(runtime, model: dict):
 
 def forward(runtime, model: dict, args: dict, progress=None):
     """Worker function: the model's outputs (logits, or embeddings of open_clip models) on
-    ``args['images']`` (rows ``args['indices']`` of it when given), float32 [N, L]."""
+    ``args['images']`` (rows ``args['indices']`` of it when given), float32 [N, L].
+    ``args['inputs_key']``: a key naming the images' content (PROBE: the probe set's hash), so
+    that the runtime preprocesses them once per preprocessing, not once per model."""
     import numpy as np
 
     images = args["images"]
     if args.get("indices") is not None:
         images = np.asarray(images[np.asarray(args["indices"], dtype=np.int64)])
-    return runtime.run(load(runtime, model), images, batch_size=int(args.get("batch", 64)), progress=progress)
+    kw = {"inputs_key": args["inputs_key"]} if args.get("inputs_key") and args.get("indices") is None else {}
+    return runtime.run(load(runtime, model), images, batch_size=int(args.get("batch", 64)), progress=progress, **kw)
 
 
 class Executor:

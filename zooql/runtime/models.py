@@ -37,6 +37,8 @@ __all__ = [
 OPTION_KEYS = PREPROCESS_OPTION_KEYS + MODEL_OPTION_KEYS
 
 ProgressFn = Callable[[int, int], None]
+#: bytes of preprocessed inputs a runtime keeps (ModelRuntime.run's ``inputs_key``)
+INPUTS_BUDGET_BYTES = 256 << 20
 
 
 @dataclass
@@ -129,7 +131,12 @@ class ModelRuntime:
         self.max_models = max(1, int(max_models))
         self.trust_code = bool(trust_code)
         self._cache: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._bytes = 0   # sum of the cached models' nbytes (kept as they come and go)
         self._lock = threading.RLock()
+        #: preprocessed input batches by (content key, preprocessing, batch): PROBE runs
+        #: thousands of models over the same probes, most with the same preprocessing
+        self._inputs: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.inputs_budget_bytes = INPUTS_BUDGET_BYTES
 
     # ---- cache ---------------------------------------------------------------------------
     def load(self, name: str, source: str, checkpoint: str | None = None,
@@ -152,22 +159,23 @@ class ModelRuntime:
                                  checkpoint=checkpoint, nbytes=_module_bytes(module), tokenizer=built.tokenizer,
                                  extra=built.extra)
             self._cache[key] = loaded
+            self._bytes += loaded.nbytes
             self._evict(keep=key)
             return loaded
 
     def _evict(self, keep: tuple) -> None:
-        while (self.cached_bytes() > self.memory_budget_bytes or len(self._cache) > self.max_models) \
+        while (self._bytes > self.memory_budget_bytes or len(self._cache) > self.max_models) \
                 and len(self._cache) > 1:
             oldest = next(iter(self._cache))
             if oldest == keep:  # the model just loaded is never evicted, even if it alone is too big
                 break
-            self._cache.pop(oldest)
+            self._bytes -= self._cache.pop(oldest).nbytes
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
     def cached_bytes(self) -> int:
         with self._lock:
-            return sum(m.nbytes for m in self._cache.values())
+            return self._bytes
 
     def cached_names(self) -> list[str]:
         """Names of the models in memory, least recently used first."""
@@ -179,22 +187,24 @@ class ModelRuntime:
         with self._lock:
             keys = [k for k, m in self._cache.items() if name is None or m.name == name]
             for k in keys:
-                del self._cache[k]
+                self._bytes -= self._cache.pop(k).nbytes
             return len(keys)
 
     # ---- running -------------------------------------------------------------------------
     def run(self, loaded_or_record: Any, images: Any, *, batch_size: int = 64,
-            progress: ProgressFn | None = None) -> np.ndarray:
+            progress: ProgressFn | None = None, inputs_key: str | None = None) -> np.ndarray:
         """float32 ``[N, L]``: logits, or normalised image embeddings for open_clip models.
 
         ``images``: an ``[N,H,W]`` / ``[N,H,W,C]`` array or a sequence of images (arrays,
         PIL images, paths).  ``progress(done, total)`` is called after each batch and may
-        raise (e.g. :class:`~zooql.errors.Cancelled`) to stop."""
+        raise (e.g. :class:`~zooql.errors.Cancelled`) to stop. ``inputs_key``: a name of the
+        images' content (the same key must mean the same images): their preprocessed batches
+        are kept (LRU, ``inputs_budget_bytes``) for the next model with the same preprocessing."""
         model = self._resolve(loaded_or_record)
         if model.kind == "open_clip":
             return self.embed_images(model, images, batch_size=batch_size, progress=progress)
         return self._batched(model, images, batch_size, progress,
-                             lambda x: output_tensor(model.module(x)), model.num_logits)
+                             lambda x: output_tensor(model.module(x)), model.num_logits, inputs_key)
 
     def embed_images(self, loaded_or_record: Any, images: Any, *, batch_size: int = 64,
                      progress: ProgressFn | None = None) -> np.ndarray:
@@ -228,7 +238,8 @@ class ModelRuntime:
         return np.concatenate(out, axis=0) if out else np.zeros((0, dim), dtype=np.float32)
 
     def _batched(self, model: LoadedModel, images: Any, batch_size: int, progress: ProgressFn | None,
-                 forward: Callable[[torch.Tensor], torch.Tensor], width: int | None) -> np.ndarray:
+                 forward: Callable[[torch.Tensor], torch.Tensor], width: int | None,
+                 inputs_key: str | None = None) -> np.ndarray:
         images = as_batch(images)
         total = len(images)
         batch_size = max(1, int(batch_size))
@@ -236,7 +247,7 @@ class ModelRuntime:
         for start in range(0, total, batch_size):
             chunk = images[start:start + batch_size]
             try:
-                x = model.preprocess(chunk).to(self.device)
+                x = self._input(model.preprocess, chunk, (inputs_key, total, start, batch_size))
                 with torch.inference_mode():
                     y = forward(x)
             except ZooQLError:
@@ -250,6 +261,29 @@ class ModelRuntime:
         if not out:
             return np.zeros((0, width or 0), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(out, axis=0), dtype=np.float32)
+
+    def _input(self, preprocess: Preprocess, chunk: Any, where: tuple) -> torch.Tensor:
+        """``preprocess(chunk)`` on the device, from the inputs cache when ``where[0]`` (the
+        content key) is given."""
+        if where[0] is None:
+            return preprocess(chunk).to(self.device)
+        key = where + (preprocess, self.device)
+        with self._lock:
+            hit = self._inputs.get(key)
+            if hit is not None:
+                self._inputs.move_to_end(key)
+                return hit.clone()   # a model that writes into its input must not change the cache
+        x = preprocess(chunk).to(self.device)
+        size = x.element_size() * x.nelement()
+        if size <= self.inputs_budget_bytes // 2:
+            with self._lock:
+                self._inputs[key] = x
+                used = sum(t.element_size() * t.nelement() for t in self._inputs.values())
+                while used > self.inputs_budget_bytes and len(self._inputs) > 1:
+                    _, old = self._inputs.popitem(last=False)
+                    used -= old.element_size() * old.nelement()
+            return x.clone() if key in self._inputs else x
+        return x
 
     def _resolve(self, obj: Any) -> LoadedModel:
         if isinstance(obj, LoadedModel):

@@ -15,7 +15,8 @@ METHOD = Method(
     hooks={"on_drop": "ops_probe:_drop_hook", "on_describe": "ops_probe:_describe_hook",
            "on_check": "check:check_probe_sets"},
     objects=(ObjectKind("probe set", "probe sets", _objects.LIST_SQL, "objects:describe_probe_set"),),
-    tables=("probe_sets", "probes", "probe_runs", "descriptor_columns", "probe_masks", "probe_factors"),
+    tables=("probe_sets", "probes", "probe_runs", "descriptor_columns", "probe_masks", "probe_factors",
+            "probe_raw_files"),
     relations={"probe_sets": "SELECT name, source, n_probes, shape, dtype, probe_limit, seed, captions FROM probe_sets",
                "probe_runs": "SELECT ps.name AS probe_set, m.name AS model, r.n_cols, r.device, r.seconds, r.probed_at "
                              "FROM probe_runs r JOIN probe_sets ps ON ps.id = r.probe_set_id JOIN models m ON m.id = r.model_id"},

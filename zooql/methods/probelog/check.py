@@ -79,7 +79,8 @@ def _check_matrix(con, obj, files, ps_id) -> list[tuple]:
 def _check_raw(con, obj, files, ps_id) -> list[tuple]:
     out = []
     named = set()
-    rows = con.execute("SELECT model_id, raw_file FROM probe_runs WHERE probe_set_id = ?", [ps_id]).fetchall()
+    rows = con.execute("SELECT model_id, raw_file FROM probe_runs WHERE probe_set_id = ? AND raw_col IS NULL",
+                       [ps_id]).fetchall()
     rows += con.execute("SELECT model_id, mask_file FROM probe_masks WHERE probe_set_id = ?", [ps_id]).fetchall()
     for mid, rel in rows:
         if not rel:
@@ -89,6 +90,7 @@ def _check_raw(con, obj, files, ps_id) -> list[tuple]:
         if not os.path.exists(path):
             out.append(("warning", obj, path, f"raw logits of model id {mid} are missing (REFRESH DESCRIPTORS "
                         "needs them)", REPROBE))
+    out += _check_groups(con, obj, files, ps_id, named)
     raw_dir = os.path.join(files.root, "raw")
     if os.path.isdir(raw_dir):
         for fn in sorted(os.listdir(raw_dir)):
@@ -96,6 +98,37 @@ def _check_raw(con, obj, files, ps_id) -> list[tuple]:
             if fn.endswith(".npy") and not fn.startswith(".") and os.path.realpath(path) not in named:
                 out.append(("warning", obj, path, "raw logits no catalog row names (left by an interrupted "
                             "PROBE)", "PROBE with this probe set again (it rewrites them), or delete the file"))
+    return out
+
+
+def _check_groups(con, obj, files, ps_id, named: set) -> list[tuple]:
+    """Commit-group raw files (probe_raw_files): present, size and SHA-256 as recorded, and
+    holding every column a run names in them."""
+    from zooql.methods.probelog.integrity import verify
+
+    out = []
+    groups = con.execute("SELECT g.file, g.n_cols, g.bytes, g.sha256, max(r.raw_col + r.n_cols) FROM probe_raw_files g "
+                         "LEFT JOIN probe_runs r ON r.probe_set_id = g.probe_set_id AND r.raw_file = g.file "
+                         "WHERE g.probe_set_id = ? GROUP BY ALL ORDER BY g.file", [ps_id]).fetchall()
+    for rel, ncols, size, sha, used in groups:
+        path = os.path.join(str(files.store.path), rel)
+        named.add(os.path.realpath(path))
+        try:
+            verify(path, {"bytes": size, "sha256": sha}, "raw logits file", REPROBE)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.ndim != 2 or arr.shape[1] != ncols or (used is not None and used > ncols):
+                raise StorageError(f"raw logits file {path} holds {arr.shape}, the catalog records {ncols} columns; "
+                                   f"{REPROBE}")
+        except StorageError as exc:
+            out.append(("error", obj, path, exc.message, REPROBE))
+        except (ValueError, OSError) as exc:
+            out.append(("error", obj, path, f"raw logits file is unreadable ({exc})", REPROBE))
+    orphan_runs = con.execute("SELECT r.model_id, r.raw_file FROM probe_runs r LEFT JOIN probe_raw_files g ON "
+                              "g.probe_set_id = r.probe_set_id AND g.file = r.raw_file WHERE r.probe_set_id = ? "
+                              "AND r.raw_col IS NOT NULL AND g.file IS NULL", [ps_id]).fetchall()
+    for mid, rel in orphan_runs:
+        out.append(("error", obj, os.path.join(str(files.store.path), rel),
+                    f"model id {mid}'s raw logits point into a group file the catalog does not list", REPROBE))
     return out
 
 

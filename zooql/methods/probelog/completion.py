@@ -271,15 +271,17 @@ def completion_params(opts: dict | None, meta: dict | None = None) -> dict:
 
 def _load_hub_matrix(ctx, ps: dict, files) -> tuple[list, np.ndarray, np.ndarray]:
     """(runs [(model_id, first, ncols, sampled)], X [logits, probes] with NaN, mask)."""
+    from zooql.methods.probelog.store import load_raw
+
     masks = masks_of(ctx.con, ps["id"])
-    rows = ctx.con.execute("SELECT model_id, first_col, n_cols, raw_file FROM probe_runs WHERE probe_set_id = ? "
+    rows = ctx.con.execute("SELECT model_id, first_col, n_cols, raw_file, raw_col FROM probe_runs WHERE probe_set_id = ? "
                            "ORDER BY first_col", [ps["id"]]).fetchall()
     runs, blocks = [], []
-    for mid, first, ncols, raw in rows:
+    for mid, first, ncols, raw, raw_col in rows:
         if not raw:
             continue
         try:
-            x = np.load(os.path.join(str(ctx.store.path), raw), allow_pickle=False)
+            x = load_raw(str(ctx.store.path), raw, raw_col, ncols)
         except OSError:
             continue
         runs.append((mid, first, ncols, mid in masks))

@@ -129,7 +129,8 @@ class ExampleSearch(Operator):
         if ps is None:
             raise ExecutionError(f"probe set {self.probe_set!r} does not exist")
         ids = [r[0] for r in ctx.con.execute(self.gallery_sql, list(self.gallery_params)).fetchall()]
-        runs = ctx.con.execute("SELECT r.model_id, r.raw_file, m.name, m.source, m.tree FROM probe_runs r "
+        runs = ctx.con.execute("SELECT r.model_id, r.raw_file, r.raw_col, r.n_cols, m.name, m.source, "
+                               "m.tree FROM probe_runs r "
                                "JOIN models m ON m.id = r.model_id WHERE r.probe_set_id = ? ORDER BY m.name",
                                [ps["id"]]).fetchall()
         runs = [r for r in runs if r[0] in set(ids)]
@@ -153,8 +154,10 @@ class ExampleSearch(Operator):
 
         runtime = runtime_for(ctx)
         out, failed = [], []
-        for i, (mid, raw_file, name, source, tree) in enumerate(runs):
-            raw = np.load(os.path.join(str(ctx.store.path), raw_file))
+        from zooql.methods.probelog.store import load_raw
+
+        for i, (mid, raw_file, raw_col, ncols, name, source, tree) in enumerate(runs):
+            raw = load_raw(str(ctx.store.path), raw_file, raw_col, ncols)
             try:
                 resp = np.asarray(runtime.run(load_model(runtime, C.model_row(ctx.con, name)), images),
                                   dtype=np.float64)

@@ -4,7 +4,9 @@ Storage of one probe set (``<hub>/<probe_sets.dir>/``, the folder named in the c
 
     probes.npy        the probe images, in probe order ([n, H, W] or [n, H, W, C])
     descriptors/      DescriptorMatrix: z-scored logit columns, probe-major
-    raw/m<id>.npy     raw logits of model <id> on the probes, float32 [n, L]
+    raw/g<col>.npy    raw logits of one commit group's models side by side, float32 [n, sum L]
+                      (probe_runs.raw_col: where a model's start; probe_raw_files: size, SHA-256)
+    raw/m<id>.npy     raw logits of model <id> alone, float32 [n, L] (sampled runs, older hubs)
     hnsw/             HNSW index over the descriptors (built on first use, see ops_find)
     clip/, captions/  cached image / caption embeddings of the text aligners
 
@@ -12,11 +14,12 @@ The catalog holds the probe order and hashes (``probes``), which model was probe
 which descriptor columns (``probe_runs``: logit ``i`` of a model is column
 ``first_col + i``) and the explicit column map (``descriptor_columns``).
 
-Consistency: descriptor files are written before the catalog rows that point at them
-and committed per model. Columns of a run that never committed (an interrupt) are
-orphans: no catalog row names them, searches only consider catalog columns, and the
-next PROBE deletes them. DROP MODEL deletes the catalog rows in its transaction and
-tombstones the matrix columns after the commit.
+Consistency: raw and descriptor files are written before the catalog rows that point at
+them and committed in groups on a writer thread (:mod:`zooql.methods.probelog.probe_commit`).
+Columns and raw files of a group that never committed (an interrupt) are orphans: no
+catalog row names them, searches only consider catalog columns, and the next PROBE
+deletes them. DROP MODEL deletes the catalog rows in its transaction and tombstones the
+matrix columns after the commit; a group file goes when its last model is dropped.
 """
 from __future__ import annotations
 
@@ -36,9 +39,10 @@ from zooql.methods.probelog.probe_inputs import (  # noqa: F401  (re-exported fo
     IMAGE_EXTS, ProbeImages, probe_source_kind, read_builtin, read_captions, read_folder, read_npy,
     read_parquet, select_indices,
 )
-from zooql.errors import Cancelled, ExecutionError, StorageError
+from zooql.errors import ExecutionError, StorageError
 from zooql.methods.probelog.store import (  # noqa: F401  (used here and re-exported)
     tables_exist, probe_set_row, probe_set_names, probed_model_ids, runs_of, run_columns, ProbeSetFiles, open_matrix, save_npy, load_index, save_index, INDEX_KINDS,
+    delete_orphan_raw_files,
 )
 
 #: Probes of the auto-created built-in probe set (CREATE PROBE SET builtin FROM 'builtin' LIMIT n for others).
@@ -161,7 +165,8 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
                  label: str = "probe", sample_pct: float | None = None, sample_seed: int | None = None,
                  reg: float | None = None) -> tuple[list[tuple], list[str]]:
     """Probe ``model_names`` (skipping those already probed) with a probe set, committing
-    after every model. Returns (result rows, notes).
+    in groups of at most ``probe_commit_interval`` seconds of work (see
+    :mod:`zooql.methods.probelog.probe_commit`). Returns (result rows, notes).
 
     ``sample_pct``: collaborative probing -- each model runs on its own random subset of
     the probes (:func:`zooql.methods.probelog.completion.sample_mask`); its raw logits are stored
@@ -177,6 +182,7 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     files = ProbeSetFiles(ctx.store, ps)
     dm = open_matrix(files)
     _delete_orphans(ctx, ps, dm)
+    delete_orphan_raw_files(ctx.con, ps, files)
     todo, rows = _to_probe(ctx, ps, model_names)
     if not todo:
         return rows, []
@@ -191,20 +197,19 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     results = executor.map((run.job(m) for m in todo),
                            progress=lambda job, d, t: ctx.report(f"probing {job.model['name']}", d, t))
     try:
-        for i, res in enumerate(results):   # completion order; the driver writes one model at a time
+        for i, res in enumerate(results):   # completion order; the writer thread commits in groups
             row = run.finish(by_id[res.key], res)
             if row[2].startswith("failed"):
                 failures.append(row[0])
             rows.append(row)
             ctx.report(label, i + 1, len(todo))
-        run.flush()
-    except (Cancelled, KeyboardInterrupt):
-        run.flush()        # the finished models are kept: only the work in flight is lost
-        raise
     finally:
-        results.close()   # an interrupt cancels the jobs in flight
-        if run.index_dirty:
-            save_index(ctx, files, run.index)
+        try:
+            results.close()   # an interrupt cancels the jobs in flight
+        finally:
+            run.close()       # the finished models are kept: only the work in flight is lost
+            if run.writer.index_dirty:
+                save_index(ctx, files, run.writer.index)
     notes = []
     done = sum(1 for r in rows if str(r[2]).startswith("probed"))
     if done:
@@ -262,23 +267,24 @@ def _model_rows(con, names: list[str]) -> dict[str, dict]:
 
 class _ProbeRun:
     """Probing of one statement: a job per model for the executor (run the model on the
-    probes, or its sample of them), then, on the driver as each result arrives, its raw
-    logits and descriptor columns stored and committed as one unit."""
+    probes, or its sample of them), then, on the driver as each result arrives, its check
+    and descriptors; storing and committing happen in groups on a writer thread
+    (:class:`zooql.methods.probelog.probe_commit.GroupWriter`)."""
 
     def __init__(self, ctx, ps, files, dm, executor, batch, sample_pct, sample_seed, reg, factors):
+        from zooql.methods.probelog.probe_commit import DEFAULT_INTERVAL, GroupWriter
+
         self.ctx, self.ps, self.files, self.dm, self.executor = ctx, ps, files, dm, executor
         self.batch, self.sample_pct, self.sample_seed, self.reg, self.factors = \
             batch, sample_pct, sample_seed, reg, factors
         self.images = files.images()
         self.n = ps["n_probes"]
         self.shared = executor.share(self.images, key=f"probes:{ps['content_hash']}")
-        self.index = load_index(files) if files.has_index() else None
-        self.index_dirty = False
+        interval = ctx.setting("probe_commit_interval", None)
+        self.writer = GroupWriter(ctx, ps, files, dm, interval=DEFAULT_INTERVAL if interval is None else float(interval),
+                                  sample_pct=sample_pct, sample_seed=sample_seed,
+                                  index=load_index(files) if files.has_index() else None)
         self.passes = 0
-        self.pending: list[tuple] = []      # finished models not committed yet (see flush)
-        self.commit_interval = float(ctx.setting("probe_commit_interval", 0.0) or 0.0)
-        self.last_commit = time.perf_counter()
-        self.committed = 0
 
     def _mask(self, m: dict):
         from zooql.methods.probelog import completion as CP
@@ -295,11 +301,15 @@ class _ProbeRun:
         args = {"images": self.shared, "batch": self.batch}
         if mask is not None:
             args["indices"] = np.flatnonzero(mask)
+        else:   # the same probes for every model: each worker preprocesses them once per preprocessing
+            args["inputs_key"] = self.shared.key
         return Job(m["id"], model_record(m), args=args)
 
     def finish(self, m: dict, res) -> tuple:
-        """Check, store and commit one model's result; the result row (name, logits,
-        status, seconds)."""
+        """Check one model's result and queue it for its group's commit; the result row
+        (name, logits, status, seconds)."""
+        from zooql.methods.probelog.probe_commit import Finished
+
         t0 = time.perf_counter()
         mask = self._mask(m)
         n_run = self.n if mask is None else int(mask.sum())
@@ -308,7 +318,8 @@ class _ProbeRun:
             return (m["name"], m["num_logits"], f"failed: {failure}", None)
         self.passes += n_run
         logits, desc, status, completion = self._descriptors(logits, mask)
-        (seconds,) = self._store(m, logits, desc, mask, completion, t0 - res.seconds, res.device)
+        seconds = time.perf_counter() - t0 + res.seconds
+        self.writer.add(Finished(m, logits, desc, mask, completion, seconds, res.device))
         return (m["name"], m["num_logits"], status, round(seconds, 3))
 
     @staticmethod
@@ -339,64 +350,9 @@ class _ProbeRun:
         Zc, _, _ = CP.standardize_rows(full.T, M)
         return full, zscore_columns(Zc.T), "probed (provisional)", "provisional"
 
-    def _store(self, m, logits, desc, mask, completion, t0: float, device) -> tuple[float]:
-        """Write one model's raw logits (and mask) now; queue its descriptor columns and
-        catalog rows for the next :meth:`flush`."""
-        files = self.files
-        save_npy(files.sub("raw", f"m{m['id']}.npy"), logits)
-        if mask is not None:
-            save_npy(files.sub("raw", f"m{m['id']}.mask.npy"), mask)
-        seconds = time.perf_counter() - t0
-        self.pending.append((m, desc, mask, completion, seconds, device))
-        if self.commit_interval <= 0 or time.perf_counter() - self.last_commit >= self.commit_interval:
-            self.flush()
-        return (seconds,)
-
-    def flush(self) -> None:
-        """Append the queued models' descriptor columns (one segment) and commit their
-        catalog rows in one short transaction: each model is all there or not at all (an
-        interrupt keeps the committed ones; readers wait at most for this transaction).
-        With ``probe_commit_interval`` 0 (the default) this runs after every model."""
-        if not self.pending:
-            return
-        ps, ctx = self.ps, self.ctx
-        pending, self.pending = self.pending, []
-        block = pending[0][1] if len(pending) == 1 else np.concatenate([p[1] for p in pending], axis=1)
-        start, _ = self.dm.append_columns(block)
-        import pyarrow as pa
-
-        runs, masks, first = [], [], start
-        for m, desc, mask, completion, seconds, device in pending:
-            runs.append((m["id"], first, desc.shape[1], f"{ps['dir']}/raw/m{m['id']}.npy", device, seconds))
-            if mask is not None:
-                masks.append([ps["id"], m["id"], float(self.sample_pct), int(self.sample_seed or 0), int(mask.sum()),
-                              f"{ps['dir']}/raw/m{m['id']}.mask.npy", completion])
-            first += desc.shape[1]
-        cols = list(zip(*runs))
-        tbl = pa.table({"model_id": pa.array(cols[0], pa.int32()), "first_col": pa.array(cols[1], pa.int64()),
-                        "n_cols": pa.array(cols[2], pa.int64()), "raw_file": pa.array(cols[3], pa.string()),
-                        "device": pa.array(cols[4], pa.string()), "seconds": pa.array(cols[5], pa.float64())})
-        con = ctx.begin_write()
-        con.execute("SELECT 1").fetchall()  # finish any pending result (register refuses otherwise)
-        con.register("_zooql_probe_runs", tbl)
-        try:
-            con.execute("INSERT INTO probe_runs (probe_set_id, model_id, first_col, n_cols, raw_file, device, seconds) "
-                        "SELECT ?, model_id, first_col, n_cols, raw_file, device, seconds FROM _zooql_probe_runs",
-                        [ps["id"]])
-            con.execute("INSERT INTO descriptor_columns SELECT ?, r.first_col + i.i, r.model_id, i.i "
-                        "FROM _zooql_probe_runs r, LATERAL (SELECT unnest(range(r.n_cols)) AS i) i", [ps["id"]])
-        finally:
-            con.unregister("_zooql_probe_runs")
-        if masks:
-            con.executemany("INSERT INTO probe_masks (probe_set_id, model_id, sample_pct, seed, n_observed, "
-                            "mask_file, completion) VALUES (?, ?, ?, ?, ?, ?, ?)", masks)
-        ctx.commit()
-        self.last_commit = time.perf_counter()
-        self.committed += len(pending)
-        if self.index is not None:   # columns enter the HNSW index once committed
-            cols = np.arange(start, first, dtype=np.int64)
-            self.index.add(block.T.astype(np.float32), cols, num_threads=1)
-            self.index_dirty = True
+    def close(self) -> None:
+        """Commit what finished and wait for the writer (also after an interrupt)."""
+        self.writer.close()
 
 
 def bare(text: str) -> str:
@@ -415,7 +371,7 @@ def bare(text: str) -> str:
 @dataclass(frozen=True)
 class ProbeModels(Operator):
     """Run models over a probe set; store raw logits and z-scored descriptor columns;
-    commit after each model. ``on_demand``: inserted by FIND for models not probed yet."""
+    commit in groups (each model atomic). ``on_demand``: inserted by FIND for models not probed yet."""
 
     probe_set: str = ""
     models: tuple = ()
@@ -465,17 +421,29 @@ def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
     if not tables_exist(ctx.con):
         return
     runs = ctx.con.execute(
-        "SELECT r.probe_set_id, r.first_col, r.n_cols, r.raw_file, p.name, p.dir FROM probe_runs r "
-        "JOIN probe_sets p ON p.id = r.probe_set_id WHERE r.model_id = ?", [model_id]).fetchall()
+        "SELECT r.probe_set_id, r.first_col, r.n_cols, r.raw_file, r.raw_col, p.name, p.dir, k.mask_file "
+        "FROM probe_runs r JOIN probe_sets p ON p.id = r.probe_set_id "
+        "LEFT JOIN probe_masks k ON k.probe_set_id = r.probe_set_id AND k.model_id = r.model_id "
+        "WHERE r.model_id = ?", [model_id]).fetchall()
     if not runs:
         return
     ctx.con.execute("DELETE FROM descriptor_columns WHERE model_id = ?", [model_id])
     ctx.con.execute("DELETE FROM probe_masks WHERE model_id = ?", [model_id])
     ctx.con.execute("DELETE FROM probe_runs WHERE model_id = ?", [model_id])
+    unlink = [mask for *_, mask in runs if mask]
+    for ps_id, _, _, raw, raw_col, *_ in runs:
+        if raw and raw_col is None:
+            unlink.append(raw)     # a file of this run alone
+        elif raw and not ctx.con.execute("SELECT count(*) FROM probe_runs WHERE probe_set_id = ? AND raw_file = ?",
+                                         [ps_id, raw]).fetchone()[0]:
+            # the last model of its commit group: the file goes (a group that lost only some keeps
+            # their bytes until its last model is dropped; the runs of the others still point into it)
+            ctx.con.execute("DELETE FROM probe_raw_files WHERE probe_set_id = ? AND file = ?", [ps_id, raw])
+            unlink.append(raw)
     store = ctx.store
 
     def after():  # runs once the DROP has committed
-        for ps_id, first, ncols, raw, ps_name, ps_dir in runs:
+        for ps_id, first, ncols, raw, raw_col, ps_name, ps_dir, _ in runs:
             files = ProbeSetFiles(store, {"dir": ps_dir, "name": ps_name})
             cols = np.arange(first, first + ncols, dtype=np.int64)
             try:
@@ -485,13 +453,13 @@ def _drop_hook(ctx: ExecContext, model_id: int, name: str) -> None:
                         idx = load_index(files, kind)
                         idx.mark_deleted(cols)
                         save_index(None, files, idx, store=store, kind=kind)
-                if raw:
-                    try:
-                        os.unlink(os.path.join(str(store.path), raw))
-                    except OSError:
-                        pass
             except (StorageError, OSError):
                 pass  # the catalog no longer names these columns; searches ignore them
+        for rel in unlink:
+            try:
+                os.unlink(os.path.join(str(store.path), rel))
+            except OSError:
+                pass
 
     ctx.after_commit.append(after)
 

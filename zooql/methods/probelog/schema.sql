@@ -29,11 +29,24 @@ CREATE TABLE IF NOT EXISTS probe_runs (
     model_id INTEGER NOT NULL,
     first_col BIGINT NOT NULL,        -- descriptor column of logit 0; logit i is first_col + i
     n_cols INTEGER NOT NULL,
-    raw_file VARCHAR,                 -- raw logits [n_probes, n_cols] float32 (relative to the hub)
+    raw_file VARCHAR,                 -- raw logits float32 (relative to the hub): [n_probes, n_cols], or a
+                                      -- commit group's file (probe_raw_files) when raw_col is set
     device VARCHAR,
     seconds DOUBLE,
     probed_at TIMESTAMP DEFAULT current_timestamp,
+    raw_col BIGINT,                   -- column of logit 0 in a group file raw_file (NULL: the file is this run's alone)
     PRIMARY KEY (probe_set_id, model_id)
+);
+ALTER TABLE probe_runs ADD COLUMN IF NOT EXISTS raw_col BIGINT;
+-- Raw logits of one PROBE commit group: one float32 file [n_probes, n_cols] holding the logits of
+-- every model the group committed side by side (probe_runs.raw_col says where each starts).
+CREATE TABLE IF NOT EXISTS probe_raw_files (
+    probe_set_id INTEGER NOT NULL,
+    file VARCHAR NOT NULL,            -- relative to the hub, <dir>/raw/g<first descriptor column>.npy
+    n_cols BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,            -- size of the file and SHA-256 of its bytes (CHECK HUB compares them)
+    sha256 VARCHAR NOT NULL,
+    PRIMARY KEY (probe_set_id, file)
 );
 CREATE TABLE IF NOT EXISTS descriptor_columns (
     probe_set_id INTEGER NOT NULL,

@@ -57,10 +57,10 @@ class FileHandle:
     def fileno(self) -> int:
         return self.fd
 
-    def __del__(self):
+    def __del__(self, _close=os.close):   # bound here: at interpreter exit module globals may be gone
         try:
-            os.close(self.fd)
-        except (OSError, TypeError, AttributeError):  # closed already, or interpreter shutdown
+            _close(self.fd)
+        except (OSError, TypeError, AttributeError):
             pass
 
 

@@ -77,6 +77,56 @@ def delete_orphan_columns(con, ps: dict, dm) -> int:
     return dm.delete_columns(orphans) if orphans.size else 0
 
 
+# ==== raw logits ==============================================================================
+# A run's raw logits are either a file of its own (``raw/m<id>.npy``: sampled runs, and hubs
+# written before commit groups) or columns ``raw_col ..`` of its commit group's file
+# (``raw/g<first descriptor column>.npy``, one per PROBE commit, listed in probe_raw_files).
+
+def load_raw(root: str, raw_file: str, raw_col, n_cols: int) -> np.ndarray:
+    """A run's raw logits, float32 ``[n_probes, n_cols]`` (``root``: the hub folder); raises
+    OSError when the file is missing."""
+    path = os.path.join(root, raw_file)
+    if raw_col is None:
+        return np.load(path, allow_pickle=False)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise OSError(f"raw logits file {path} is unreadable ({exc})") from None
+    c = int(raw_col)
+    if arr.ndim != 2 or c < 0 or c + int(n_cols) > arr.shape[1]:
+        raise OSError(f"raw logits file {path} holds {arr.shape}, not columns {c}..{c + int(n_cols) - 1}")
+    return np.array(arr[:, c:c + int(n_cols)], dtype=np.float32)
+
+
+def raw_files_named(con, ps_id: int) -> set[str]:
+    """Relative paths of every raw file the catalog names for a probe set (runs, groups, masks)."""
+    rows = con.execute("SELECT raw_file FROM probe_runs WHERE probe_set_id = ? AND raw_file IS NOT NULL "
+                       "UNION SELECT file FROM probe_raw_files WHERE probe_set_id = ? "
+                       "UNION SELECT mask_file FROM probe_masks WHERE probe_set_id = ?", [ps_id] * 3).fetchall()
+    return {r[0] for r in rows}
+
+
+def delete_orphan_raw_files(con, ps: dict, files: "ProbeSetFiles") -> int:
+    """Delete files in ``raw/`` no catalog row names (a PROBE killed before its commit). Only
+    under the hub's writer lock: no other writer can be between its file and its commit."""
+    from zooql.storage.hub import is_temporary
+
+    raw_dir = os.path.join(files.root, "raw")
+    if not os.path.isdir(raw_dir):
+        return 0
+    named = {os.path.realpath(os.path.join(str(files.store.path), r)) for r in raw_files_named(con, ps["id"])}
+    n = 0
+    for fn in os.listdir(raw_dir):
+        path = os.path.join(raw_dir, fn)
+        if (fn.endswith(".npy") or is_temporary(fn)) and os.path.realpath(path) not in named:
+            try:
+                os.unlink(path)
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
 # ==== files of a probe set ===================================================================
 
 class ProbeSetFiles:
