@@ -166,5 +166,26 @@ def test_catalog_meta_format_version_is_checked(tmp_path):
     con.execute("UPDATE meta SET value = '7' WHERE key = 'format_version'")
     con.close()
     with pytest.raises(StorageError, match=r"catalog .*catalog.duckdb has format version 7; this ZooQL reads "
-                                           r"version 1; upgrade ZooQL to open it"):
+                                           r"version 2; upgrade ZooQL to open it"):
         zooql.connect(path)
+
+
+def test_format_1_hub_opens_and_is_upgraded_by_its_first_write(tmp_path):
+    import json
+
+    path = tmp_path / "hub"
+    with zooql.connect(path) as h:
+        h.execute("ADD MODEL 'hf:org/a' AS a")
+    con = duckdb.connect(str(path / "catalog.duckdb"))
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    con.close()
+    (path / "zooql_hub.json").write_text(json.dumps({"format_version": 1}))
+    with zooql.connect(path) as h:   # reads leave the old format as it is
+        assert [r[0] for r in h.execute("SHOW MODELS").rows] == ["a"]
+        assert not [r for r in h.execute("CHECK HUB").rows if r[0] == "error"]
+        assert json.loads((path / "zooql_hub.json").read_text())["format_version"] == 1
+        h.execute("ADD MODEL 'hf:org/b' AS b")
+    assert json.loads((path / "zooql_hub.json").read_text())["format_version"] == 2
+    con = duckdb.connect(str(path / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "2"
+    con.close()

@@ -38,12 +38,12 @@ def _plan_check(b: BoundCheckHub) -> Operator:
 
 
 def core_checks(ctx) -> list[tuple]:
-    from zooql.storage.hub import FORMAT_VERSION
+    from zooql.storage.hub import FORMAT_VERSION, READS_FORMATS
 
     out = []
     con = ctx.con
     row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-    if row is None or str(row[0]) != str(FORMAT_VERSION):
+    if row is None or str(row[0]) not in {str(v) for v in READS_FORMATS}:
         out.append(("error", "catalog", str(ctx.store.catalog_path),
                     f"meta records format version {row[0] if row else None}, expected {FORMAT_VERSION}",
                     "open the hub with the ZooQL version that wrote it"))

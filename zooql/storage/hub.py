@@ -38,7 +38,12 @@ import duckdb
 
 from zooql.errors import StorageError
 
-FORMAT_VERSION = 1
+#: the format this ZooQL writes. 2: ProbeLog's raw logits may be stored per PROBE commit group
+#: (``probe_runs.raw_col``, ``probe_raw_files``), which a ZooQL reading format 1 would misread
+FORMAT_VERSION = 2
+#: formats this ZooQL opens; an older one is upgraded in place by the first write (its schema
+#: additions are idempotent, and every file it names keeps its meaning)
+READS_FORMATS = (1, 2)
 MARKER = "zooql_hub.json"
 CATALOG = "catalog.duckdb"
 LOCK = "hub.lock"
@@ -114,10 +119,11 @@ class HubStore:
                 version = int(info["format_version"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise StorageError(f"hub {self.path}: unreadable {MARKER} ({exc})") from None
-            if version != FORMAT_VERSION:
+            if version not in READS_FORMATS:
                 raise StorageError(
                     f"hub {self.path} has format version {version}; this ZooQL reads version "
                     f"{FORMAT_VERSION}" + ("; upgrade ZooQL to open it" if version > FORMAT_VERSION else ""))
+            self._marker_version = version
             self._check_catalog_version()
             return
         if self.path.exists() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
@@ -152,11 +158,22 @@ class HubStore:
         except (TypeError, ValueError):
             raise StorageError(f"hub {self.path}: catalog {self.catalog_path} records an unreadable format "
                                f"version {row[0]!r}") from None
-        if version != FORMAT_VERSION:
+        if version not in READS_FORMATS:
             raise StorageError(
                 f"hub {self.path}: catalog {self.catalog_path} has format version {version}; this ZooQL "
                 f"reads version {FORMAT_VERSION}"
                 + ("; upgrade ZooQL to open it" if version > FORMAT_VERSION else ""))
+
+    def prepare_write(self, con) -> None:
+        """On a new read-write connection (writer lock held): the schema (idempotent: later
+        versions add tables and columns) and, for a hub of an older format, its upgrade to
+        :data:`FORMAT_VERSION` in the catalog's ``meta`` and then in the marker file."""
+        con.execute(self.schema_sql())
+        if getattr(self, "_marker_version", FORMAT_VERSION) < FORMAT_VERSION:
+            con.execute("UPDATE meta SET value = ? WHERE key = 'format_version' "
+                        "AND TRY_CAST(value AS INTEGER) < ?", [str(FORMAT_VERSION), FORMAT_VERSION])
+            atomic_write_bytes(self.path / MARKER, json.dumps({"format_version": FORMAT_VERSION}).encode())
+            self._marker_version = FORMAT_VERSION
 
     def schema_sql(self) -> str:
         """The core schema.sql plus the schema SQL of every registered method (idempotent)."""
@@ -297,7 +314,7 @@ class HubStore:
         with self.writer():
             con = self._connect(read_only=False)
             try:
-                con.execute(self.schema_sql())  # later versions add tables idempotently
+                self.prepare_write(con)
                 con.execute("BEGIN TRANSACTION")
                 try:
                     yield con
@@ -373,7 +390,7 @@ class StatementConnections:
                 self._ro = None
             con = self.store._connect(read_only=False)
             try:
-                con.execute(self.store.schema_sql())
+                self.store.prepare_write(con)
                 con.execute("BEGIN TRANSACTION")
             except BaseException:
                 con.close()

@@ -1,4 +1,4 @@
--- ZooQL catalog schema, format version 1. Later issues add tables with CREATE ... IF NOT EXISTS.
+-- ZooQL catalog schema (format version: storage/hub.py FORMAT_VERSION). Later versions add tables and columns idempotently.
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE SEQUENCE IF NOT EXISTS model_ids START 1;
 CREATE TABLE IF NOT EXISTS models (
