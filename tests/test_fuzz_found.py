@@ -77,3 +77,12 @@ def test_tags_compared_with_a_bool_or_a_time_or_used_as_a_condition_do_not_fail_
 def test_lone_surrogate_in_a_query_is_a_bind_error(hub):
     with pytest.raises(BindError, match="line 2, column 23 that is not valid Unicode"):
         hub.execute("WITH r AS (SHOW MODELS)\n  SELECT name FROM r '\ud800'")
+
+
+@pytest.mark.parametrize("text, word", [("SELECT name FROM models LIMIT 'x' OFFSET 2147483648", "LIMIT"),
+                                        ("SELECT name FROM models LIMIT 3 OFFSET 'two'", "OFFSET")])
+def test_text_limit_or_offset_is_a_bind_error(hub, text, word):
+    # found by the 100,000-text fuzz run: DuckDB's Conversion Error escaped as an ExecutionError
+    with pytest.raises(BindError, match=f"{word} takes a whole number of rows, not the text") as ei:
+        hub.execute(text)
+    assert not ENGINE_TEXT.search(str(ei.value))

@@ -196,6 +196,11 @@ def check(tree, relations: set[str], subs: set[str], more=None) -> list[str]:
             _check_function(node)
         elif isinstance(node, exp.Table):
             _check_table(node, relations, subs, ctes, used)
+        elif isinstance(node, (exp.Limit, exp.Offset)):
+            arg = node.args.get("expression")
+            if isinstance(arg, exp.Literal) and arg.is_string:
+                word = "LIMIT" if isinstance(node, exp.Limit) else "OFFSET"
+                raise BindError(f"{word} takes a whole number of rows, not the text {arg.sql(dialect='duckdb')}")
     return used
 
 
