@@ -127,7 +127,10 @@ def test_message_reports_spent_of_budget(hub):
 
 # ---- halving_hybrid: independent streams first, shared queries among the finalists --------
 
-def test_halving_hybrid_budget_no_repeats_determinism_and_shared_finals():
+def _checked_search(strategy: str):
+    """One search of ``strategy`` on a 200-model simulated tree (budget 20 queries a model,
+    seed 3), checked for what every strategy owes: within budget, never the same (model,
+    query) twice, the same result for the same seed. Returns (X, asked, res, M, Q, B)."""
     sc = np.clip(np.random.default_rng(5).normal(0.55, 0.06, size=200), 0.02, 0.98)
     X = simulate(sc, n_queries=2000, difficulty_sd=2.5, seed=0).outcomes
     asked = []
@@ -137,12 +140,17 @@ def test_halving_hybrid_budget_no_repeats_determinism_and_shared_finals():
         return X[m, q]
 
     M, Q, B = X.shape[0], X.shape[1], 20 * X.shape[0]
-    res = discover(oracle, M, Q, B, strategy="halving_hybrid", seed=3, strict=True)
+    res = discover(oracle, M, Q, B, strategy=strategy, seed=3, strict=True)
     assert 0 < res.spent <= B and res.n_evaluated.sum() == res.spent
     pairs = np.concatenate([m * Q + q for m, q in asked])
     assert np.unique(pairs).size == pairs.size                  # never the same (model, query) twice
-    again = discover(lambda m, q: X[m, q], M, Q, B, strategy="halving_hybrid", seed=3)
+    again = discover(lambda m, q: X[m, q], M, Q, B, strategy=strategy, seed=3)
     assert again.ranking == res.ranking and np.array_equal(again.n_evaluated, res.n_evaluated)
+    return X, asked, res, M, Q, B
+
+
+def test_halving_hybrid_budget_no_repeats_determinism_and_shared_finals():
+    X, asked, res, M, Q, B = _checked_search("halving_hybrid")
     # the last two survivors answered the same queries in the rounds after the switch:
     # each pair of finalists shares far more queries than two independent streams would
     fin = np.nonzero(res.eliminated_round >= res.eliminated_round.max() - 1)[0][:2]
@@ -173,21 +181,7 @@ def test_planted_shared_difficulty_tree_hybrid_beats_independent_halving():
 # ---- grouped_halving (the default): paired comparisons inside random groups ---------------
 
 def test_grouped_halving_budget_no_repeats_determinism_and_pairing():
-    sc = np.clip(np.random.default_rng(5).normal(0.55, 0.06, size=200), 0.02, 0.98)
-    X = simulate(sc, n_queries=2000, difficulty_sd=2.5, seed=0).outcomes
-    asked = []
-
-    def oracle(m, q):
-        asked.append((m.copy(), q.copy()))
-        return X[m, q]
-
-    M, Q, B = X.shape[0], X.shape[1], 20 * X.shape[0]
-    res = discover(oracle, M, Q, B, strategy="grouped_halving", seed=3, strict=True)
-    assert 0 < res.spent <= B and res.n_evaluated.sum() == res.spent
-    pairs = np.concatenate([m * Q + q for m, q in asked])
-    assert np.unique(pairs).size == pairs.size                  # never the same (model, query) twice
-    again = discover(lambda m, q: X[m, q], M, Q, B, strategy="grouped_halving", seed=3)
-    assert again.ranking == res.ranking and np.array_equal(again.n_evaluated, res.n_evaluated)
+    X, asked, res, M, Q, B = _checked_search("grouped_halving")
     other = discover(lambda m, q: X[m, q], M, Q, B, strategy="grouped_halving", seed=4)
     assert not np.array_equal(other.n_evaluated, res.n_evaluated)   # the seed drives the groups
     # one oracle call per round that spends (what EXPLAIN ANALYZE's per-round figures assume)
