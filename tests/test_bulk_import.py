@@ -165,6 +165,29 @@ def _count(hub_path):
         h.close()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), e.g. a forkserver and its pool workers."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_killed_add_models_resumes_from_its_last_batch(tmp_path, zoo):
     ref = zooql.connect(tmp_path / "ref")
@@ -185,8 +208,14 @@ def test_killed_add_models_resumes_from_its_last_batch(tmp_path, zoo):
             pass
         time.sleep(0.1)
     assert child.poll() is None, "the statement finished before a kill could land mid-way"
+    pool = _descendants(child.pid)
+    assert pool, "the statement runs its inspections in worker processes"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+    deadline = time.monotonic() + 10    # its pool workers (and so the forkserver) end by themselves
+    while time.monotonic() < deadline and any(_alive(p) for p in pool):
+        time.sleep(0.1)
+    assert [p for p in pool if _alive(p)] == [], "worker processes outlived the killed statement"
     h = zooql.connect(hub)
     models, logits = _state(h)
     assert 2 <= len(models) < 8 and len(models) % 2 == 0    # whole batches only

@@ -113,10 +113,41 @@ def inspect_for(ctx, jobs: list[dict], workers: int,
     return inspect_on(executor_for(ctx, models=False), jobs, on_result)
 
 
-def _init_worker() -> None:
+def _init_worker(owner: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)  # workers share the cores; one thread each
+    if owner is not None:
+        _watch_owner(owner)
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed owner not yet reaped by its parent is a zombie: gone for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _watch_owner(owner: int, every: float = 0.5) -> None:
+    """End this worker when the statement's process is gone. A pool worker blocks on its
+    call queue, whose write end it holds itself, so a SIGKILLed owner would otherwise leave
+    the workers (and, through them, the forkserver) alive for good."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while _owner_alive(owner):
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="zooql-owner-watch", daemon=True).start()
 
 
 def _context():
@@ -140,6 +171,7 @@ def inspect_many(jobs: list[dict], workers: int, on_result: Callable[[int, dict 
     from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker,
+                               initargs=(os.getpid(),),
                                max_tasks_per_child=TASKS_PER_WORKER)
     ok = False
     try:
