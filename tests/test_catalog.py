@@ -77,6 +77,25 @@ def test_show_trees_and_datasets(small_hub):
     assert dict(small_hub.execute("DESCRIBE DATASET gsm8k").rows)["description"] == "grade school math"
 
 
+def test_show_trees_lists_the_first_roots_then_how_many_more(tmp_path):
+    """A tree's roots are its models whose parent is not in the tree (no parent, or one
+    elsewhere); SHOW TREES names the first five by name, then counts the rest."""
+    h = zooql.connect(tmp_path / "hub")
+    for name in ["base"] + [f"r{i}" for i in range(8)]:
+        h.execute(f"ADD MODEL 'hf:a/{name}' AS {name}")
+    with h.store.write() as con:
+        con.execute("UPDATE models SET tree = 't1', downloads = 7")
+        con.execute("UPDATE models SET parent = 'base' WHERE name IN ('r0', 'r1')")
+        con.execute("UPDATE models SET parent = 'elsewhere' WHERE name = 'r2'")     # not in the tree: a root
+        con.execute("UPDATE models SET tree = 't2', parent = 'r3' WHERE name = 'r7'")   # its parent is in t1
+    assert h.execute("SHOW TREES").rows == [("t1", 8, "base, r2, r3, r4, r5, ... (+1 more)", 7),
+                                            ("t2", 1, "r7", 7)]
+    with h.store.write() as con:
+        con.execute("UPDATE models SET tree = 't1' WHERE name = 'r7'")
+        con.execute("DELETE FROM models WHERE name IN ('r4', 'r5', 'r6')")
+    assert h.execute("SHOW TREES").rows == [("t1", 6, "base, r2, r3", 7)]
+
+
 def test_alter_describe_drop(small_hub):
     small_hub.execute("ALTER MODEL ft_a SET downloads = 42, tags.license = 'bsd', tree = 'llama-3-8b'")
     d = dict(small_hub.execute("DESCRIBE MODEL ft_a").rows)

@@ -11,6 +11,9 @@ from zooql.plan.hooks import plans
 from zooql.plan.nodes import Operator
 
 
+#: SHOW TREES lists this many roots of a tree by name, then how many more it has
+SHOW_TREE_ROOTS = 5
+
 _SHOW_MODEL_COLUMNS = ("name", "source", "tree", "parent", "downloads", "task", "params",
                        "num_logits", "loadable")
 
@@ -45,11 +48,17 @@ def _plan_show(b: B.BoundShow) -> Operator:
         return O.CatalogScan(table="models", sql=sql, params=tuple(params), columns=_SHOW_MODEL_COLUMNS,
                              filter=b.where_text, order=order, limit=b.limit)
     if b.what == "trees":
-        sql = ("SELECT m.tree, count(*) AS models, "
-               "string_agg(CASE WHEN m.parent IS NULL OR m.parent NOT IN "
-               "(SELECT name FROM models x WHERE x.tree = m.tree) THEN m.name END, ', ' ORDER BY m.name) AS roots, "
-               "max(m.downloads) AS max_downloads FROM models m WHERE m.tree IS NOT NULL "
-               "GROUP BY m.tree ORDER BY models DESC, m.tree")
+        # roots: models whose parent is not in the tree; the first SHOW_TREE_ROOTS by name, then
+        # how many more (a tree of a million models may have a third of them as roots)
+        n = SHOW_TREE_ROOTS
+        sql = ("WITH m AS (SELECT m.tree, m.name, m.downloads, (m.parent IS NULL OR p.name IS NULL) AS root "
+               "FROM models m LEFT JOIN models p ON p.name = m.parent AND p.tree = m.tree WHERE m.tree IS NOT NULL), "
+               "g AS (SELECT tree, count(*) AS models, count(*) FILTER (WHERE root) AS n_roots, "
+               f"list_sort(min(name, {n}) FILTER (WHERE root)) AS first_roots, max(downloads) AS max_downloads "
+               "FROM m GROUP BY tree) "
+               "SELECT tree, models, array_to_string(first_roots, ', ') || CASE WHEN n_roots > "
+               f"{n} THEN ', ... (+' || (n_roots - {n}) || ' more)' ELSE '' END AS roots, max_downloads "
+               "FROM g ORDER BY models DESC, tree")
         return O.CatalogScan(table="models", sql=sql, columns=("tree", "models", "roots", "max_downloads"),
                              order="models DESC")
     sql = ("WITH names AS (SELECT name FROM datasets UNION SELECT dataset FROM evaluations "
