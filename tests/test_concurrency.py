@@ -4,10 +4,6 @@ tries in under a second and see only committed data; a second writer gets the hu
 error at once, or waits with SET lock_timeout."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 
 import zooql
 from zooql.errors import StorageError
+from zooql.testing import readers as RW
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -23,59 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TRIES = 20
 N_READERS = 3
 
-WRITER = """
-import sys, zooql
-from zooql.testing.zoo import slow_down
-slow_down({step!r}, {seconds!r}, {until!r})
-h = zooql.connect({hub!r})
-print("START", flush=True)
-h.execute({stmt!r}, base_dir={base!r})
-print("DONE", flush=True)
-"""
-
-READER = """
-import json, os, time, zooql
-hub = {hub!r}
-h = zooql.connect(hub)
-h.execute("SHOW MODELS")            # warm up: imports and the parser, not the hub
-print("READY", flush=True)
-while not os.path.exists({go!r}):   # the writer has started
-    time.sleep(0.01)
-out = []
-for i in range({tries}):
-    t0 = time.perf_counter()
-    models = len(h.execute("SHOW MODELS").rows)
-    dt = time.perf_counter() - t0
-    with h.store.read() as con:
-        seen = {{k: con.execute(sql).fetchone()[0] for k, sql in {counts!r}.items()}}
-    writing = os.path.getsize(os.path.join(hub, "hub.lock")) > 0   # the writer's pid is in it
-    out.append(dict(dt=dt, models=models, writing=writing, **seen))
-    time.sleep(0.05)
-print(json.dumps(out))
-"""
-
-
-def _py(code: str, **kw):
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
 COUNTS = {"runs": "SELECT count(*) FROM probe_runs", "cols": "SELECT count(*) FROM descriptor_columns",
           "logits": "SELECT count(*) FROM logits"}
 
 
 def _start_writer(hub, step, seconds, stmt, base, until=None):
-    """The writer process, once its statement holds the writer lock. ``until``: its slowed
-    step waits for this file (at most ``seconds``) instead of sleeping ``seconds``."""
-    w = _py(WRITER.format(step=step, seconds=seconds, until=until and str(until), hub=str(hub), stmt=stmt,
-                          base=str(base)))
-    assert w.stdout.readline().strip() == "START", w.stderr.read()
-    lock = Path(hub) / "hub.lock"
-    deadline = time.monotonic() + 30
-    while lock.read_text().strip() != str(w.pid):   # the statement holds the writer lock
-        assert time.monotonic() < deadline and w.poll() is None, w.stderr.read()
-        time.sleep(0.01)
-    return w
+    return RW.start_writer(hub, step, seconds, stmt, base, until=until, cwd=ROOT, timeout=30)
 
 
 def _readers(hub, tmp_path, start_writer, during=None, counts=COUNTS, release=None):
@@ -83,21 +33,13 @@ def _readers(hub, tmp_path, start_writer, during=None, counts=COUNTS, release=No
     (and call ``during(writer)`` meanwhile); when they are done, create ``release`` (the
     file a gated writer waits for)."""
     go = tmp_path / "go"
-    if go.exists():
-        go.unlink()
-    procs = [_py(READER.format(hub=str(hub), tries=TRIES, go=str(go), counts=counts)) for _ in range(N_READERS)]
-    for p in procs:
-        assert p.stdout.readline().strip() == "READY", p.stderr.read()
+    procs = RW.start_readers(hub, go, counts, n=N_READERS, tries=TRIES, cwd=ROOT)
     w = start_writer()
     go.write_text("")
-    outs = []
     try:
         if during is not None:
             during(w)
-        for p in procs:
-            so, se = p.communicate(timeout=120)
-            assert p.returncode == 0, se
-            outs.append(json.loads(so))
+        outs = RW.collect(procs, timeout=120)
     except BaseException:
         if release is not None:
             Path(release).write_text("")
@@ -109,13 +51,11 @@ def _readers(hub, tmp_path, start_writer, during=None, counts=COUNTS, release=No
 
 
 def _check_reads(outs, what):
-    tries = [t for out in outs for t in out]
-    assert len(tries) == N_READERS * TRIES
-    assert all(t["writing"] for t in tries), f"the readers must run while {what} writes"
-    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
-    print(f"{what}: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
-    assert not slow, f"reads slower than 1 s during {what}: {slow}"
-    return tries
+    return RW.check_reads(outs, what, n=N_READERS, tries=TRIES)
+
+
+def _finish(w):
+    return RW.finish(w, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +63,6 @@ def zoo(tmp_path_factory):
     from zooql.testing.zoo import build_zoo
 
     return build_zoo(tmp_path_factory.mktemp("zoo"), n_models=24)
-
-
-def _finish(w):
-    so, se = w.communicate(timeout=120)
-    assert w.returncode == 0 and "DONE" in so, se
-    return so
 
 
 def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
@@ -148,12 +82,7 @@ def test_readers_during_long_probe_and_second_writer(tmp_path, zoo):
     w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "forward", 0.4, "PROBE WITH ps", tmp_path),
                        during=second_writer)
     _finish(w)
-    tries = [t for out in outs for t in out]
-    assert len(tries) == N_READERS * TRIES
-    assert all(t["writing"] for t in tries), "the readers must run while PROBE writes"
-    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
-    print(f"PROBE: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
-    assert not slow, f"reads slower than 1 s during PROBE: {slow}"
+    tries = _check_reads(outs, "PROBE")
     # only committed data: every committed run has all its 4 descriptor columns, runs only grow
     assert all(t["cols"] == 4 * t["runs"] for t in tries)
     for out in outs:
@@ -173,11 +102,7 @@ def test_readers_during_bulk_add_see_all_or_nothing(tmp_path, zoo):
     w, outs = _readers(hub, tmp_path, lambda: _start_writer(hub, "inspect", 0.4, f"ADD MODELS FROM "
                                                             f"'{zoo['models_csv']}'", tmp_path))
     _finish(w)
-    tries = [t for out in outs for t in out]
-    assert all(t["writing"] for t in tries), "the readers must run while ADD MODELS inspects"
-    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
-    print(f"ADD MODELS: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
-    assert not slow, f"reads slower than 1 s during ADD MODELS: {slow}"
+    tries = _check_reads(outs, "ADD MODELS")
     assert {t["models"] for t in tries} == {1}          # one transaction at the end: nothing before it
     assert {t["logits"] for t in tries} == {0}
     h = zooql.connect(hub)

@@ -9,18 +9,14 @@ with ``until``) until the readers are done, so the statement lasts as long as th
 no longer, on any machine."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import zooql
 from zooql.errors import ExecutionError
+from zooql.testing import readers as RW
 
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
@@ -34,49 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRIES = 20
 N_READERS = 2
 
-WRITER = """
-import open_clip, zooql
-from zooql.testing.zoo import slow_down
-open_clip.add_model_config({cfg!r})
-slow_down({step!r}, {seconds!r}, {until!r})
-h = zooql.connect({hub!r})
-print("START", flush=True)
-h.execute({stmt!r}, base_dir={base!r})
-print("DONE", flush=True)
-"""
-
-READER = """
-import json, os, time, zooql
-hub = {hub!r}
-counts = {counts!r}
-h = zooql.connect(hub)
-h.execute("SHOW MODELS")            # warm up: imports and the parser, not the hub
-print("READY", flush=True)
-while not os.path.exists({go!r}):   # the writer has started
-    time.sleep(0.01)
-out = []
-for i in range({tries}):
-    t0 = time.perf_counter()
-    models = len(h.execute("SHOW MODELS").rows)
-    dt = time.perf_counter() - t0
-    with h.store.read() as con:
-        seen = {{k: con.execute(sql).fetchone()[0] for k, sql in counts.items()}}
-    writing = os.path.getsize(os.path.join(hub, "hub.lock")) > 0   # the writer's pid is in it
-    out.append(dict(dt=dt, models=models, writing=writing, **seen))
-    time.sleep(0.05)
-print(json.dumps(out))
-"""
-
-
-def _py(code: str):
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT / "tests",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(w):
-    so, se = w.communicate(timeout=300)
-    assert w.returncode == 0 and "DONE" in so, se
-    return so
+PRELUDE = "import open_clip\nopen_clip.add_model_config({cfg!r})"
 
 
 def _during(hub, tmp_path, cfg, step, seconds, stmt, counts: dict[str, str], gate: bool = True) -> list[dict]:
@@ -85,35 +39,23 @@ def _during(hub, tmp_path, cfg, step, seconds, stmt, counts: dict[str, str], gat
     until the readers are done, so the statement lasts exactly as long as the reads need."""
     go = tmp_path / f"go-{step}"
     release = tmp_path / f"release-{step}"
-    readers = [_py(READER.format(hub=str(hub), counts=counts, tries=TRIES, go=str(go))) for _ in range(N_READERS)]
-    for p in readers:
-        assert p.stdout.readline().strip() == "READY", p.stderr.read()
-    w = _py(WRITER.format(cfg=cfg, step=step, seconds=seconds, until=str(release) if gate else None, hub=str(hub),
-                          stmt=stmt,
-                          base=str(tmp_path)))
+    cwd = ROOT / "tests"
+    readers = RW.start_readers(hub, go, counts, n=N_READERS, tries=TRIES, cwd=cwd)
     try:
-        assert w.stdout.readline().strip() == "START", w.stderr.read()
-        lock = Path(hub) / "hub.lock"
-        deadline = time.monotonic() + 60
-        while lock.read_text().strip() != str(w.pid):   # the statement holds the writer lock
-            assert time.monotonic() < deadline and w.poll() is None, w.stderr.read()
-            time.sleep(0.01)
-        go.write_text("")
-        outs = []
+        w = RW.start_writer(hub, step, seconds, stmt, tmp_path, until=release if gate else None,
+                            prelude=PRELUDE.format(cfg=cfg), cwd=cwd)
+    except BaseException:
         for p in readers:
-            so, se = p.communicate(timeout=300)
-            assert p.returncode == 0, se
-            outs.append(json.loads(so))
+            p.kill()
+            p.communicate()
+        raise
+    try:
+        go.write_text("")
+        outs = RW.collect(readers)
     finally:
         release.write_text("")
-        _finish(w)
-    tries = [t for out in outs for t in out]
-    assert len(tries) == N_READERS * TRIES
-    assert all(t["writing"] for t in tries), f"the readers must run while {stmt.split()[0]} works"
-    slow = [round(t["dt"], 3) for t in tries if t["dt"] >= 1.0]
-    print(f"{stmt[:40]}: {len(tries)} reads, max {max(t['dt'] for t in tries):.3f} s")
-    assert not slow, f"reads slower than 1 s during {stmt!r}: {slow}"
-    return tries
+        RW.finish(w)
+    return RW.check_reads(outs, stmt[:40], n=N_READERS, tries=TRIES)
 
 
 @pytest.fixture(scope="module")
