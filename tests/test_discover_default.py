@@ -83,11 +83,12 @@ def test_planted_clustered_tree_the_cap_matters():
 def test_planted_independent_tree_correlated_sampling_beats_the_default():
     # independent per-query outcomes with shared difficulty: correlated sampling of every
     # survivor wins; the default shares queries only inside groups of ~16 (the price of its
-    # robustness on clustered trees)
+    # robustness on clustered trees; its informative final queries narrowed the gap: 1.88
+    # against 1.98 without them, 1.53 for gems_adaptive)
     sc = np.clip(np.random.default_rng(3).normal(0.55, 0.06, size=300), 0.02, 0.98)
     X = simulate(sc, n_queries=600, difficulty_sd=2.5, seed=0).outcomes
     default = _mean_rank(X, 20, "gems_adaptive")
-    assert default < 0.8 * _mean_rank(X, 20, DEFAULT_STRATEGY)
+    assert default < 0.85 * _mean_rank(X, 20, DEFAULT_STRATEGY)
     assert default < 0.8 * _mean_rank(X, 20, "gems")
 
 
@@ -231,9 +232,53 @@ def test_additive_scores_pairs_the_shared_queries():
 
 def test_grouped_halving_options(hub):
     res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
-                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5)")
+                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5, focus = 4)")
     assert SPENT.search(res.message) and res.rows[0][1] == "gem"
     with pytest.raises(zooql.ZooQLError, match="lam must be a number >= 0"):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (lam = 'x')")
     with pytest.raises(zooql.ZooQLError, match="group must be an integer >= 1"):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (group = 0)")
+
+
+def _easy_pool_tree():
+    # 256 models, 1,000 queries; 900 of them every model gets right, only 100 separate the
+    # models (model 7 is the best on them): the informative 10% of the pool
+    rng = np.random.default_rng(5)
+    X = np.ones((256, 1000), dtype=np.uint8)
+    hard = rng.permutation(1000)[:100]
+    p = np.clip(rng.normal(0.5, 0.1, 256), 0.05, 0.95)
+    p[7] = 0.75
+    X[:, hard] = (rng.random((256, hard.size)) < p[:, None]).astype(np.uint8)
+    return X, hard
+
+
+def test_grouped_halving_focus_asks_the_finalists_informative_queries():
+    X, hard = _easy_pool_tree()
+    M, Q = X.shape
+    share = {None: [], 0: []}
+    for focus in (None, 0):                 # None: the default, focus once <= 32 survive
+        for seed in range(1, 5):
+            calls = []
+
+            def oracle(m, q):
+                calls.append(np.asarray(q).copy())
+                return X[m, q]
+            res = discover(oracle, M, Q, 20 * M, seed=seed, focus=focus, strict=True)
+            assert res.spent <= 20 * M
+            late = [r.index for r in res.rounds if r.cost > 0 and r.survivors <= 32]
+            assert late and len(calls) == sum(1 for r in res.rounds if r.cost > 0)   # one call per round
+            # the first round with <= 32 survivors: with focus, the informative queries the
+            # eliminated models answered come first (later rounds run out of them)
+            share[focus].append(np.mean(np.isin(calls[late[0]], hard)))
+    fresh, focused = np.mean(share[0]), np.mean(share[None])
+    assert fresh < 0.15 and focused > max(0.2, 2 * fresh), share   # fresh blocks: ~10%, as in the pool
+
+
+def test_planted_easy_pool_focus_changes_the_winner():
+    # most of the pool cannot separate the close finalists: spending their queries on the
+    # informative ones (focus, the default) returns a better model than the halving plan's
+    # fresh queries (focus = 0)
+    X, _ = _easy_pool_tree()
+    with_focus = _mean_rank(X, 20, "grouped_halving")
+    without = _mean_rank(X, 20, "grouped_halving", focus=0)
+    assert with_focus < 0.75 * without, (with_focus, without)

@@ -30,9 +30,20 @@ How a group ranks its members:
   (ridge on the query effects ``d_q`` with weight ``lam``), so the queries they share are
   compared paired and the rest still count.
 
-Thresholds (``group=16``, ``rel_until=64``, ``lam=1``) were set on design trees only (another
-IRT draw of the score trees and clustered trees with other seeds than the benchmark's);
-see benchmarks/RESULTS.md.
+Which queries the last rounds ask (``focus``): once at most ``focus`` models survive, the
+groups no longer take fresh blocks; each member answers its next unanswered queries in the
+order of :func:`informative_order`, most informative about the survivors first. By then the
+eliminated models have answered a good part of the pool, so each such query's difficulty is
+known roughly; a query that every model at the survivors' level gets right (or wrong) cannot
+separate them, while one near their level can (it is the query's Bernoulli variance at
+their level; the idea of adaptive testing). The survivors of a close final therefore spend
+their queries where they can differ. The group ``g`` of ``n`` leads with every ``n``-th query
+of that order, so different groups still answer mostly different queries. The plan (the
+rounds and their sizes) is the halving plan's; only the choice of queries changes.
+
+Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
+only (another IRT draw of the score trees and clustered trees with other seeds than the
+benchmark's); see benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -44,6 +55,7 @@ from zooql.methods.hidden_gems.strategies import halving_plan
 GROUP_SIZE = 16
 REL_UNTIL = 64
 RIDGE = 1.0
+FOCUS = 32
 
 
 class _Record:
@@ -52,8 +64,10 @@ class _Record:
     def __init__(self, M: int):
         self.q: list[list[np.ndarray]] = [[] for _ in range(M)]
         self.s: list[list[np.ndarray]] = [[] for _ in range(M)]
+        self.log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, models: np.ndarray, queries: np.ndarray, scores: np.ndarray) -> None:
+        self.log.append((models, queries, np.asarray(scores, dtype=np.float64)))
         order = np.argsort(models, kind="stable")
         mm, qq, ss = models[order], queries[order], scores[order]
         cut = np.flatnonzero(np.diff(mm)) + 1
@@ -88,6 +102,41 @@ def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25) -> np.nd
     return a
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 0.02, 0.98)
+    return np.log(p / (1.0 - p))
+
+
+def informative_order(S: Search, rec: _Record, alive: np.ndarray) -> np.ndarray:
+    """The pool's queries, most informative about the survivors ``alive`` first.
+
+    A query's outcome for the survivors is predicted from everyone who answered it so far
+    (eliminated models included): ``logit p = logit(mean outcome of its answerers) +
+    logit(survivors' mean) - logit(answerers' mean score)``, i.e. the query's difficulty
+    shifted from the level of its answerers to the level of the survivors. Its information
+    is the Bernoulli variance ``p (1 - p)``: a query every good model answers alike (far
+    too easy or too hard for them) cannot separate them. A query nobody answered gets the
+    mean information of the answered ones. Ties (and unanswered queries) keep the order
+    of the shared permutation."""
+    if not rec.log:
+        return S.perm.copy()
+    m = np.concatenate([e[0] for e in rec.log])
+    q = np.concatenate([e[1] for e in rec.log])
+    s = np.concatenate([e[2] for e in rec.log])
+    mu = np.nan_to_num(S.means(), nan=0.5)
+    n_q = np.bincount(q, minlength=S.Q)
+    p_q = (np.bincount(q, weights=s, minlength=S.Q) + 0.5) / (n_q + 1.0)
+    a_q = (np.bincount(q, weights=mu[m], minlength=S.Q) + 0.5) / (n_q + 1.0)
+    lvl = float(np.mean(mu[alive]))
+    p = 1.0 / (1.0 + np.exp(-(_logit(p_q) + _logit(np.array(lvl)) - _logit(a_q))))
+    info = p * (1.0 - p)
+    seen = n_q > 0
+    info[~seen] = info[seen].mean() if seen.any() else 0.25
+    pos = np.empty(S.Q, dtype=np.int64)
+    pos[S.perm] = np.arange(S.Q)
+    return np.lexsort((pos, -np.round(info, 6)))
+
+
 def _split(S: Search, alive: np.ndarray, group: int) -> list[np.ndarray]:
     n_groups = max(1, int(np.ceil(alive.size / group)))
     return np.array_split(S.rng.permutation(alive), n_groups)
@@ -102,22 +151,31 @@ def _keep_counts(S: Search, sizes: np.ndarray, keep: int) -> np.ndarray:
     return np.minimum(kg, sizes)
 
 
-def _fill_pairs(S: Search, G: np.ndarray, t: int, rec: _Record, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """The next ``t`` unanswered queries of each member of ``G`` in the order of the shared
-    permutation rotated by ``offset``, as (model, query) pairs."""
-    order = np.roll(S.perm, -offset)
+def _fill_pairs(S: Search, G: np.ndarray, t: int, rec: _Record, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``t`` unanswered queries of each member of ``G`` in ``order``, as (model,
+    query) pairs."""
     free = np.isnan(rec.dense(G, S.Q))[:, order]
     ii, jj = np.nonzero(free & (np.cumsum(free, axis=1) <= t))
     return G[ii], order[jj]
 
 
-def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int) -> tuple[np.ndarray, int]:
+def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int,
+               focus: bool = False) -> tuple[np.ndarray, int]:
     """One round's queries, asked in one oracle call: a fresh shared block per group while
     the pool has enough unused queries left, else each member fills in its group's order.
     Returns every model's mean on this round's queries (NaN if none) and the new block
     pointer."""
     mm, qq = [], []
-    if ptr + len(groups) * t <= S.Q:
+    if focus:
+        ranked = informative_order(S, rec, np.concatenate(groups))
+        n_g = len(groups)
+        for g, G in enumerate(groups):    # group g leads with every n_g-th informative query
+            lead = np.arange(g, S.Q, n_g)
+            order = np.concatenate([ranked[lead], np.delete(ranked, lead)])
+            m, q = _fill_pairs(S, G, t, rec, order)
+            mm.append(m)
+            qq.append(q)
+    elif ptr + len(groups) * t <= S.Q:
         for G in groups:
             mm.append(np.repeat(G, t))
             qq.append(np.tile(S.perm[ptr:ptr + t], G.size))
@@ -125,7 +183,7 @@ def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: i
     else:
         for G in groups:
             offset = 0 if len(groups) == 1 else int(S.rng.integers(S.Q))
-            m, q = _fill_pairs(S, G, t, rec, offset)
+            m, q = _fill_pairs(S, G, t, rec, np.roll(S.perm, -offset))
             mm.append(m)
             qq.append(q)
         ptr = S.Q
@@ -139,11 +197,12 @@ def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: i
 
 
 def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: int | None = None,
-                        lam: float | None = None, **opts) -> None:
+                        lam: float | None = None, focus: int | None = None, **opts) -> None:
     """Sequential Halving with paired comparisons inside random groups (module docstring)."""
     group = GROUP_SIZE if group is None else max(1, int(group))
     rel_until = REL_UNTIL if rel_until is None else int(rel_until)
     lam = RIDGE if lam is None else float(lam)
+    focus = FOCUS if focus is None else int(focus)
     sizes, q = halving_plan(S.M, S.B, S.Q, k)
     rec = _Record(S.M)
     rel = np.zeros(S.M)
@@ -154,7 +213,7 @@ def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: 
         keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
         means = np.full(S.M, np.nan)
         if q_r > 0 and S.remaining > 0:
-            means, ptr = _ask_round(S, groups, int(q_r), rec, ptr)
+            means, ptr = _ask_round(S, groups, int(q_r), rec, ptr, focus=0 < alive.size <= focus)
         cost = S.spent - before
         S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
         kept = []
