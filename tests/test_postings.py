@@ -129,3 +129,17 @@ def test_store_loads_each_format(tmp_path):
     assert isinstance(S.new_index("hnsw_reduced", 64), PostingsIndex)
     assert isinstance(S.new_index("hnsw_reduced", 64, like=h), HnswIndex)   # VACUUM keeps its kind
     assert isinstance(S.new_index("hnsw", 64), HnswIndex)
+
+
+@pytest.mark.parametrize("k", [1, 37, 400, 2990, 5000])
+def test_query_is_the_top_k_of_the_scores(k):
+    """The fast selection (count levels from the query's posting entries) returns exactly
+    the k best live logits by (score desc, label), including when k needs untouched ones."""
+    X, rng = _structured(n=64, cols=3000, concepts=100, seed=4)
+    idx = PostingsIndex(64, top=8).build_from_store(X)
+    idx.mark_deleted(rng.choice(3000, 10, replace=False))
+    for q in _queries(X, rng, m=3):
+        s = idx.scores(q, k_probes=8)
+        live = np.flatnonzero(~idx._dead)
+        want = live[np.lexsort((idx._labels[live], -s[live]))][:k]
+        assert idx.query(q, k, k_probes=8).tolist() == idx._labels[want].tolist()

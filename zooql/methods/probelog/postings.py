@@ -146,7 +146,8 @@ class PostingsIndex:
 
     # ------------------------------------------------------------------ querying
     def _counts(self, vec: np.ndarray, k_probes: int | None):
-        """(shared top probes per position int64 [N], tie-break weight per probe [n], k)."""
+        """(shared top probes per position int64 [N], tie-break weight per probe [n], the
+        query's posting entries: positions, one per shared probe)."""
         from zooql.methods.probelog.kernels import DEFAULT_K_PROBES, top_probes
 
         q = np.asarray(vec, dtype=np.float32).ravel()
@@ -159,7 +160,7 @@ class PostingsIndex:
         post, offs = self._lists()
         lists = [post[offs[i]:offs[i + 1]] for i in p.tolist()]
         pos = np.concatenate(lists) if lists else np.empty(0, np.int32)
-        return np.bincount(pos, minlength=self._labels.shape[0]), wl, int(p.shape[0])
+        return np.bincount(pos, minlength=self._labels.shape[0]), wl, pos
 
     def scores(self, vec: np.ndarray, k_probes: int | None = None) -> np.ndarray:
         """Per position: shared top probes with the query's top-``k_probes`` (plus < 1 of tie-break)."""
@@ -171,29 +172,40 @@ class PostingsIndex:
         """Labels of the ``k`` best-scoring live logits (``ef``/``max_ef`` are HNSW's; unused)."""
         if self._labels.shape[0] == 0 or k <= 0:
             return np.empty(0, np.int64)
-        cnt, wl, kp = self._counts(vec, k_probes)
+        cnt, wl, ent = self._counts(vec, k_probes)
         if filter_ids is not None:
             adm = filter_ids if isinstance(filter_ids, np.ndarray) else np.fromiter(filter_ids, np.int64)
             pos = np.flatnonzero(np.isin(self._labels, np.asarray(adm, np.int64).ravel()) & ~self._dead)
         else:
-            # the fewest positions with the highest counts that hold k live ones (one pass a level)
-            above = np.cumsum(np.bincount(cnt, minlength=kp + 1)[::-1])[::-1]   # above[c]: count >= c
-            c = int(np.flatnonzero(above >= k)[-1]) if above[0] >= k else 0
-            while True:
-                pos = np.flatnonzero(cnt >= c) if c > 0 else np.arange(cnt.shape[0])
-                pos = pos[~self._dead[pos]]
-                if pos.shape[0] >= k or c == 0:
-                    break
-                c -= 1
+            pos = self._best_positions(cnt, ent, int(k))
         want = int(min(k, pos.shape[0]))
         if want == 0:
             return np.empty(0, np.int64)
         s = cnt[pos] + wl[self._tops[pos]].sum(axis=1)
-        if want < pos.shape[0]:
-            part = np.argpartition(-s, want - 1)[:want]
-            pos, s = pos[part], s[part]
+        if want < pos.shape[0]:  # the best ``want`` and every tie of the last: ties go by label
+            keep = s >= -np.partition(-s, want - 1)[want - 1]
+            pos, s = pos[keep], s[keep]
         lab = self._labels[pos]
-        return lab[np.lexsort((lab, -s))]
+        return lab[np.lexsort((lab, -s))][:want]
+
+    def _best_positions(self, cnt: np.ndarray, ent: np.ndarray, k: int) -> np.ndarray:
+        """The live positions whose count is at least the highest level ``c`` that holds ``k``
+        of them (all live positions when the touched ones are too few), from the query's
+        posting entries only: a position of count ``c`` appears ``c`` times in them."""
+        ce = cnt.astype(np.uint8 if self.top < 256 else np.uint16)[ent]   # a small array: few cache misses
+        hist = np.bincount(ce)
+        levels = np.arange(hist.shape[0])
+        hist[1:] //= levels[1:]
+        above = np.cumsum(hist[::-1])[::-1]          # above[c]: positions with count >= c (c >= 1)
+        ok = np.flatnonzero(above[1:] >= k)
+        c = int(ok[-1]) + 1 if ok.size else 1
+        while c >= 1:
+            pos = np.unique(ent[ce >= c])
+            pos = pos[~self._dead[pos]]
+            if pos.shape[0] >= k:
+                return pos
+            c -= 1
+        return np.flatnonzero(~self._dead)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
