@@ -31,8 +31,8 @@ def _queries(X, rng, m=20):
 
 
 def test_pool_recall_on_a_flat_spectrum_gallery():
-    """The pool of 200 re-ranked exactly finds the exact top 10 (the 64-d PCA HNSW index
-    it replaces found 0.16 of it at 1M benchmark logits)."""
+    """The pool of 200 re-ranked exactly finds the exact top 10 (at 1M benchmark logits the
+    64-d PCA HNSW index it replaces found 0.745 of it with 600; at this size both do well)."""
     X, rng = _structured()
     idx = PostingsIndex(X.shape[0], top=20).build_from_store(X)
     rec = []
