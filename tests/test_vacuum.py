@@ -1,5 +1,5 @@
 """Issue 14, descriptors: DROP MODEL tombstones (no rewrite), VACUUM (round trip, interrupted,
-readers meanwhile), the memory-bounded chunked exact scan, the reduced HNSW index."""
+readers meanwhile), the memory-bounded chunked exact scan, the reduced index."""
 import os
 import tracemalloc
 
@@ -216,6 +216,29 @@ def test_reduced_index_reranks_candidates_exactly(tmp_path, zoo):
     assert "index=hnsw_reduced" in plan
     with pytest.raises(BindError, match="hnsw_reduced"):
         hub.execute("FIND MODELS LIKE m0 WITH PROBES ps OPTIONS (index = 'hnsw_reduced')")
+    hub.close()
+
+
+def test_reduced_index_follows_drop_and_vacuum(tmp_path, zoo):
+    """The reduced index (posting lists of top probes) masks dropped logits, and VACUUM
+    rebuilds it without them; FIND through it equals the exact answer on this small hub."""
+    from zooql.methods.probelog.postings import PostingsIndex
+
+    hub = _hub(tmp_path / "hub", zoo, range(N_MODELS))
+    assert _find(hub, "hnsw_reduced") == _find(hub)
+    with hub.store.read() as con:
+        rel = con.execute("SELECT dir FROM probe_sets WHERE name = 'ps'").fetchone()[0]
+    path = os.path.join(hub.path, rel, "hnsw_reduced")
+    total = sum(5 + i for i in range(N_MODELS))
+    assert len(PostingsIndex.load(path)) == total
+    hub.execute("DROP MODEL m3")
+    assert PostingsIndex.load(path)._deleted.size == 8
+    assert _find(hub, "hnsw_reduced") == _find(hub)
+    res = hub.execute("VACUUM ps")
+    assert res.rows[0][7] == "hnsw_reduced"
+    idx = PostingsIndex.load(path)
+    assert idx._deleted.size == 0 and len(idx) == total - 8
+    assert _find(hub, "hnsw_reduced") == _find(hub)
     hub.close()
 
 

@@ -62,9 +62,9 @@ HNSW_MIN_GALLERY = 200_000
 EXACT_MAX_CANDIDATES = 50_000
 #: Below this fraction of admissible columns, filtered HNSW degrades; use exact.
 HNSW_MIN_SELECTIVITY = 0.05
-#: Above this many columns the 128-d HNSW index (about 660 bytes a logit in memory) gives
-#: way to the reduced one (``hnsw_reduced``: 64-d PCA, M=12, about 370 bytes a logit;
-#: its candidates are re-ranked exactly on the full descriptors like the 128-d one's).
+#: Above this many columns the 128-d HNSW index (about 660 bytes a logit in memory) would
+#: not fit next to other work; ``index = 'hnsw_reduced'`` (zooql.methods.probelog.postings:
+#: posting lists of each logit's top probes, about 130 bytes a logit) is the opt-in index there.
 HNSW_FULL_MAX = 5_000_000
 
 
@@ -90,8 +90,8 @@ def plan_index(n_gallery: int, selectivity: float = 1.0) -> tuple[str, str]:
         return "exact", (f"filter keeps {s:.1%} of logits; filtered HNSW degrades below "
                          f"{HNSW_MIN_SELECTIVITY:.0%}, exact scan of the candidates")
     if n > HNSW_FULL_MAX:
-        # a full HNSW index would not fit memory; the reduced one's measured recall is low
-        # (benchmarks/RESULTS.md), so auto keeps the exact answer; OPTIONS (index = 'hnsw_reduced')
+        # a full HNSW index would not fit memory; auto keeps the exact answer (the reduced
+        # index is opt-in: OPTIONS (index = 'hnsw_reduced'), see docs/find.md)
         return "exact", (f"{n:,} logits: a full HNSW index would need ~{n * 660 / 2**30:.1f} GiB; "
                          "exact scan (index = 'hnsw_reduced' trades recall for speed)")
     return "hnsw", (f"{n:,} logits" + (f", filter keeps {s:.0%}" if s < 1.0 else "")

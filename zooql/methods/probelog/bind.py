@@ -541,7 +541,7 @@ def _check_index(target: str, requested: str) -> tuple[str, str]:
     if requested == "exact":
         return "exact", "OPTIONS (index = 'exact')"
     if requested in ("hnsw", "hnsw_reduced"):
-        if ann.hnswlib is None:
+        if requested == "hnsw" and ann.hnswlib is None:   # the reduced index is numpy only
             raise BindError(f"index = '{requested}' needs hnswlib, which is not installed")
         return requested, f"OPTIONS (index = '{requested}')"
     return "auto", ""

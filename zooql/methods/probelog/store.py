@@ -214,23 +214,38 @@ def _index_generation(path: str):
         return None
 
 
-#: The indexes a probe set may have: folder name -> HnswIndex parameters of a new one. The
-#: reduced one fits 10M logits in memory: 64-d PCA vectors, M=12 (about 370 bytes a logit).
-INDEX_KINDS = {"hnsw": {"dim": 128, "embedding": "random", "M": 16},
-               "hnsw_reduced": {"dim": 64, "embedding": "pca", "M": 12}}
+#: The indexes a probe set may have: folder name -> parameters of a new one. ``hnsw``: an
+#: hnswlib graph (ann.HnswIndex); ``hnsw_reduced`` (the option's name is kept from when it was
+#: a 64-d PCA HNSW graph): posting lists of every logit's top probes (postings.PostingsIndex,
+#: about 120 bytes a logit, 1.1 GiB at 10M logits; recall in benchmarks/RESULTS.md).
+INDEX_KINDS = {"hnsw": {"class": "hnsw", "dim": 128, "embedding": "random", "M": 16},
+               "hnsw_reduced": {"class": "postings", "top": 20}}
+
+
+def _index_class(path: str):
+    """The class that reads the index saved at ``path`` (by its CURRENT.json format)."""
+    import json
+
+    from zooql.methods.probelog.ann import HnswIndex
+    from zooql.methods.probelog.postings import FORMAT, PostingsIndex
+
+    try:
+        with open(os.path.join(path, "CURRENT.json")) as f:
+            fmt = json.load(f).get("format")
+    except (OSError, ValueError):
+        fmt = None  # HnswIndex.load reports the damage
+    return PostingsIndex if fmt == FORMAT else HnswIndex
 
 
 def load_index(files: ProbeSetFiles, kind: str = "hnsw"):
     """The probe set's HNSW index (cached per process, reloaded when its files change)."""
-    from zooql.methods.probelog.ann import HnswIndex
-
     path = os.path.realpath(files.index_dir(kind))
     gen = _index_generation(path)
     with _ILOCK:
         hit = _INDEXES.get(path)
         if hit is not None and hit[0] == gen:
             return hit[1]
-        idx = HnswIndex.load(path)
+        idx = _index_class(path).load(path)
         _INDEXES[path] = (gen, idx)
         return idx
 
@@ -250,18 +265,32 @@ def save_index(ctx, files: ProbeSetFiles, index, store=None, kind: str = "hnsw")
     return True
 
 
+def new_index(kind: str, n_probes: int, like=None):
+    """An empty index of ``kind`` (the parameters of ``like``, an index being rebuilt, if given)."""
+    from zooql.methods.probelog.ann import HnswIndex
+    from zooql.methods.probelog.postings import PostingsIndex
+
+    if isinstance(like, PostingsIndex) or (like is None and INDEX_KINDS[kind]["class"] == "postings"):
+        return PostingsIndex(n_probes, top=like.top if like is not None else INDEX_KINDS[kind]["top"])
+    p = INDEX_KINDS[kind] if like is None else {"dim": like.dim, "embedding": like.embedding, "seed": like.seed}
+    return HnswIndex(n_probes, dim=p["dim"], embedding=p["embedding"], seed=p.get("seed", 0))
+
+
+def _build_options(kind: str, like=None) -> dict:
+    from zooql.methods.probelog.postings import PostingsIndex
+
+    if isinstance(like, PostingsIndex) or (like is None and INDEX_KINDS[kind]["class"] == "postings"):
+        return {}
+    M = like.M if like is not None else INDEX_KINDS[kind]["M"]
+    return {"M": M, "ef_construction": 100 if kind == "hnsw_reduced" else 200, "num_threads": 1}
+
+
 def build_index(ctx, files: ProbeSetFiles, dm, kind: str = "hnsw", like=None):
     """Build (and save) an index of ``kind`` over the live columns; ``like``: an index whose
     parameters to reuse (VACUUM rebuilding an index without its deleted entries)."""
-    from zooql.methods.probelog.ann import HnswIndex
-
-    p = dict(INDEX_KINDS[kind])
-    if like is not None:
-        p = {"dim": like.dim, "embedding": like.embedding, "M": like.M, "seed": like.seed}
-    what = f"building {'reduced ' if kind == 'hnsw_reduced' else ''}HNSW index of {files.ps['name']}"
+    what = f"building {'reduced ' if kind == 'hnsw_reduced' else ''}index of {files.ps['name']}"
     ctx.report(what, 0, 1)
-    idx = HnswIndex(dm.n_probes, dim=p["dim"], embedding=p["embedding"], seed=p.get("seed", 0))
-    idx.build_from_store(dm, M=p["M"], ef_construction=100 if kind == "hnsw_reduced" else 200, num_threads=1)
+    idx = new_index(kind, dm.n_probes, like=like).build_from_store(dm, **_build_options(kind, like))
     ctx.report(what, 1, 1)
     save_index(ctx, files, idx, kind=kind)
     return idx
