@@ -223,7 +223,7 @@ def test_predict_contract_and_baselines():
     assert scores == sorted(scores, reverse=True)
     assert all(u >= 0 for _, _, u in out)
     for name, cls in BASELINES.items():
-        b = cls(text_embedder=fake_embedder) if name == "knn_dataset" else cls()
+        b = cls(text_embedder=fake_embedder) if name.startswith("knn_") else cls()
         b.fit(recs, side)
         res = b.predict("unseen", None, models=models[:5], description="text d01")
         assert len(res) == 5 and {m for m, _, _ in res} == set(models[:5])
