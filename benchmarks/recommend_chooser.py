@@ -9,6 +9,10 @@ hidden dataset's lists (``dump``).  Every chooser of ``select.CHOOSERS`` is then
 the inner lists of a fold *only* and its weights to that fold's hidden lists (``eval``): the
 evaluated dataset never influences the choice (the inner lists are computed without it).
 
+The dump also stores the rows of DUMP_METHODS beyond VAL_METHODS (``knn_soft``), so a candidate
+outside the shipped set is compared on the same folds: ``eval`` prints it alone and the ``mean``
+and ``bagged`` rules with it added to the candidate grid.
+
 The cost is one auto LODO run per table; the choosers themselves are cheap, so all of them
 are compared on the very same predictions.
 
@@ -128,6 +132,14 @@ def evaluate(dirs: list[Path]):
                 picks.setdefault(cname, []).append(tuple(np.round(w, 2)))
                 for truth, S in outer:
                     rows.setdefault(cname, []).append(_score(truth, blend_scores(w, S), rs))
+            if extra:   # the shipped rules with the extra candidates added to the grid
+                inner_x, outer_x = _sliced(r, pure)
+                grid_x = candidate_grid(len(pure))
+                for cname in ("mean", "bagged"):
+                    w = CHOOSERS[cname](inner_x, grid_x)
+                    for truth, S in outer_x:
+                        rows.setdefault(f"{cname} (+{'+'.join(extra)})", []).append(
+                            _score(truth, blend_scores(w, S), rs))
         agg = {m: np.mean(v, axis=0) for m, v in rows.items()}
         grid = candidate_grid()
         held = [o for r in recs for o in _sliced(r, VAL_METHODS)[1]]

@@ -217,7 +217,10 @@ def _argbest(scores: np.ndarray, grid: np.ndarray) -> int:
     """Best candidate; ties go to the simpler one (pure before blend, TIE_ORDER)."""
     def tie(c):
         nz = np.nonzero(grid[c])[0]
-        return (len(nz), TIE_ORDER.index(VAL_METHODS[nz[0]]) if len(nz) == 1 else 1, c)
+        if len(nz) != 1:
+            return (len(nz), 1, c)
+        name = VAL_METHODS[nz[0]] if nz[0] < len(VAL_METHODS) else None   # a wider grid: extras last
+        return (1, TIE_ORDER.index(name) if name else len(TIE_ORDER), c)
     top = np.round(scores, 9).max()
     return min((c for c in range(len(scores)) if round(float(scores[c]), 9) == top), key=tie)
 
