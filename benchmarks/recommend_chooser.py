@@ -9,6 +9,10 @@ hidden dataset's lists (``dump``).  Every chooser of ``select.CHOOSERS`` is then
 the inner lists of a fold *only* and its weights to that fold's hidden lists (``eval``): the
 evaluated dataset never influences the choice (the inner lists are computed without it).
 
+The dump also stores the rows of DUMP_METHODS beyond VAL_METHODS (``knn_soft``), so a candidate
+outside the shipped set is compared on the same folds: ``eval`` prints it alone and the ``mean``
+and ``bagged`` rules with it added to the candidate grid.
+
 The cost is one auto LODO run per table; the choosers themselves are cheap, so all of them
 are compared on the very same predictions.
 
@@ -35,6 +39,10 @@ import numpy as np  # noqa: E402
 from zooql.methods.modellens.metrics import kendall_tau_at_k, ndcg_at_k, ndcg_lovm_at_k  # noqa: E402
 from zooql.methods.modellens.select import (VAL_METHODS, make_baselines, memo_embedder,  # noqa: E402
                                             validation_lists, _score_vec)
+
+# every method whose rows a dump stores (VAL_METHODS first): candidates that are not in the
+# shipped set are compared on the same folds without a second dump
+DUMP_METHODS = tuple(dict.fromkeys(VAL_METHODS + ("knn_soft",)))
 
 
 def _load(table):
@@ -68,7 +76,7 @@ def dump(table: str, out: Path, folds=None):
         train = recs.subset(recs.d_idx != di)
         side_tr = SideInfo({k: v for k, v in side.dataset_text.items() if k != d}, side.model_features)
         methods = {"modellens": Recommender(**cfg, text_embedder=emb).fit(train, side_tr)}
-        for name, b in make_baselines(meta["reference"], emb).items():
+        for name, b in make_baselines(meta["reference"], emb, DUMP_METHODS).items():
             methods[name] = b.fit(train, side_tr)
         desc = side.dataset_text.get(d)
         outer = []
@@ -76,11 +84,12 @@ def dump(table: str, out: Path, folds=None):
         for k in np.unique(recs.k_idx[sel]):
             s2 = sel & (recs.k_idx == k)
             models = [recs.models[j] for j in recs.m_idx[s2]]
-            S = np.stack([_score_vec(methods[n], d, recs.metrics[k], models, desc) for n in VAL_METHODS])
+            S = np.stack([_score_vec(methods[n], d, recs.metrics[k], models, desc) for n in DUMP_METHODS])
             outer.append((recs.score[s2].astype(np.float64), S))
         t1 = time.time()
-        inner, inner_folds = validation_lists(train, side_tr, cfg, emb, meta["reference"])
-        rec = {"table": table, "dataset": d, "outer": outer, "inner": inner, "inner_folds": inner_folds,
+        inner, inner_folds = validation_lists(train, side_tr, cfg, emb, meta["reference"],
+                                              methods=DUMP_METHODS)
+        rec = {"table": table, "methods": DUMP_METHODS, "dataset": d, "outer": outer, "inner": inner, "inner_folds": inner_folds,
                "rel_scale": meta.get("rel_scale"), "seconds_fit": t1 - t0, "seconds_val": time.time() - t1}
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(rec))
@@ -93,6 +102,13 @@ def _score(truth, pred, rel_scale):
             kendall_tau_at_k(truth, pred))
 
 
+def _sliced(rec, names):
+    """A dump's inner and outer lists with the score rows of ``names`` only (in that order)."""
+    have = list(rec.get("methods", VAL_METHODS))
+    idx = [have.index(n) for n in names]
+    return ([(f, t, S[idx]) for f, t, S in rec["inner"]], [(t, S[idx]) for t, S in rec["outer"]])
+
+
 def evaluate(dirs: list[Path]):
     from zooql.methods.modellens.select import CHOOSERS, blend_scores, candidate_grid
 
@@ -102,20 +118,32 @@ def evaluate(dirs: list[Path]):
         if not recs:
             continue
         table, rs = recs[0]["table"], recs[0]["rel_scale"]
-        rows: dict[str, list] = {m: [] for m in VAL_METHODS}
+        extra = [m for m in recs[0].get("methods", VAL_METHODS) if m not in VAL_METHODS]
+        pure = [*VAL_METHODS, *extra]
+        rows: dict[str, list] = {m: [] for m in pure}
         picks: dict[str, list] = {}
         for r in recs:
-            for truth, S in r["outer"]:
-                for j, m in enumerate(VAL_METHODS):
+            for truth, S in _sliced(r, pure)[1]:
+                for j, m in enumerate(pure):
                     rows[m].append(_score(truth, S[j], rs))
+            inner, outer = _sliced(r, VAL_METHODS)
             for cname, chooser in CHOOSERS.items():
-                w = chooser(r["inner"])
+                w = chooser(inner)
                 picks.setdefault(cname, []).append(tuple(np.round(w, 2)))
-                for truth, S in r["outer"]:
+                for truth, S in outer:
                     rows.setdefault(cname, []).append(_score(truth, blend_scores(w, S), rs))
+            if extra:   # the shipped rules with the extra candidates added to the grid
+                inner_x, outer_x = _sliced(r, pure)
+                grid_x = candidate_grid(len(pure))
+                for cname in ("mean", "bagged"):
+                    w = CHOOSERS[cname](inner_x, grid_x)
+                    for truth, S in outer_x:
+                        rows.setdefault(f"{cname} (+{'+'.join(extra)})", []).append(
+                            _score(truth, blend_scores(w, S), rs))
         agg = {m: np.mean(v, axis=0) for m, v in rows.items()}
         grid = candidate_grid()
-        fixed = [np.mean([ndcg_at_k(t, blend_scores(w, S)) for r in recs for t, S in r["outer"]]) for w in grid]
+        held = [o for r in recs for o in _sliced(r, VAL_METHODS)[1]]
+        fixed = [np.mean([ndcg_at_k(t, blend_scores(w, S)) for t, S in held]) for w in grid]
         hind = int(np.argmax(fixed))
         best_b = max(("avg_rank", "imagenet", "knn_dataset"), key=lambda m: agg[m][0])
         lines += [f"### {table}: {len(recs)} outer folds, {len(rows['modellens'])} lists "

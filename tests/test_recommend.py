@@ -223,7 +223,7 @@ def test_predict_contract_and_baselines():
     assert scores == sorted(scores, reverse=True)
     assert all(u >= 0 for _, _, u in out)
     for name, cls in BASELINES.items():
-        b = cls(text_embedder=fake_embedder) if name == "knn_dataset" else cls()
+        b = cls(text_embedder=fake_embedder) if name.startswith("knn_") else cls()
         b.fit(recs, side)
         res = b.predict("unseen", None, models=models[:5], description="text d01")
         assert len(res) == 5 and {m for m, _, _ in res} == set(models[:5])
@@ -315,3 +315,50 @@ def test_real_openclip_one_fold():
     assert rho > 0.85, rho
     # predicted scores are on the accuracy scale of the neighbours
     assert 0.2 < float(np.mean([out[m] for m in ms])) < 0.9
+
+
+def _continuum(D=10, M=30, seed=0, informative=True):
+    """Datasets on a continuum of two skills; the description embeds its position (or, with
+    ``informative=False``, a random direction that says nothing about the skills)."""
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((M, 2))
+    pos = np.linspace(0, 1, D)
+    rows, text, E = [], {}, {}
+    for j, w in enumerate(pos):
+        for i in range(M):
+            rows.append((f"m{i:02d}", f"d{j}", "acc", float(U[i] @ [1 - w, w])))
+        text[f"d{j}"] = f"dataset {j}"
+        if informative:
+            ang = w * math.pi / 2
+            v = np.zeros(384, dtype=np.float32)
+            v[0], v[1] = math.cos(ang), math.sin(ang)
+        else:
+            v = rng.standard_normal(384).astype(np.float32)
+            v /= np.linalg.norm(v)
+        E[f"dataset {j}"] = v
+    return Records.from_rows(rows), SideInfo(text), (lambda texts: np.stack([E[t] for t in texts])), U
+
+
+def test_knn_soft_fits_its_temperature_to_what_descriptions_say():
+    recs, side, embed, U = _continuum()
+    soft = BASELINES["knn_soft"](text_embedder=embed).fit(recs, side)
+    # neighbours by description predict the skills: a finite (sharp) temperature
+    assert math.isfinite(soft.T) and soft.T <= 0.2
+    # a held-out mixture near one end: the soft kNN ranks it nearly right, the mean prior
+    # (an equal mixture of the two skills) does not
+    w = 0.05
+    truth = U @ [1 - w, w]
+    ang = w * math.pi / 2
+    e = np.zeros(384, dtype=np.float32)
+    e[0], e[1] = math.cos(ang), math.sin(ang)
+    embed2 = lambda texts: np.stack([e if t == "held out" else embed([t])[0] for t in texts])  # noqa: E731
+    soft._embedder = embed2
+    models = [f"m{i:02d}" for i in range(len(U))]
+    pred = {m: s for m, s, _ in soft.predict("new", models=models, description="held out")}
+    flat = BASELINES["knn_soft"](temperature=math.inf, text_embedder=embed2).fit(recs, side)
+    prior = {m: s for m, s, _ in flat.predict("new", models=models, description="held out")}
+    assert spearman(truth, [pred[m] for m in models]) > 0.95
+    assert spearman(truth, [pred[m] for m in models]) > spearman(truth, [prior[m] for m in models]) + 0.1
+    # random descriptions: the fit shrinks to the smooth end (the mean z-score prior or near it)
+    recs2, side2, embed3, _ = _continuum(informative=False)
+    assert BASELINES["knn_soft"](text_embedder=embed3).fit(recs2, side2).T >= 0.5

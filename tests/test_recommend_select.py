@@ -259,3 +259,20 @@ def test_validate_false_keeps_modellens(tmp_path):
     assert h.execute(q).message.startswith("auto (modellens):")
     assert h.execute(q).rows == h.execute(q + " USING modellens").rows
     h.close()
+
+
+def test_bagged_spreads_a_choice_that_hinges_on_one_validation_dataset():
+    lists = _inconsistent()
+    w_mean = S.choose_mean(lists)
+    w_bag = S.choose_bagged(lists)
+    # the mean rule bets everything on the ModelLens blend that one dataset carries; the
+    # resamples without that dataset choose otherwise, so the bagged weights keep ModelLens
+    # at less than the mean rule gives it and put the rest where the other resamples went
+    assert w_mean[0] > 0 and 0 < w_bag[0] < w_mean[0]
+    assert w_bag.sum() == pytest.approx(1.0) and (w_bag >= 0).all()
+    assert np.count_nonzero(w_bag) > np.count_nonzero(w_mean)
+    # deterministic for a seed, and another seed draws other resamples
+    assert np.array_equal(w_bag, S.choose_bagged(lists))
+    assert any(not np.array_equal(w_bag, S.choose_bagged(lists, seed=s)) for s in range(1, 6))
+    method, weights, _ = S.choose(lists, chooser="bagged")
+    assert method == "blend" and weights == {m: round(float(x), 4) for m, x in zip(S.VAL_METHODS, w_bag) if x > 0}
