@@ -252,3 +252,27 @@ def test_a_failed_group_commit_keeps_the_earlier_groups_and_nothing_half(tmp_pat
     res = h.execute("PROBE WITH ps")
     assert [r[2] for r in res.rows].count("already probed") == 2 and len(_runs(h)) == 12
     assert h.execute("CHECK HUB").rows == []
+
+
+def test_a_model_whose_width_changed_since_add_models_fails_clearly(tmp_path):
+    """PROBE loads models with their recorded width (no blank forward pass); a model file
+    replaced after ADD MODELS by one with another width fails with a clear message on its
+    first batch, and the other models are probed."""
+    import torch
+
+    from zooql.testing.zoo import build_zoo
+
+    z = build_zoo(tmp_path / "zoo", n_models=3)
+    h = zooql.connect(tmp_path / "hub")
+    h.execute(f"ADD MODELS FROM '{z['models_csv']}'")
+    h.execute(f"CREATE PROBE SET ps FROM '{z['probes']}'")
+    width = h.execute("SHOW MODELS WHERE name = 'm00'").to_dicts()[0]["num_logits"]
+    wider = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width + 2)))
+    wider.save(str(tmp_path / "zoo" / "m00.pt"))
+    status = {r[0]: r[2] for r in h.execute("PROBE MODELS WITH ps").rows}
+    assert status["m00"].startswith("failed: ") and \
+        f"returns {width + 2} logits per image but the catalog records {width}" in status["m00"], status["m00"]
+    assert status["m01"] == status["m02"] == "probed"
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 2
+    h.close()
