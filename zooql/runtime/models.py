@@ -158,8 +158,9 @@ class ModelRuntime:
             spec = parse_source(source)
             built: Built = build(spec, checkpoint=checkpoint, options=options, trust_code=self.trust_code,
                                  known_logits=num_logits)
-            try:
-                module = built.module.to(self.device)
+            try:   # TorchScript files load onto the CPU (map_location): no walk over the parameters
+                on_device = self.device == "cpu" and built.kind == "torchscript"
+                module = built.module if on_device else built.module.to(self.device)
             except Exception as exc:
                 raise ExecutionError(f"model '{name}' cannot be moved to {self.device}: {exc}") from None
             loaded = LoadedModel(name=name, module=module, preprocess=built.preprocess, kind=built.kind,

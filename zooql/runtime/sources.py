@@ -24,6 +24,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -246,7 +247,8 @@ def build(spec: SourceSpec, *, checkpoint: str | None = None, options: dict | No
         raise SecurityError(f"source 'python:{spec.target}' runs arbitrary Python code; refusing. "
                             f"To allow it: {TRUST_HINT}")
     try:
-        with _offline():
+        # TorchScript files never reach the Hugging Face Hub: no offline environment to set
+        with (contextlib.nullcontext() if spec.kind == "torchscript" else _offline()):
             if spec.kind in ("torchscript", "python"):
                 built = builders[spec.kind](spec, checkpoint, options, known_logits)
             else:
@@ -426,16 +428,36 @@ def _build_torchscript(spec: SourceSpec, checkpoint: str | None, options: dict,
     if checkpoint:
         apply_state_dict(module, load_checkpoint(checkpoint), checkpoint)
         extra["weights"] = "checkpoint"
-    pre = Preprocess.from_dict(meta.get("preprocess")).with_options(options)
-    given = set(meta.get("preprocess") or {}) | {k for k, v in options.items() if v is not None}
-    defaulted = [k for k in ("input_size", "channels", "mean", "std", "interpolation") if k not in given]
-    if defaulted:   # a TorchScript file does not say how it wants its images: say what was assumed
-        d = pre.to_dict()
-        extra["preprocess_defaults"] = ", ".join(f"{k}={d[k]}" for k in defaulted)
+    pre, defaults = _torchscript_preprocess(meta.get("preprocess"), options)
+    if defaults:   # a TorchScript file does not say how it wants its images: say what was assumed
+        extra["preprocess_defaults"] = defaults
     labels = meta.get("labels") or _module_labels(module)
     num_logits, checked = _width(module, pre, known_logits, f"torchscript:{path}")
     return Built(module, "torchscript", pre, num_logits, labels, family=meta.get("family"), extra=extra,
                  width_checked=checked)
+
+
+#: (file's preprocessing, WITH options) as JSON -> (Preprocess, defaults note): PROBE over
+#: thousands of TorchScript models builds the same few preprocessings over and over
+_TS_PREPROCESS: dict[str, tuple[Preprocess, str]] = {}
+
+
+def _torchscript_preprocess(stored: dict | None, options: dict) -> tuple[Preprocess, str]:
+    """A TorchScript model's preprocessing (its file's, overridden by ``options``) and the
+    note naming the values that were defaulted ('' when none)."""
+    key = json.dumps([stored, options], sort_keys=True, default=str)
+    hit = _TS_PREPROCESS.get(key)
+    if hit is not None:
+        return hit
+    pre = Preprocess.from_dict(stored).with_options(options)
+    given = set(stored or {}) | {k for k, v in options.items() if v is not None}
+    defaulted = [k for k in ("input_size", "channels", "mean", "std", "interpolation") if k not in given]
+    d = pre.to_dict()
+    out = (pre, ", ".join(f"{k}={d[k]}" for k in defaulted))
+    if len(_TS_PREPROCESS) >= 1024:
+        _TS_PREPROCESS.clear()
+    _TS_PREPROCESS[key] = out
+    return out
 
 
 def _build_python(spec: SourceSpec, checkpoint: str | None, options: dict,
