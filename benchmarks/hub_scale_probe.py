@@ -250,7 +250,8 @@ def _main_row(n, n_probes, block, main, rss, prep) -> dict:
     ratio = b_s / z_s            # ZooQL throughput / bare throughput
     per = sorted(b / z for b, z in pairs)
     setup = ("hub reused" if prep["reused"] else "hub built") + \
-        f" (generate {prep.get('generate_s', 0):.0f} s, register {prep.get('register_s', 0):.0f} s, not timed)"
+        (f" ({prep['note']})" if prep.get("note") else
+         f" (generate {prep.get('generate_s', 0):.0f} s, register {prep.get('register_s', 0):.0f} s, not timed)")
     return {"figure": f"PROBE {n} small models (default: commit groups of 1 s, writer thread), "
                       f"{len(pairs)} ABBA blocks of {block}",
             "baseline_s": round(b_s, 2), "zooql_s": round(z_s, 2), "ratio": round(ratio, 3),

@@ -276,3 +276,29 @@ def test_a_model_whose_width_changed_since_add_models_fails_clearly(tmp_path):
     with h.store.read() as con:
         assert con.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 2
     h.close()
+
+
+def test_groups_last_ten_commits_when_commits_are_slow():
+    """A group lasts the interval, or COMMIT_SPAN times the last commit when that is longer
+    (a loaded machine); interval 0 still commits every model alone."""
+    from zooql.methods.probelog.probe_commit import COMMIT_SPAN, GroupWriter
+
+    w = GroupWriter(None, {}, None, None, interval=1.0)
+    assert w.due() == 1.0
+    w.last_commit_seconds = 0.05
+    assert w.due() == 1.0
+    w.last_commit_seconds = 0.3
+    assert w.due() == pytest.approx(COMMIT_SPAN * 0.3) and w.due() > 1.0
+    submitted = []
+    w._submit = lambda: submitted.append(len(w._pending))
+    w._last = time.perf_counter() - 1.5     # past the interval, not past ten commits
+    w.add(object())
+    assert submitted == []
+    w._last = time.perf_counter() - 3.5
+    w.add(object())
+    assert submitted == [2]
+    z = GroupWriter(None, {}, None, None, interval=0)
+    z.last_commit_seconds = 5.0
+    z._submit = lambda: submitted.append("each")
+    z.add(object())
+    assert submitted[-1] == "each"
