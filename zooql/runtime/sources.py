@@ -24,7 +24,6 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -43,7 +42,6 @@ SOURCE_PREFIXES = LOADABLE_KINDS + NAME_ONLY_PREFIXES
 MODEL_OPTION_KEYS = ("num_classes",)
 TRUST_HINT = "SET trust_code = true or --trust"
 _STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
-_ZOOQL_EXTRA_FILE = "zooql.json"
 
 
 # ==== source strings =======================================================================
@@ -239,8 +237,10 @@ def build(spec: SourceSpec, *, checkpoint: str | None = None, options: dict | No
     given, TorchScript and Python models skip the blank-image forward pass that learns it
     (the result's ``width_checked`` is then False: the caller checks the first real batch)."""
     options = dict(options or {})
+    from zooql.runtime.torchscript_source import build_torchscript
+
     builders = {"timm": _build_timm, "open_clip": _build_open_clip,
-                "torchscript": _build_torchscript, "python": _build_python}
+                "torchscript": build_torchscript, "python": _build_python}
     if spec.kind not in builders:
         raise ExecutionError(f"source '{spec.kind}:{spec.target}' is registered by name only and cannot be loaded")
     if spec.kind == "python" and not trust_code:
@@ -410,54 +410,6 @@ def _open_clip_cached_tag(open_clip, arch: str, tag: str) -> str | None:
         if os.path.isfile(hit):
             return hit
     return None
-
-
-def _build_torchscript(spec: SourceSpec, checkpoint: str | None, options: dict,
-                       known_logits: int | None = None) -> Built:
-    path = spec.target
-    if not os.path.isfile(path):
-        raise ExecutionError(f"TorchScript file not found: {path}")
-    files = {_ZOOQL_EXTRA_FILE: ""}
-    try:
-        with _quiet(logs=False):
-            module = torch.jit.load(path, map_location="cpu", _extra_files=files)
-    except Exception as exc:
-        raise ExecutionError(f"{path} is not a loadable TorchScript file: {_short(exc)}") from None
-    meta = _json_or_empty(files.get(_ZOOQL_EXTRA_FILE))
-    extra: dict[str, Any] = {"weights": "torchscript"}
-    if checkpoint:
-        apply_state_dict(module, load_checkpoint(checkpoint), checkpoint)
-        extra["weights"] = "checkpoint"
-    pre, defaults = _torchscript_preprocess(meta.get("preprocess"), options)
-    if defaults:   # a TorchScript file does not say how it wants its images: say what was assumed
-        extra["preprocess_defaults"] = defaults
-    labels = meta.get("labels") or _module_labels(module)
-    num_logits, checked = _width(module, pre, known_logits, f"torchscript:{path}")
-    return Built(module, "torchscript", pre, num_logits, labels, family=meta.get("family"), extra=extra,
-                 width_checked=checked)
-
-
-#: (file's preprocessing, WITH options) as JSON -> (Preprocess, defaults note): PROBE over
-#: thousands of TorchScript models builds the same few preprocessings over and over
-_TS_PREPROCESS: dict[str, tuple[Preprocess, str]] = {}
-
-
-def _torchscript_preprocess(stored: dict | None, options: dict) -> tuple[Preprocess, str]:
-    """A TorchScript model's preprocessing (its file's, overridden by ``options``) and the
-    note naming the values that were defaulted ('' when none)."""
-    key = json.dumps([stored, options], sort_keys=True, default=str)
-    hit = _TS_PREPROCESS.get(key)
-    if hit is not None:
-        return hit
-    pre = Preprocess.from_dict(stored).with_options(options)
-    given = set(stored or {}) | {k for k, v in options.items() if v is not None}
-    defaulted = [k for k in ("input_size", "channels", "mean", "std", "interpolation") if k not in given]
-    d = pre.to_dict()
-    out = (pre, ", ".join(f"{k}={d[k]}" for k in defaulted))
-    if len(_TS_PREPROCESS) >= 1024:
-        _TS_PREPROCESS.clear()
-    _TS_PREPROCESS[key] = out
-    return out
 
 
 def _build_python(spec: SourceSpec, checkpoint: str | None, options: dict,
