@@ -1,21 +1,26 @@
 """PROBE over many small models (issue 14, "Probing many models") against bare batched
-forward passes of the same models.
+forward passes of the same models, interleaved so that both see the same machine load.
 
 The benchmark generates ``--models`` TorchScript MLPs (16x16 grey input, 256 -> 64 -> 10;
-different random weights, ~70 KB each) and a probe set of ``--probes`` images, registers
-them in a fresh hub (not timed), then times, each in its own process (so that its peak
-RSS is its own):
+different random weights, ~70 KB each) and a probe set of ``--probes`` images and registers
+them in a hub (not timed). With ``--keep`` the registered hub stays under ``--workdir`` and
+a later run with the same ``--models``/``--probes`` reuses it (each run probes with a probe
+set of its own, so every model is probed afresh). Two worker processes stay up for the whole
+run (so each one's peak RSS is its own, and one-off imports are paid once, as in one long PROBE):
 
 * **bare**: for every model ``torch.jit.load`` + batched forward passes over the probes
   (preprocessed once), the outputs kept as numpy arrays -- what a hand-written script does;
-* **zooql**: ``PROBE MODELS WITH ps`` on the local executor with the default settings
-  (commit groups of at most ``probe_commit_interval`` = 1 s of work, stored and committed on
-  a writer thread while the next models run; every model atomic);
-* **zooql per-model commit**: ``SET probe_commit_interval = 0`` (one transaction per model)
-  on the first ``--per-model`` models, reported as its own row.
+* **zooql**: ``PROBE MODELS WHERE name >= a AND name < b WITH ps`` on the local executor
+  with the default settings (commit groups of at most ``probe_commit_interval`` = 1 s of
+  work, stored and committed on a writer thread; every model atomic).
 
-The bare loop runs before and after ZooQL (the machine is shared: its load changes); the
-faster of the two is the baseline, so the ratio is the conservative one.
+The models are cut into blocks of ``--block``; each block runs bare and ZooQL back to back,
+in ABBA order (bare first on even blocks, ZooQL first on odd ones), so that a change of the
+machine's load hits both alike. Reported: the totals over all blocks (their ratio is the
+figure), and the median and range of the per-block ratios. Each ZooQL block is its own PROBE
+statement, so its per-statement costs are paid once per block (conservative against one
+PROBE over all models). A second row: ``SET probe_commit_interval = 0`` (one transaction per
+model) on the first ``--per-model`` models, one bare/ZooQL pair, informational.
 Target: ZooQL >= 85% of the bare throughput (models/s). Peak memory (RSS) per row.
 
 ``rows(args)`` returns the table rows (dicts with keys figure, baseline_s, zooql_s, ratio,
@@ -83,100 +88,189 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def phase_bare(folder: Path, n: int) -> dict:
-    """Bare batched forward passes: load each model, run it over the probes in batches."""
+def _name(i: int) -> str:
+    return f"mlp{i:05d}"
+
+
+def bare_worker(folder: Path):
+    """Bare batched forward passes: load each model, run it over the probes in batches.
+    Returns ``run(a, b) -> seconds`` for models a..b-1."""
     import torch
 
     torch.set_num_threads(1)
     probes = np.load(folder / "probes.npy")
     x = torch.from_numpy(((probes.astype(np.float32) / 255.0) - 0.5) / 0.5)[:, None]
-    paths = [str(folder / f"mlp{i:05d}.pt") for i in range(n)]
-    t0 = time.perf_counter()
-    out = 0.0
-    for p in paths:
-        m = torch.jit.load(p)
-        with torch.inference_mode():
-            ys = [m(x[i:i + 64]).float().numpy() for i in range(0, len(x), 64)]
-        out += float(np.concatenate(ys)[0, 0])
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(), "check": out}
+
+    def run(a: int, b: int, **_) -> dict:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = 0.0
+        for i in range(a, b):
+            m = torch.jit.load(str(folder / f"{_name(i)}.pt"))
+            with torch.inference_mode():
+                ys = [m(x[j:j + 64]).float().numpy() for j in range(0, len(x), 64)]
+            out += float(np.concatenate(ys)[0, 0])
+        return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "probed": b - a, "check": out}
+    return run
 
 
-def phase_zooql(folder: Path, n: int, interval: float | None, probe_set: str) -> dict:
+def zooql_worker(folder: Path):
+    """``run(a, b, probe_set, interval)``: one PROBE statement over models a..b-1."""
     import torch
     import zooql
 
     torch.set_num_threads(1)
     hub = zooql.connect(str(folder / "hub"))
-    if interval is not None:   # SET persists in the hub: the per-model row runs last
-        hub.execute(f"SET probe_commit_interval = {interval}")
-    stmt = f"PROBE MODELS WHERE name < 'mlp{n:05d}' WITH {probe_set}"
-    t0 = time.perf_counter()
-    res = hub.execute(stmt)
-    seconds = time.perf_counter() - t0
-    probed = sum(1 for r in res.rows if str(r[2]).startswith("probed"))
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "probed": probed, "message": res.message}
+
+    def run(a: int, b: int, probe_set: str = "ps", interval: float | None = None) -> dict:
+        if interval is not None:   # SET persists in the hub: the caller sets it back
+            hub.execute(f"SET probe_commit_interval = {interval}")
+        stmt = f"PROBE MODELS WHERE name >= '{_name(a)}' AND name < '{_name(b)}' WITH {probe_set}"
+        t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+        res = hub.execute(stmt)
+        seconds, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
+        probed = sum(1 for r in res.rows if str(r[2]).startswith("probed"))
+        return {"seconds": seconds, "cpu": cpu, "cpu_main": main, "probed": probed, "message": res.message}
+    return run
 
 
-def _register(folder: Path) -> float:
+def serve(kind: str, folder: Path) -> None:
+    """A worker process: one JSON command a line on stdin, one JSON answer a line on stdout."""
+    run = bare_worker(folder) if kind == "bare" else zooql_worker(folder)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
+            return
+        print(json.dumps(run(**cmd)), flush=True)
+
+
+class _Worker:
+    def __init__(self, kind: str, folder: Path):
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   OMP_NUM_THREADS="1")
+        self.kind = kind
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--phase", kind,
+                                      "--workdir", str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+
+    def ask(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the {self.kind} worker died (exit {self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def close(self) -> float:
+        rss = self.ask(quit=True)["peak_rss_mb"]
+        self.proc.wait(timeout=60)
+        return rss
+
+
+def prepare(folder: Path, n: int, n_probes: int) -> dict:
+    """The models and a hub with them registered: reused when ``folder`` already holds the
+    same (``registered.json``), else generated and registered (not timed)."""
+    marker = folder / "registered.json"
+    want = {"models": n, "probes": n_probes}
+    if marker.exists() and {k: json.loads(marker.read_text()).get(k) for k in want} == want:
+        return {**json.loads(marker.read_text()), "reused": True}
     import zooql
 
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    generate(folder, n, n_probes)
+    gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     hub = zooql.connect(str(folder / "hub"))
     hub.execute(f"ADD MODELS FROM '{folder / 'models.csv'}'")
-    hub.execute(f"CREATE PROBE SET ps FROM '{folder / 'probes.npy'}'")
-    hub.execute(f"CREATE PROBE SET ps_each FROM '{folder / 'probes.npy'}'")   # for the per-model-commit row
     hub.close()
-    return time.perf_counter() - t0
+    info = {**want, "generate_s": round(gen_s, 1), "register_s": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(info))
+    return {**info, "reused": False}
 
 
-def _run_phase(folder: Path, *extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", *extra, "--workdir", str(folder)],
-                         capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"phase {extra} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _probe_sets(folder: Path) -> tuple[str, str]:
+    """Two fresh probe sets (default row, per-model-commit row) for this run."""
+    import zooql
+
+    tag = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+    hub = zooql.connect(str(folder / "hub"))
+    names = (f"ps{tag}", f"pe{tag}")
+    for name in names:
+        hub.execute(f"CREATE PROBE SET {name} FROM '{folder / 'probes.npy'}'")
+    hub.close()
+    return names
+
+
+def interleaved(bare: _Worker, zq: _Worker, n: int, block: int, probe_set: str) -> dict:
+    """ABBA blocks of ``block`` models: per-block (bare s, ZooQL s) and the ZooQL probed count."""
+    pairs, cpus, probed = [], [], 0
+    for k, a in enumerate(range(0, n, block)):
+        b = min(n, a + block)
+        order = (bare, zq) if k % 2 == 0 else (zq, bare)
+        got = {w.kind: w.ask(a=a, b=b, **({"probe_set": probe_set} if w is zq else {})) for w in order}
+        pairs.append((got["bare"]["seconds"], got["zooql"]["seconds"]))
+        cpus.append((got["bare"]["cpu"], got["zooql"]["cpu"], got["zooql"]["cpu_main"]))
+        probed += got["zooql"]["probed"]
+        print(f"block {k}: models {a}..{b - 1}: bare {pairs[-1][0]:.2f} s, ZooQL {pairs[-1][1]:.2f} s "
+              f"({pairs[-1][0] / pairs[-1][1]:.0%}); CPU s bare {cpus[-1][0]:.2f}, ZooQL {cpus[-1][1]:.2f} "
+              f"(main thread {cpus[-1][2]:.2f})", file=sys.stderr, flush=True)
+    return {"pairs": pairs, "cpus": cpus, "probed": probed}
 
 
 def rows(args) -> list[dict]:
     """The benchmark's table rows (see the module docstring)."""
     n = int(getattr(args, "models", 10000) or 10000)
     n_probes = int(getattr(args, "probes", 256) or 256)
+    block = max(1, int(getattr(args, "block", 500) or 500))
     per_model = min(n, int(getattr(args, "per_model", 500) or 500))
     folder = _workdir(args) / f"m{n}"
-    shutil.rmtree(folder, ignore_errors=True)
     try:
-        t0 = time.perf_counter()
-        generate(folder, n, n_probes)
-        gen_s = time.perf_counter() - t0
-        reg_s = _register(folder)
-        bare1 = _run_phase(folder, "bare", "--models", str(n))
-        zq = _run_phase(folder, "zooql", "--models", str(n))
-        bare2 = _run_phase(folder, "bare", "--models", str(n))
-        bare = min(bare1, bare2, key=lambda b: b["seconds"])
-        bare["both"] = (bare1["seconds"], bare2["seconds"])
-        # per-model commits, on a second probe set over the first models
-        bare_pm = _run_phase(folder, "bare", "--models", str(per_model))
-        bare_pm["both"] = (bare_pm["seconds"],)
-        zq_pm = _run_phase(folder, "zooql", "--models", str(per_model), "--interval", "0", "--probe-set", "ps_each")
+        prep = prepare(folder, n, n_probes)
+        ps, pe = _probe_sets(folder)
+        bare, zq = _Worker("bare", folder), _Worker("zooql", folder)
+        try:
+            main = interleaved(bare, zq, n, block, ps)
+            pm_z = zq.ask(a=0, b=per_model, probe_set=pe, interval=0)
+            pm_b = bare.ask(a=0, b=per_model)
+            zq.ask(a=0, b=0, probe_set=pe, interval=1)   # the default again (SET persists in a kept hub)
+        finally:
+            rss = {"bare": bare.close(), "zooql": zq.close()}
     finally:
         if not getattr(args, "keep", False):
             shutil.rmtree(folder, ignore_errors=True)
-    out = []
-    for label, b, z, m in ((f"PROBE {n} small models (default: commit groups of 1 s, writer thread)", bare, zq, n),
-                           (f"PROBE {per_model} small models (commit every model)", bare_pm, zq_pm, per_model)):
-        ratio = b["seconds"] / z["seconds"]        # ZooQL throughput / bare throughput
-        out.append({"figure": label, "baseline_s": round(b["seconds"], 2), "zooql_s": round(z["seconds"], 2),
-                    "ratio": round(ratio, 3), "target": f">= {TARGET:.0%} of bare throughput",
-                    "met": bool(ratio >= TARGET and z["probed"] == m),
-                    "peak_rss_mb": round(max(b["peak_rss_mb"], z["peak_rss_mb"]), 1),
-                    "note": (f"{z['probed']}/{m} probed; bare runs {' / '.join(f'{x:.1f} s' for x in b['both'])}; "
-                             f"bare {m / b['seconds']:.0f} models/s, ZooQL "
-                             f"{m / z['seconds']:.0f} models/s; overhead {(z['seconds'] - b['seconds']) / m * 1000:.1f} "
-                             f"ms/model; RSS bare {b['peak_rss_mb']:.0f} MB, ZooQL {z['peak_rss_mb']:.0f} MB; "
-                             f"{n_probes} probes; generate {gen_s:.0f} s, register {reg_s:.0f} s (not timed)")})
-    return out
+    return [_main_row(n, n_probes, block, main, rss, prep), _per_model_row(per_model, pm_b, pm_z, rss)]
+
+
+def _main_row(n, n_probes, block, main, rss, prep) -> dict:
+    pairs = main["pairs"]
+    b_s, z_s = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    ratio = b_s / z_s            # ZooQL throughput / bare throughput
+    per = sorted(b / z for b, z in pairs)
+    setup = ("hub reused" if prep["reused"] else "hub built") + \
+        (f" ({prep['note']})" if prep.get("note") else
+         f" (generate {prep.get('generate_s', 0):.0f} s, register {prep.get('register_s', 0):.0f} s, not timed)")
+    return {"figure": f"PROBE {n} small models (default: commit groups of 1 s, writer thread), "
+                      f"{len(pairs)} ABBA blocks of {block}",
+            "baseline_s": round(b_s, 2), "zooql_s": round(z_s, 2), "ratio": round(ratio, 3),
+            "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and main["probed"] == n),
+            "peak_rss_mb": round(max(rss.values()), 1),
+            "note": (f"{main['probed']}/{n} probed; per-block ratio median {per[len(per) // 2]:.3f}, range "
+                     f"{per[0]:.3f}-{per[-1]:.3f}; bare {n / b_s:.0f} models/s, ZooQL {n / z_s:.0f} models/s; "
+                     f"overhead {(z_s - b_s) / n * 1000:.2f} ms/model; RSS bare {rss['bare']:.0f} MB, ZooQL "
+                     f"{rss['zooql']:.0f} MB; {n_probes} probes; {setup}")}
+
+
+def _per_model_row(m, b, z, rss) -> dict:
+    ratio = b["seconds"] / z["seconds"]
+    return {"figure": f"PROBE {m} small models (commit every model; informational)",
+            "baseline_s": round(b["seconds"], 2), "zooql_s": round(z["seconds"], 2), "ratio": round(ratio, 3),
+            "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and z["probed"] == m),
+            "peak_rss_mb": round(max(rss.values()), 1),
+            "note": f"{z['probed']}/{m} probed; one pair (ZooQL then bare); overhead "
+                    f"{(z['seconds'] - b['seconds']) / m * 1000:.1f} ms/model"}
 
 
 def _table(rs: list[dict]) -> str:
@@ -191,17 +285,14 @@ def main(argv=None) -> None:
     p.add_argument("--models", type=int, default=10000)
     p.add_argument("--probes", type=int, default=256)
     p.add_argument("--per-model", dest="per_model", type=int, default=500)
+    p.add_argument("--block", type=int, default=500, help="models per interleaved block")
     p.add_argument("--workdir", default=None)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--phase", choices=("bare", "zooql"), default=None)
-    p.add_argument("--interval", type=float, default=None)
-    p.add_argument("--probe-set", dest="probe_set", default="ps")
     p.add_argument("--no-results", dest="no_results", action="store_true")
     args = p.parse_args(argv)
     if args.phase:
-        folder = Path(args.workdir)
-        res = phase_bare(folder, args.models) if args.phase == "bare" else phase_zooql(folder, args.models, args.interval, args.probe_set)
-        print(json.dumps(res))
+        serve(args.phase, Path(args.workdir))
         return
     args.workdir = args.workdir or str(_workdir(args))
     rs = rows(args)

@@ -252,3 +252,53 @@ def test_a_failed_group_commit_keeps_the_earlier_groups_and_nothing_half(tmp_pat
     res = h.execute("PROBE WITH ps")
     assert [r[2] for r in res.rows].count("already probed") == 2 and len(_runs(h)) == 12
     assert h.execute("CHECK HUB").rows == []
+
+
+def test_a_model_whose_width_changed_since_add_models_fails_clearly(tmp_path):
+    """PROBE loads models with their recorded width (no blank forward pass); a model file
+    replaced after ADD MODELS by one with another width fails with a clear message on its
+    first batch, and the other models are probed."""
+    import torch
+
+    from zooql.testing.zoo import build_zoo
+
+    z = build_zoo(tmp_path / "zoo", n_models=3)
+    h = zooql.connect(tmp_path / "hub")
+    h.execute(f"ADD MODELS FROM '{z['models_csv']}'")
+    h.execute(f"CREATE PROBE SET ps FROM '{z['probes']}'")
+    width = h.execute("SHOW MODELS WHERE name = 'm00'").to_dicts()[0]["num_logits"]
+    wider = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width + 2)))
+    wider.save(str(tmp_path / "zoo" / "m00.pt"))
+    status = {r[0]: r[2] for r in h.execute("PROBE MODELS WITH ps").rows}
+    assert status["m00"].startswith("failed: ") and \
+        f"returns {width + 2} logits per image but the catalog records {width}" in status["m00"], status["m00"]
+    assert status["m01"] == status["m02"] == "probed"
+    with h.store.read() as con:
+        assert con.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 2
+    h.close()
+
+
+def test_groups_last_ten_commits_when_commits_are_slow():
+    """A group lasts the interval, or COMMIT_SPAN times the last commit when that is longer
+    (a loaded machine); interval 0 still commits every model alone."""
+    from zooql.methods.probelog.probe_commit import COMMIT_SPAN, GroupWriter
+
+    w = GroupWriter(None, {}, None, None, interval=1.0)
+    assert w.due() == 1.0
+    w.last_commit_seconds = 0.05
+    assert w.due() == 1.0
+    w.last_commit_seconds = 0.3
+    assert w.due() == pytest.approx(COMMIT_SPAN * 0.3) and w.due() > 1.0
+    submitted = []
+    w._submit = lambda: submitted.append(len(w._pending))
+    w._last = time.perf_counter() - 1.5     # past the interval, not past ten commits
+    w.add(object())
+    assert submitted == []
+    w._last = time.perf_counter() - 3.5
+    w.add(object())
+    assert submitted == [2]
+    z = GroupWriter(None, {}, None, None, interval=0)
+    z.last_commit_seconds = 5.0
+    z._submit = lambda: submitted.append("each")
+    z.add(object())
+    assert submitted[-1] == "each"

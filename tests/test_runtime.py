@@ -440,3 +440,60 @@ def test_demo_registers_a_packaged_model_again_when_its_checkpoint_is_gone(tmp_p
         shutil.move(first, second)
         register_packaged(hub, "lite0", types.SimpleNamespace(source=b.source, checkpoint=str(second)), "downloads = 1")
         assert checkpoint() == str(second) and len(hub.execute("SHOW MODELS").rows) == 1
+
+
+def test_recorded_width_skips_the_blank_pass_and_the_first_batch_is_checked(tmp_path, monkeypatch):
+    """``load(num_logits=...)`` (PROBE passes the catalog's width) builds without the blank
+    forward pass; the first real batch is checked against the width, and a mismatch is a
+    clear ExecutionError, every time the model runs (not only once)."""
+    import zooql.runtime.sources as S
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    options = {"input_size": 4, "channels": 1}
+    images = np.zeros((5, 4, 4), np.uint8)
+    blank = []
+    real = S.probe_num_logits
+    monkeypatch.setattr(S, "probe_num_logits", lambda *a, **k: blank.append(1) or real(*a, **k))
+    rt = ModelRuntime()
+    good = rt.load("good", f"torchscript:{path}", None, options, num_logits=3)
+    assert blank == [] and not good.width_checked
+    assert rt.run(good, images, batch_size=2).shape == (5, 3) and good.width_checked
+    wrong = rt.load("wrong", f"torchscript:{path}", None, options, num_logits=4)
+    for _ in range(2):
+        with pytest.raises(ExecutionError, match=r"'wrong' returns 3 logits per image but the catalog records 4"):
+            rt.run(wrong, images)
+    assert blank == [] and not wrong.width_checked
+    plain = ModelRuntime().load("plain", f"torchscript:{path}", None, options)   # no recorded width: probed
+    assert blank == [1] and plain.width_checked and plain.num_logits == 3
+
+
+def test_cached_inputs_are_shared_until_a_model_writes_into_them(tmp_path):
+    """``run(inputs_key=...)`` hands the cached preprocessed batch to the next model without
+    a copy; a model that writes into its input (in place) drops that batch from the cache, so
+    the model after it still sees the right images."""
+    class Scribbler(torch.nn.Module):
+        def forward(self, x):
+            y = x.flatten(1)[:, :2].clone()
+            x.mul_(0).add_(7)          # writes into its input
+            return y
+
+    keep = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    options = {"input_size": 4, "channels": 1}
+    for name, mod in (("keep", keep), ("scribble", torch.jit.script(Scribbler()))):
+        torch.jit.save(mod, str(tmp_path / f"{name}.pt"))
+    rt = ModelRuntime()
+    rec = {n: {"name": n, "source": f"torchscript:{tmp_path / n}.pt", "options": options} for n in ("keep", "scribble")}
+    want = ModelRuntime().run(rec["keep"], images, batch_size=4)
+    assert np.array_equal(rt.run(rec["keep"], images, batch_size=4, inputs_key="k"), want)
+    cached = len(rt._inputs)
+    assert cached == 2 and np.array_equal(rt.run(rec["keep"], images, batch_size=4, inputs_key="k"), want)
+    assert len(rt._inputs) == cached          # the second model reused the batches
+    first = rt.run(rec["scribble"], images, batch_size=4, inputs_key="k")
+    pre = rt.load("scribble", rec["scribble"]["source"], None, options).preprocess(images)
+    assert np.allclose(first, pre.flatten(1)[:, :2].numpy())   # it saw the real images
+    assert len(rt._inputs) == 0               # and the batches it wrote into are gone
+    assert np.array_equal(rt.run(rec["keep"], images, batch_size=4, inputs_key="k"), want)

@@ -147,7 +147,8 @@ def call_job(runtime, fn: str, model: dict, args: dict, progress=None) -> tuple[
 
 def load(runtime, model: dict):
     """Load a model record into ``runtime`` (its LRU cache)."""
-    return runtime.load(model["name"], model["source"], model.get("checkpoint"), model.get("options"))
+    return runtime.load(model["name"], model["source"], model.get("checkpoint"), model.get("options"),
+                        num_logits=model.get("num_logits"))
 
 
 def forward(runtime, model: dict, args: dict, progress=None):

@@ -113,6 +113,9 @@ class LoadedModel:
     nbytes: int = 0
     tokenizer: Any = None  # open_clip text tokenizer
     extra: dict = field(default_factory=dict)
+    #: False while ``num_logits`` is the catalog's recorded width, not yet seen in an output
+    #: (``ModelRuntime.load(num_logits=...)``): the first batch :meth:`ModelRuntime.run` runs checks it
+    width_checked: bool = True
 
     @property
     def is_embedding(self) -> bool:
@@ -140,8 +143,12 @@ class ModelRuntime:
 
     # ---- cache ---------------------------------------------------------------------------
     def load(self, name: str, source: str, checkpoint: str | None = None,
-             options: dict | None = None) -> LoadedModel:
-        """The model ``name`` loaded from ``source`` (cached; least recently used evicted)."""
+             options: dict | None = None, num_logits: int | None = None) -> LoadedModel:
+        """The model ``name`` loaded from ``source`` (cached; least recently used evicted).
+
+        ``num_logits``: the output width recorded in the catalog. TorchScript and Python
+        models then skip the blank-image forward pass that learns it; the first batch
+        :meth:`run` runs is checked against it instead (ExecutionError on a mismatch)."""
         key = _cache_key(name, source, checkpoint, options)
         with self._lock:
             hit = self._cache.get(key)
@@ -149,15 +156,17 @@ class ModelRuntime:
                 self._cache.move_to_end(key)
                 return hit
             spec = parse_source(source)
-            built: Built = build(spec, checkpoint=checkpoint, options=options, trust_code=self.trust_code)
-            try:
-                module = built.module.to(self.device)
+            built: Built = build(spec, checkpoint=checkpoint, options=options, trust_code=self.trust_code,
+                                 known_logits=num_logits)
+            try:   # TorchScript files load onto the CPU (map_location): no walk over the parameters
+                on_device = self.device == "cpu" and built.kind == "torchscript"
+                module = built.module if on_device else built.module.to(self.device)
             except Exception as exc:
                 raise ExecutionError(f"model '{name}' cannot be moved to {self.device}: {exc}") from None
             loaded = LoadedModel(name=name, module=module, preprocess=built.preprocess, kind=built.kind,
                                  num_logits=built.num_logits, labels=built.labels, source=source,
                                  checkpoint=checkpoint, nbytes=_module_bytes(module), tokenizer=built.tokenizer,
-                                 extra=built.extra)
+                                 extra=built.extra, width_checked=built.width_checked)
             self._cache[key] = loaded
             self._bytes += loaded.nbytes
             self._evict(keep=key)
@@ -247,14 +256,20 @@ class ModelRuntime:
         for start in range(0, total, batch_size):
             chunk = images[start:start + batch_size]
             try:
-                x = self._input(model.preprocess, chunk, (inputs_key, total, start, batch_size))
+                where = (inputs_key, total, start, batch_size)
+                x = self._input(model.preprocess, chunk, where)
+                version = x._version
                 with torch.inference_mode():
                     y = forward(x)
+                if x._version != version:   # the model wrote into its input: not a cached batch any more
+                    self._forget_input(model.preprocess, where)
             except ZooQLError:
                 raise
             except Exception as exc:
                 raise ExecutionError(f"model '{model.name}' failed on images {start}..{start + len(chunk) - 1}: "
                                      f"{' '.join(str(exc).split())[:300]}") from None
+            if not model.width_checked and model.kind != "open_clip":
+                _check_width(model, y)
             out.append(y.float().cpu().numpy())
             if progress is not None:
                 progress(min(start + batch_size, total), total)
@@ -264,7 +279,9 @@ class ModelRuntime:
 
     def _input(self, preprocess: Preprocess, chunk: Any, where: tuple) -> torch.Tensor:
         """``preprocess(chunk)`` on the device, from the inputs cache when ``where[0]`` (the
-        content key) is given."""
+        content key) is given. A cached batch is handed out as it is (no copy): a model that
+        writes into its input bumps the tensor's version counter, and :meth:`_batched` then
+        drops the batch from the cache (:meth:`_forget_input`)."""
         if where[0] is None:
             return preprocess(chunk).to(self.device)
         key = where + (preprocess, self.device)
@@ -272,7 +289,7 @@ class ModelRuntime:
             hit = self._inputs.get(key)
             if hit is not None:
                 self._inputs.move_to_end(key)
-                return hit.clone()   # a model that writes into its input must not change the cache
+                return hit
         x = preprocess(chunk).to(self.device)
         size = x.element_size() * x.nelement()
         if size <= self.inputs_budget_bytes // 2:
@@ -282,8 +299,12 @@ class ModelRuntime:
                 while used > self.inputs_budget_bytes and len(self._inputs) > 1:
                     _, old = self._inputs.popitem(last=False)
                     used -= old.element_size() * old.nelement()
-            return x.clone() if key in self._inputs else x
         return x
+
+    def _forget_input(self, preprocess: Preprocess, where: tuple) -> None:
+        if where[0] is not None:
+            with self._lock:
+                self._inputs.pop(where + (preprocess, self.device), None)
 
     def _resolve(self, obj: Any) -> LoadedModel:
         if isinstance(obj, LoadedModel):
@@ -314,6 +335,16 @@ def _module_bytes(module: Any) -> int:
     """Bytes held by parameters and buffers (what the LRU budget counts)."""
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_width(model: LoadedModel, y: torch.Tensor) -> None:
+    """The first batch of a model loaded with its recorded width: the width must match."""
+    got = int(y.shape[1]) if y.ndim == 2 else None
+    if got != model.num_logits:
+        raise ExecutionError(f"model '{model.name}' returns {got if got is not None else tuple(y.shape)} logits "
+                             f"per image but the catalog records {model.num_logits} (its file changed since ADD "
+                             f"MODELS?); register it again (DROP MODEL, then ADD MODEL)")
+    model.width_checked = True
 
 
 def _file_stamp(path: str | None) -> tuple:

@@ -42,7 +42,6 @@ SOURCE_PREFIXES = LOADABLE_KINDS + NAME_ONLY_PREFIXES
 MODEL_OPTION_KEYS = ("num_classes",)
 TRUST_HINT = "SET trust_code = true or --trust"
 _STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
-_ZOOQL_EXTRA_FILE = "zooql.json"
 
 
 # ==== source strings =======================================================================
@@ -225,28 +224,49 @@ class Built:
     family: str | None = None
     extra: dict = field(default_factory=dict)
     tokenizer: Any = None  # open_clip only
+    #: False when ``num_logits`` was taken from the catalog (``known_logits``) without a
+    #: forward pass: the first real batch must check it (ModelRuntime does)
+    width_checked: bool = True
 
 
 def build(spec: SourceSpec, *, checkpoint: str | None = None, options: dict | None = None,
-          trust_code: bool = False) -> Built:
-    """Instantiate the model a source names (raises ZooQLError subclasses only)."""
+          trust_code: bool = False, known_logits: int | None = None) -> Built:
+    """Instantiate the model a source names (raises ZooQLError subclasses only).
+
+    ``known_logits``: the output width recorded for this model at ADD MODELS time; when
+    given, TorchScript and Python models skip the blank-image forward pass that learns it
+    (the result's ``width_checked`` is then False: the caller checks the first real batch)."""
     options = dict(options or {})
+    from zooql.runtime.torchscript_source import build_torchscript
+
     builders = {"timm": _build_timm, "open_clip": _build_open_clip,
-                "torchscript": _build_torchscript, "python": _build_python}
+                "torchscript": build_torchscript, "python": _build_python}
     if spec.kind not in builders:
         raise ExecutionError(f"source '{spec.kind}:{spec.target}' is registered by name only and cannot be loaded")
     if spec.kind == "python" and not trust_code:
         raise SecurityError(f"source 'python:{spec.target}' runs arbitrary Python code; refusing. "
                             f"To allow it: {TRUST_HINT}")
     try:
-        with _offline():
-            built = builders[spec.kind](spec, checkpoint, options)
+        # TorchScript files never reach the Hugging Face Hub: no offline environment to set
+        with (contextlib.nullcontext() if spec.kind == "torchscript" else _offline()):
+            if spec.kind in ("torchscript", "python"):
+                built = builders[spec.kind](spec, checkpoint, options, known_logits)
+            else:
+                built = builders[spec.kind](spec, checkpoint, options)
     except ZooQLError:
         raise
     except Exception as exc:  # a library failing on a user's model is a user error
         raise ExecutionError(f"model '{spec.kind}:{spec.target}' failed to load: {_short(exc)}") from exc
     built.module.eval()
     return built
+
+
+def _width(module: Any, pre: Preprocess, known: int | None, what: str) -> tuple[int, bool]:
+    """(output width, checked by a forward pass): the recorded width when the caller gave
+    one (``build(known_logits=...)``), else one blank image's."""
+    if known is not None:
+        return int(known), False
+    return probe_num_logits(module, pre, what=what), True
 
 
 def _build_timm(spec: SourceSpec, checkpoint: str | None, options: dict) -> Built:
@@ -392,33 +412,8 @@ def _open_clip_cached_tag(open_clip, arch: str, tag: str) -> str | None:
     return None
 
 
-def _build_torchscript(spec: SourceSpec, checkpoint: str | None, options: dict) -> Built:
-    path = spec.target
-    if not os.path.isfile(path):
-        raise ExecutionError(f"TorchScript file not found: {path}")
-    files = {_ZOOQL_EXTRA_FILE: ""}
-    try:
-        with _quiet():
-            module = torch.jit.load(path, map_location="cpu", _extra_files=files)
-    except Exception as exc:
-        raise ExecutionError(f"{path} is not a loadable TorchScript file: {_short(exc)}") from None
-    meta = _json_or_empty(files.get(_ZOOQL_EXTRA_FILE))
-    extra: dict[str, Any] = {"weights": "torchscript"}
-    if checkpoint:
-        apply_state_dict(module, load_checkpoint(checkpoint), checkpoint)
-        extra["weights"] = "checkpoint"
-    pre = Preprocess.from_dict(meta.get("preprocess")).with_options(options)
-    given = set(meta.get("preprocess") or {}) | {k for k, v in options.items() if v is not None}
-    defaulted = [k for k in ("input_size", "channels", "mean", "std", "interpolation") if k not in given]
-    if defaulted:   # a TorchScript file does not say how it wants its images: say what was assumed
-        d = pre.to_dict()
-        extra["preprocess_defaults"] = ", ".join(f"{k}={d[k]}" for k in defaulted)
-    labels = meta.get("labels") or _module_labels(module)
-    num_logits = probe_num_logits(module, pre, what=f"torchscript:{path}")
-    return Built(module, "torchscript", pre, num_logits, labels, family=meta.get("family"), extra=extra)
-
-
-def _build_python(spec: SourceSpec, checkpoint: str | None, options: dict) -> Built:
+def _build_python(spec: SourceSpec, checkpoint: str | None, options: dict,
+                  known_logits: int | None = None) -> Built:
     module_name, factory_name = spec.target.rsplit(":", 1)
     mod = _import_user_module(module_name)
     factory = getattr(mod, factory_name, None)
@@ -441,8 +436,9 @@ def _build_python(spec: SourceSpec, checkpoint: str | None, options: dict) -> Bu
         extra["weights"] = "checkpoint"
     pre = Preprocess.from_dict(getattr(result, "zooql_preprocess", None)).with_options(options)
     labels = labels or _module_labels(result)
-    num_logits = probe_num_logits(result, pre, what=f"python:{spec.target}")
-    return Built(result, "python", pre, num_logits, labels, family=type(result).__name__, extra=extra)
+    num_logits, checked = _width(result, pre, known_logits, f"python:{spec.target}")
+    return Built(result, "python", pre, num_logits, labels, family=type(result).__name__, extra=extra,
+                 width_checked=checked)
 
 
 def _import_user_module(name: str):
@@ -575,11 +571,13 @@ def _offline():
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Silence the libraries' chatty logging/warnings while building a model."""
+def _quiet(logs: bool = True):
+    """Silence the libraries' chatty logging/warnings while building a model. ``logs=False``:
+    warnings only (``torch.jit.load`` logs nothing; each ``Logger.setLevel`` clears every
+    logger's cache, ~0.1 ms apiece, which PROBE over 10,000 small models pays per model)."""
     import logging
     import warnings
-    loggers = [logging.getLogger(n) for n in ("timm", "open_clip", "")]
+    loggers = [logging.getLogger(n) for n in ("timm", "open_clip", "")] if logs else []
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

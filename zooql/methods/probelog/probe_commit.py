@@ -2,7 +2,8 @@
 writer thread, while the next models run.
 
 A *commit group* is the models that finished within ``probe_commit_interval`` seconds
-(default :data:`DEFAULT_INTERVAL`; 0: one group per model). For each group the writer
+(default :data:`DEFAULT_INTERVAL`; 0: one group per model), or within :data:`COMMIT_SPAN`
+times the last group's commit when that is longer (a slow, loaded disk or CPU). For each group the writer
 thread, in this order:
 
 1. writes the raw logits of the group's fully probed models as **one** file
@@ -18,8 +19,8 @@ thread, in this order:
 4. adds the columns to the HNSW index in memory (saved at the end of the statement).
 
 Each model is all there or not at all. A kill loses the groups not committed yet: the one
-collecting (at most one interval of work), the one the writer is writing and at most one
-queued behind it (the queue holds one group: the driver waits rather than run further ahead
+collecting (at most one interval of work, or COMMIT_SPAN commits' worth on a slow machine),
+the one the writer is writing and at most one queued behind it (the queue holds one group: the driver waits rather than run further ahead
 of the disk; when the disk keeps up, as measured, only the collecting group is at risk). What they left
 on disk (a group file, matrix columns) no catalog row names; the next PROBE with the probe
 set deletes it before it starts, and skips every committed model.
@@ -44,6 +45,11 @@ import numpy as np
 #: (plus the group being written); each commit costs one fsynced file, one segment and one
 #: DuckDB transaction (~0.1-0.2 s on a loaded disk), so shorter intervals cost throughput.
 DEFAULT_INTERVAL = 1.0
+#: A group also lasts at least this many times the writer's last commit (wall seconds): on a
+#: loaded machine a commit can take a large part of a second, and 1 s groups would then spend
+#: a large share of the CPU on commits; this keeps the writer under about 1/COMMIT_SPAN of it.
+#: (``probe_commit_interval = 0`` still commits every model alone.)
+COMMIT_SPAN = 10.0
 
 
 @dataclass
@@ -74,6 +80,7 @@ class GroupWriter:
         self.committed = 0
         self.groups = 0
         self.writer_seconds = 0.0    # time the writer thread spent storing and committing
+        self.last_commit_seconds = 0.0   # wall time of the writer's last group
         self._pending: list[Finished] = []
         self._last = time.perf_counter()
         self._queue: queue.Queue = queue.Queue(maxsize=1)
@@ -87,8 +94,13 @@ class GroupWriter:
     def add(self, item: Finished) -> None:
         self._raise_error()
         self._pending.append(item)
-        if self.interval <= 0 or time.perf_counter() - self._last >= self.interval:
+        if self.interval <= 0 or time.perf_counter() - self._last >= self.due():
             self._submit()
+
+    def due(self) -> float:
+        """Seconds the collecting group lasts: the interval, or COMMIT_SPAN times the last
+        commit's wall time when that is longer."""
+        return max(self.interval, COMMIT_SPAN * self.last_commit_seconds)
 
     def close(self) -> None:
         """Commit what is collected, wait for the writer, raise its error if it failed."""
@@ -149,7 +161,8 @@ class GroupWriter:
                 self._commit(group)
             except BaseException as exc:   # handed to the driver (add / close raise it)
                 self._failed, self._error = True, exc
-            self.writer_seconds += time.perf_counter() - t0
+            self.last_commit_seconds = time.perf_counter() - t0
+            self.writer_seconds += self.last_commit_seconds
 
     def _commit(self, group: list[Finished]) -> None:
         from zooql.methods.probelog.store import save_npy
