@@ -275,6 +275,13 @@ def test_a_model_whose_width_changed_since_add_models_fails_clearly(tmp_path):
     assert status["m01"] == status["m02"] == "probed"
     with h.store.read() as con:
         assert con.execute("SELECT count(*) FROM probe_runs").fetchone()[0] == 2
+    # one that no longer takes the recorded input shape fails on its first batch with the hint
+    # that the skipped blank forward pass used to give
+    other = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, width)))
+    other.save(str(tmp_path / "zoo" / "m00.pt"))
+    status = {r[0]: r[2] for r in h.execute("PROBE MODELS WHERE name = 'm00' WITH ps").rows}
+    assert status["m00"].startswith("failed: ") and "failed on images 0.." in status["m00"] and \
+        "if it expects others, register it again WITH input_size / channels" in status["m00"], status["m00"]
     h.close()
 
 

@@ -266,8 +266,13 @@ class ModelRuntime:
             except ZooQLError:
                 raise
             except Exception as exc:
+                hint = ""
+                size = getattr(model.preprocess, "input_size", None)
+                if not model.width_checked and size:   # its first batch: no blank pass checked the input shape
+                    hint = (f" (it was given [{len(chunk)}, {model.preprocess.channels}, {size}, {size}] inputs; "
+                            f"if it expects others, register it again WITH input_size / channels)")
                 raise ExecutionError(f"model '{model.name}' failed on images {start}..{start + len(chunk) - 1}: "
-                                     f"{' '.join(str(exc).split())[:300]}") from None
+                                     f"{' '.join(str(exc).split())[:300]}{hint}") from None
             if not model.width_checked and model.kind != "open_clip":
                 _check_width(model, y)
             out.append(y.float().cpu().numpy())
