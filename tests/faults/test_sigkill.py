@@ -27,7 +27,7 @@ def test_sigkill_mid_statement(name, zoo, tmp_path):
     sc = F.SCENARIOS[name]
     t = F.make_template(sc, tmp_path, zoo)
     assert t.expected != F._start_state(t), "the statement must write something"
-    results = [F.run_kill(t, tmp_path, d) for d in F.delays(sc, KILLS, seed=list(F.SCENARIOS).index(name))]
+    results = [F.run_kill_mid_way(t, tmp_path, d) for d in F.delays(sc, KILLS, seed=list(F.SCENARIOS).index(name))]
     for r in results:
         assert r.problems == [], (r.delay, r.problems)
     assert all(r.killed for r in results), [(r.delay, r.killed) for r in results]
