@@ -117,7 +117,7 @@ STRATEGIES: dict[str, tuple[Callable, str]] = {
     "gems_independent": (_gems_independent, "ablation: aggressive schedule, independent sampling"),
     "gems_sh_schedule": (_gems_sh_schedule, "ablation: correlated sampling, standard halving schedule"),
     "sequential_halving": (run_sequential_halving, "Sequential Halving (Karnin et al. 2013), independent sampling"),
-    "grouped_halving": (run_grouped_halving, "Sequential Halving, shared queries inside random groups of ~16 survivors (paired comparisons), fresh queries across groups"),
+    "grouped_halving": (run_grouped_halving, "Sequential Halving, shared queries inside random groups of ~16 survivors (paired comparisons), fresh queries across groups; the last ~32 survivors answer the queries most informative at their level first"),
     "halving_hybrid": (run_halving_hybrid, "Sequential Halving, independent sampling while many models survive, shared queries among the finalists"),
     "successive_rejects": (run_successive_rejects, "Successive Rejects (Audibert & Bubeck 2010)"),
     "uniform": (run_uniform, "every model on the same B/M queries"),
