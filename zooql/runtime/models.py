@@ -24,8 +24,9 @@ import torch
 
 from zooql.errors import ExecutionError, ZooQLError
 from zooql.runtime.preprocess import PREPROCESS_OPTION_KEYS, Preprocess, as_batch
+from zooql.runtime.builders import build
 from zooql.runtime.sources import (MODEL_OPTION_KEYS, SOURCE_PREFIXES, TRUST_HINT, Built, SourceSpec,
-                                  apply_state_dict, build, load_checkpoint, output_tensor, parse_source,
+                                  apply_state_dict, load_checkpoint, output_tensor, parse_source,
                                   probe_num_logits)
 
 __all__ = [

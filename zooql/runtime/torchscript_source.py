@@ -1,4 +1,4 @@
-"""Building a ``torchscript:<file>`` model source (see :func:`zooql.runtime.sources.build`):
+"""Building a ``torchscript:<file>`` model source (see :func:`zooql.runtime.builders.build`):
 ``torch.jit.load`` onto the CPU, the preprocessing recorded in the file (``zooql.json``
 extra file) overridden by WITH options, and the output width -- the catalog's when the
 caller knows it (PROBE), else one blank image's."""
