@@ -46,6 +46,7 @@ import tempfile
 import numpy as np
 
 from zooql.errors import StorageError
+from zooql.methods.probelog.integrity import INDEX_FIX, read_index_pointer
 
 try:
     import hnswlib
@@ -66,10 +67,6 @@ HNSW_MIN_SELECTIVITY = 0.05
 #: not fit next to other work; ``index = 'hnsw_reduced'`` (zooql.methods.probelog.postings:
 #: posting lists of each logit's top probes, about 130 bytes a logit) is the opt-in index there.
 HNSW_FULL_MAX = 5_000_000
-
-
-#: What a damaged index's message tells the user to do (the index is derived data).
-INDEX_FIX = "delete the folder {path}; the next FIND rebuilds the index from the descriptors"
 
 
 def plan_index(n_gallery: int, selectivity: float = 1.0) -> tuple[str, str]:
@@ -356,17 +353,7 @@ class HnswIndex:
 
     @staticmethod
     def _read_current(path: str):
-        p = os.path.join(path, "CURRENT.json")
-        if not os.path.exists(p):
-            return None
-        try:
-            with open(p) as f:
-                cur = json.load(f)
-        except (OSError, ValueError) as e:
-            raise StorageError(f"corrupt HNSW index pointer {p}: {e}") from None
-        if cur.get("format") != "zooql-hnsw" or cur.get("version") != 1:
-            raise StorageError(f"{p} is not a ZooQL HNSW index of a supported version")
-        return cur
+        return read_index_pointer(path, "zooql-hnsw", "HNSW index")
 
     @classmethod
     def load(cls, path) -> "HnswIndex":

@@ -47,6 +47,26 @@ def verify(path: str, st: dict | None, what: str, fix: str) -> None:
         raise StorageError(f"{what} {path} fails its checksum (its data changed since it was written); {fix}")
 
 
+#: what a damaged index's error tells the user to do (the HNSW and the reduced index alike)
+INDEX_FIX = "delete the folder {path}; the next FIND rebuilds the index from the descriptors"
+
+
+def read_index_pointer(path: str, fmt: str, what: str) -> dict | None:
+    """An index folder's ``CURRENT.json`` (None when there is none); a StorageError when it
+    is unreadable or not of format ``fmt``, version 1. ``what`` names the index in errors."""
+    p = os.path.join(path, "CURRENT.json")
+    if not os.path.exists(p):
+        return None
+    try:
+        with open(p) as f:
+            cur = json.load(f)
+    except (OSError, ValueError) as e:
+        raise StorageError(f"corrupt {what} pointer {p}: {e}") from None
+    if cur.get("format") != fmt or cur.get("version") != 1:
+        raise StorageError(f"{p} is not a ZooQL {what} of a supported version")
+    return cur
+
+
 # ---- atomic writes and checked memory maps of .npy files (descriptor segments) --------------
 
 def fsync_dir(path: str) -> None:

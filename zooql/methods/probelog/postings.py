@@ -40,11 +40,11 @@ import tempfile
 import numpy as np
 
 from zooql.errors import StorageError
+from zooql.methods.probelog.integrity import INDEX_FIX, atomic_write_json, read_index_pointer
 
 __all__ = ["PostingsIndex", "FORMAT"]
 
 FORMAT = "zooql-postings"
-INDEX_FIX = "delete the folder {path}; the next FIND rebuilds the index from the descriptors"
 
 
 def _top_rows(block: np.ndarray, top: int) -> np.ndarray:
@@ -227,13 +227,9 @@ class PostingsIndex:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, os.path.join(path, name))
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": FORMAT, "version": 1, "generation": gen, "meta": name,
-                           "files": {"meta": I.stamp(os.path.join(path, name))}}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(path, "CURRENT.json"))
+            atomic_write_json(os.path.join(path, "CURRENT.json"),
+                              {"format": FORMAT, "version": 1, "generation": gen, "meta": name,
+                               "files": {"meta": I.stamp(os.path.join(path, name))}})
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -274,14 +270,4 @@ class PostingsIndex:
 
 
 def _read_current(path: str):
-    p = os.path.join(path, "CURRENT.json")
-    if not os.path.exists(p):
-        return None
-    try:
-        with open(p) as f:
-            cur = json.load(f)
-    except (OSError, ValueError) as e:
-        raise StorageError(f"corrupt index pointer {p}: {e}") from None
-    if cur.get("format") != FORMAT or cur.get("version") != 1:
-        raise StorageError(f"{p} is not a ZooQL postings index of a supported version")
-    return cur
+    return read_index_pointer(path, FORMAT, "postings index")
