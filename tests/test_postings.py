@@ -124,8 +124,8 @@ def test_store_loads_each_format(tmp_path):
     h = HnswIndex(64, dim=16, embedding="pca").build_from_store(X, M=8, ef_construction=50, num_threads=1)
     h.save(tmp_path / "old")
     PostingsIndex(64).build_from_store(X).save(tmp_path / "new")
-    assert S._index_class(str(tmp_path / "old")) is HnswIndex
-    assert S._index_class(str(tmp_path / "new")) is PostingsIndex
+    assert S._index_class(S._index_pointer(str(tmp_path / "old"))) is HnswIndex
+    assert S._index_class(S._index_pointer(str(tmp_path / "new"))) is PostingsIndex
     assert isinstance(S.new_index("hnsw_reduced", 64), PostingsIndex)
     assert isinstance(S.new_index("hnsw_reduced", 64, like=h), HnswIndex)   # VACUUM keeps its kind
     assert isinstance(S.new_index("hnsw", 64), HnswIndex)

@@ -204,14 +204,17 @@ _INDEXES: dict[str, tuple[Any, Any]] = {}
 _ILOCK = threading.Lock()
 
 
-def _index_generation(path: str):
+def _index_pointer(path: str) -> dict:
+    """The index folder's CURRENT.json as saved ({} when missing or unreadable: the index's
+    own load reports the damage)."""
     import json
 
     try:
         with open(os.path.join(path, "CURRENT.json")) as f:
-            return json.load(f).get("generation")
+            cur = json.load(f)
     except (OSError, ValueError):
-        return None
+        return {}
+    return cur if isinstance(cur, dict) else {}
 
 
 #: The indexes a probe set may have: folder name -> parameters of a new one. ``hnsw``: an
@@ -222,30 +225,24 @@ INDEX_KINDS = {"hnsw": {"class": "hnsw", "dim": 128, "embedding": "random", "M":
                "hnsw_reduced": {"class": "postings", "top": 20}}
 
 
-def _index_class(path: str):
-    """The class that reads the index saved at ``path`` (by its CURRENT.json format)."""
-    import json
-
+def _index_class(pointer: dict):
+    """The class that reads an index saved with this CURRENT.json (by its format)."""
     from zooql.methods.probelog.ann import HnswIndex
     from zooql.methods.probelog.postings import FORMAT, PostingsIndex
 
-    try:
-        with open(os.path.join(path, "CURRENT.json")) as f:
-            fmt = json.load(f).get("format")
-    except (OSError, ValueError):
-        fmt = None  # HnswIndex.load reports the damage
-    return PostingsIndex if fmt == FORMAT else HnswIndex
+    return PostingsIndex if pointer.get("format") == FORMAT else HnswIndex
 
 
 def load_index(files: ProbeSetFiles, kind: str = "hnsw"):
     """The probe set's HNSW index (cached per process, reloaded when its files change)."""
     path = os.path.realpath(files.index_dir(kind))
-    gen = _index_generation(path)
+    pointer = _index_pointer(path)
+    gen = pointer.get("generation")
     with _ILOCK:
         hit = _INDEXES.get(path)
         if hit is not None and hit[0] == gen:
             return hit[1]
-        idx = _index_class(path).load(path)
+        idx = _index_class(pointer).load(path)
         _INDEXES[path] = (gen, idx)
         return idx
 
@@ -261,8 +258,15 @@ def save_index(ctx, files: ProbeSetFiles, index, store=None, kind: str = "hnsw")
     except StorageError:
         return False
     with _ILOCK:
-        _INDEXES[path] = (_index_generation(path), index)
+        _INDEXES[path] = (_index_pointer(path).get("generation"), index)
     return True
+
+
+def _postings(kind: str, like=None) -> bool:
+    """Whether the index of ``kind`` (or rebuilt like ``like``) is a postings index."""
+    from zooql.methods.probelog.postings import PostingsIndex
+
+    return isinstance(like, PostingsIndex) if like is not None else INDEX_KINDS[kind]["class"] == "postings"
 
 
 def new_index(kind: str, n_probes: int, like=None):
@@ -270,16 +274,14 @@ def new_index(kind: str, n_probes: int, like=None):
     from zooql.methods.probelog.ann import HnswIndex
     from zooql.methods.probelog.postings import PostingsIndex
 
-    if isinstance(like, PostingsIndex) or (like is None and INDEX_KINDS[kind]["class"] == "postings"):
+    if _postings(kind, like):
         return PostingsIndex(n_probes, top=like.top if like is not None else INDEX_KINDS[kind]["top"])
     p = INDEX_KINDS[kind] if like is None else {"dim": like.dim, "embedding": like.embedding, "seed": like.seed}
     return HnswIndex(n_probes, dim=p["dim"], embedding=p["embedding"], seed=p.get("seed", 0))
 
 
 def _build_options(kind: str, like=None) -> dict:
-    from zooql.methods.probelog.postings import PostingsIndex
-
-    if isinstance(like, PostingsIndex) or (like is None and INDEX_KINDS[kind]["class"] == "postings"):
+    if _postings(kind, like):
         return {}
     M = like.M if like is not None else INDEX_KINDS[kind]["M"]
     return {"M": M, "ef_construction": 100 if kind == "hnsw_reduced" else 200, "num_threads": 1}
