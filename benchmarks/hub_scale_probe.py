@@ -5,22 +5,29 @@ The benchmark generates ``--models`` TorchScript MLPs (16x16 grey input, 256 -> 
 different random weights, ~70 KB each) and a probe set of ``--probes`` images and registers
 them in a hub (not timed). With ``--keep`` the registered hub stays under ``--workdir`` and
 a later run with the same ``--models``/``--probes`` reuses it (each run probes with a probe
-set of its own, so every model is probed afresh). Two worker processes stay up for the whole
+set of its own, so every model is probed afresh). Worker processes stay up for the whole
 run (so each one's peak RSS is its own, and one-off imports are paid once, as in one long PROBE):
 
 * **bare**: for every model ``torch.jit.load`` + batched forward passes over the probes
-  (preprocessed once), the outputs kept as numpy arrays -- what a hand-written script does;
+  (preprocessed once), the outputs kept as numpy arrays -- what a hand-written script does,
+  in one process with one torch thread;
 * **zooql**: ``PROBE MODELS WHERE name >= a AND name < b WITH ps`` on the local executor
-  with the default settings (commit groups of at most ``probe_commit_interval`` = 1 s of
-  work, stored and committed on a writer thread; every model atomic).
+  with the default settings: on this machine's worker processes (``local_workers`` auto:
+  ``min(cores, 4)`` for 32 models or more, docs/find.md "Worker processes"), commit groups of
+  at most ``probe_commit_interval`` = 1 s of work, stored and committed on a writer thread;
+  every model atomic. The pool's start (~3 s) is paid before the first block (a warm-up PROBE
+  of ``--warm`` models, not timed), as in one long PROBE.
 
 The models are cut into blocks of ``--block``; each block runs bare and ZooQL back to back,
 in ABBA order (bare first on even blocks, ZooQL first on odd ones), so that a change of the
 machine's load hits both alike. Reported: the totals over all blocks (their ratio is the
 figure), and the median and range of the per-block ratios. Each ZooQL block is its own PROBE
 statement, so its per-statement costs are paid once per block (conservative against one
-PROBE over all models). A second row: ``SET probe_commit_interval = 0`` (one transaction per
-model) on the first ``--per-model`` models, one bare/ZooQL pair, informational.
+PROBE over all models). Informational rows, each one bare/ZooQL pair over the first
+``--per-model`` models: ``SET probe_commit_interval = 0`` (one transaction per model);
+``SET local_workers = 1`` (ZooQL in one process: its own overhead against the same bare
+loop); and the bare loop split over as many processes as ZooQL's default has workers (the
+same cores on both sides).
 Target: ZooQL >= 85% of the bare throughput (models/s). Peak memory (RSS) per row.
 
 ``rows(args)`` returns the table rows (dicts with keys figure, baseline_s, zooql_s, ratio,
@@ -83,9 +90,20 @@ def generate(folder: Path, n_models: int, n_probes: int, seed: int = 0) -> dict:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS plus that of ZooQL's PROBE worker processes, if any (each
+    worker's own peak, read from /proc: they are alive until the process ends)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    pool = sys.modules.get("zooql.runtime.process_pool")
+    procs = (getattr(pool._POOL["pool"], "_processes", None) or {}) if pool and pool._POOL["pool"] else {}
+    for p in procs.values():
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                mb += next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024.0
+        except (OSError, StopIteration):
+            pass
+    return mb
 
 
 def _name(i: int) -> str:
@@ -121,15 +139,20 @@ def zooql_worker(folder: Path):
     torch.set_num_threads(1)
     hub = zooql.connect(str(folder / "hub"))
 
-    def run(a: int, b: int, probe_set: str = "ps", interval: float | None = None) -> dict:
+    def run(a: int, b: int, probe_set: str = "ps", interval: float | None = None, workers: int | None = None) -> dict:
+        from zooql.runtime import process_pool
+
         if interval is not None:   # SET persists in the hub: the caller sets it back
             hub.execute(f"SET probe_commit_interval = {interval}")
+        hub.execute(f"SET local_workers = {workers or 0}")   # a setting of this connection; 0: auto
         stmt = f"PROBE MODELS WHERE name >= '{_name(a)}' AND name < '{_name(b)}' WITH {probe_set}"
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         res = hub.execute(stmt)
         seconds, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
         probed = sum(1 for r in res.rows if str(r[2]).startswith("probed"))
-        return {"seconds": seconds, "cpu": cpu, "cpu_main": main, "probed": probed, "message": res.message}
+        key = process_pool._POOL["key"]
+        return {"seconds": seconds, "cpu": cpu, "cpu_main": main, "probed": probed, "message": res.message,
+                "workers": key[0] if key and (workers or 0) != 1 else 1}
     return run
 
 
@@ -154,8 +177,14 @@ class _Worker:
                                      text=True, env=env)
 
     def ask(self, **cmd) -> dict:
+        self.send(**cmd)
+        return self.answer()
+
+    def send(self, **cmd) -> None:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
+
+    def answer(self) -> dict:
         while True:
             line = self.proc.stdout.readline()
             if not line:
@@ -191,13 +220,13 @@ def prepare(folder: Path, n: int, n_probes: int) -> dict:
     return {**info, "reused": False}
 
 
-def _probe_sets(folder: Path) -> tuple[str, str]:
-    """Two fresh probe sets (default row, per-model-commit row) for this run."""
+def _probe_sets(folder: Path, kinds: tuple = ("ps", "pe")) -> tuple:
+    """Fresh probe sets for this run, one per kind (the main rows, the per-model-commit row...)."""
     import zooql
 
-    tag = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+    tag = datetime.datetime.now().strftime("%Y%m%d%H%M%S%f")
     hub = zooql.connect(str(folder / "hub"))
-    names = (f"ps{tag}", f"pe{tag}")
+    names = tuple(f"{k}{tag}" for k in kinds)
     for name in names:
         hub.execute(f"CREATE PROBE SET {name} FROM '{folder / 'probes.npy'}'")
     hub.close()
@@ -206,7 +235,7 @@ def _probe_sets(folder: Path) -> tuple[str, str]:
 
 def interleaved(bare: _Worker, zq: _Worker, n: int, block: int, probe_set: str) -> dict:
     """ABBA blocks of ``block`` models: per-block (bare s, ZooQL s) and the ZooQL probed count."""
-    pairs, cpus, probed = [], [], 0
+    pairs, cpus, probed, workers = [], [], 0, 1
     for k, a in enumerate(range(0, n, block)):
         b = min(n, a + block)
         order = (bare, zq) if k % 2 == 0 else (zq, bare)
@@ -214,10 +243,11 @@ def interleaved(bare: _Worker, zq: _Worker, n: int, block: int, probe_set: str) 
         pairs.append((got["bare"]["seconds"], got["zooql"]["seconds"]))
         cpus.append((got["bare"]["cpu"], got["zooql"]["cpu"], got["zooql"]["cpu_main"]))
         probed += got["zooql"]["probed"]
+        workers = max(workers, int(got["zooql"].get("workers", 1)))
         print(f"block {k}: models {a}..{b - 1}: bare {pairs[-1][0]:.2f} s, ZooQL {pairs[-1][1]:.2f} s "
               f"({pairs[-1][0] / pairs[-1][1]:.0%}); CPU s bare {cpus[-1][0]:.2f}, ZooQL {cpus[-1][1]:.2f} "
               f"(main thread {cpus[-1][2]:.2f})", file=sys.stderr, flush=True)
-    return {"pairs": pairs, "cpus": cpus, "probed": probed}
+    return {"pairs": pairs, "cpus": cpus, "probed": probed, "workers": workers}
 
 
 def rows(args) -> list[dict]:
@@ -229,19 +259,62 @@ def rows(args) -> list[dict]:
     folder = _workdir(args) / f"m{n}"
     try:
         prep = prepare(folder, n, n_probes)
-        ps, pe = _probe_sets(folder)
+        ps, pe, pw = _probe_sets(folder, ("ps", "pe", "pw"))
         bare, zq = _Worker("bare", folder), _Worker("zooql", folder)
+        extra: list = []
         try:
+            warm = int(getattr(args, "warm", 64) or 64)
+            w = zq.ask(a=0, b=min(n, warm), probe_set=pw)   # starts the pool (a probe set of its own)
             main = interleaved(bare, zq, n, block, ps)
             pm_z = zq.ask(a=0, b=per_model, probe_set=pe, interval=0)
             pm_b = bare.ask(a=0, b=per_model)
             zq.ask(a=0, b=0, probe_set=pe, interval=1)   # the default again (SET persists in a kept hub)
+            workers = max(1, int(main.get("workers", 1)))
+            extra = informational(folder, bare, zq, per_model, workers, w)
         finally:
             rss = {"bare": bare.close(), "zooql": zq.close()}
     finally:
         if not getattr(args, "keep", False):
             shutil.rmtree(folder, ignore_errors=True)
-    return [_main_row(n, n_probes, block, main, rss, prep), _per_model_row(per_model, pm_b, pm_z, rss)]
+    return [_main_row(n, n_probes, block, main, rss, prep), _per_model_row(per_model, pm_b, pm_z, rss)] + extra
+
+
+def informational(folder: Path, bare: _Worker, zq: _Worker, m: int, workers: int, warm: dict) -> list[dict]:
+    """ZooQL in one process against the same bare loop, and the default against the bare loop
+    on as many processes as the default has workers (each on the first ``m`` models, with
+    probe sets of their own)."""
+    ps1, ps2 = _probe_sets(folder, ("pa", "pb"))
+    one_b = bare.ask(a=0, b=m)
+    one_z = zq.ask(a=0, b=m, probe_set=ps1, workers=1)
+    others = [_Worker("bare", folder) for _ in range(workers - 1)]
+    try:
+        for wk in others:   # started and warm (imports, the probes) before the timing
+            wk.ask(a=0, b=1)
+        cuts = np.linspace(0, m, workers + 1).astype(int)
+        t0 = time.perf_counter()
+        for wk, a, b in zip([bare] + others, cuts[:-1], cuts[1:]):
+            wk.send(a=int(a), b=int(b))
+        par = [wk.answer() for wk in [bare] + others]
+        par_s = time.perf_counter() - t0
+        par_z = zq.ask(a=0, b=m, probe_set=ps2)
+    finally:
+        for wk in others:
+            wk.close()
+    rows = []
+    for label, b_s, z in ((f"ZooQL in one process (SET local_workers = 1) vs the bare loop, {m} models", one_b["seconds"], one_z),
+                          (f"ZooQL default ({par_z['workers']} workers) vs the bare loop split over {workers} processes, "
+                           f"{m} models", par_s, par_z)):
+        ratio = b_s / z["seconds"]
+        rows.append({"figure": label + " (informational)", "baseline_s": round(b_s, 2),
+                     "zooql_s": round(z["seconds"], 2), "ratio": round(ratio, 3),
+                     "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and z["probed"] == m),
+                     "peak_rss_mb": None,
+                     "note": f"{z['probed']}/{m} probed; one pair; ZooQL driver CPU {z['cpu']:.2f} s "
+                             f"(main thread {z['cpu_main']:.2f} s); pool start before the first block "
+                             f"{warm['seconds']:.1f} s (not timed)"})
+    par_cpu = sum(p["cpu"] for p in par)
+    rows[-1]["note"] += f"; bare processes' CPU {par_cpu:.2f} s"
+    return rows
 
 
 def _main_row(n, n_probes, block, main, rss, prep) -> dict:
@@ -252,14 +325,14 @@ def _main_row(n, n_probes, block, main, rss, prep) -> dict:
     setup = ("hub reused" if prep["reused"] else "hub built") + \
         (f" ({prep['note']})" if prep.get("note") else
          f" (generate {prep.get('generate_s', 0):.0f} s, register {prep.get('register_s', 0):.0f} s, not timed)")
-    return {"figure": f"PROBE {n} small models (default: commit groups of 1 s, writer thread), "
-                      f"{len(pairs)} ABBA blocks of {block}",
+    return {"figure": f"PROBE {n} small models (default: {main['workers']} worker processes, commit groups of 1 s, "
+                      f"writer thread), {len(pairs)} ABBA blocks of {block}",
             "baseline_s": round(b_s, 2), "zooql_s": round(z_s, 2), "ratio": round(ratio, 3),
             "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and main["probed"] == n),
             "peak_rss_mb": round(max(rss.values()), 1),
             "note": (f"{main['probed']}/{n} probed; per-block ratio median {per[len(per) // 2]:.3f}, range "
                      f"{per[0]:.3f}-{per[-1]:.3f}; bare {n / b_s:.0f} models/s, ZooQL {n / z_s:.0f} models/s; "
-                     f"overhead {(z_s - b_s) / n * 1000:.2f} ms/model; RSS bare {rss['bare']:.0f} MB, ZooQL "
+                     f"overhead {(z_s - b_s) / n * 1000:.2f} ms/model; RSS bare {rss['bare']:.0f} MB, ZooQL (driver + workers) "
                      f"{rss['zooql']:.0f} MB; {n_probes} probes; {setup}")}
 
 
@@ -286,6 +359,7 @@ def main(argv=None) -> None:
     p.add_argument("--probes", type=int, default=256)
     p.add_argument("--per-model", dest="per_model", type=int, default=500)
     p.add_argument("--block", type=int, default=500, help="models per interleaved block")
+    p.add_argument("--warm", type=int, default=64, help="models of the untimed warm-up PROBE (starts the pool)")
     p.add_argument("--workdir", default=None)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--phase", choices=("bare", "zooql"), default=None)

@@ -371,6 +371,9 @@ def _check_executor_setting(key: str, value) -> None:
         raise BindError(f"setting executor is one of {', '.join(map(repr, EXECUTORS))}; got {value!r}")
     if key == "ray_workers" and value is not None and value < 1:
         raise BindError(f"setting ray_workers is the number of Ray actors, at least 1; got {value!r}")
+    if key == "local_workers" and value is not None and not 0 <= value <= 256:
+        raise BindError(f"setting local_workers is a number of worker processes (0: auto, 1: none, this process "
+                        f"only), 0 to 256; got {value!r}")
     if key == "ray_ship_files" and value is not None and str(value).lower() not in SHIP_MODES:
         raise BindError(f"setting ray_ship_files is one of {', '.join(map(repr, SHIP_MODES))}; got {value!r}")
     if key == "ray_gpus_per_worker" and value is not None and value < 0:

@@ -103,4 +103,5 @@ def _plan_set(b: B.BoundSet) -> Operator:
 
 
 #: Settings of the connection only (not stored in the hub).
-SESSION_SETTINGS = ("lock_timeout", "executor", "ray_address", "ray_workers", "ray_gpus_per_worker", "ray_ship_files")
+SESSION_SETTINGS = ("lock_timeout", "executor", "ray_address", "ray_workers", "ray_gpus_per_worker", "ray_ship_files",
+                    "local_workers")

@@ -39,7 +39,7 @@ __all__ = ["EXECUTORS", "SETTINGS", "FORWARD", "INSTALL_HINT", "Executor", "Job"
 EXECUTORS = ("local", "ray")
 #: settings of the executors (SET key = value; also Hub(..., executor=...) and CLI flags)
 SETTINGS = {"executor": str, "ray_address": str, "ray_workers": int, "ray_gpus_per_worker": float,
-            "ray_ship_files": str}
+            "ray_ship_files": str, "local_workers": int}
 
 
 def executor_config(get: Callable[[str, Any], Any]) -> dict:
@@ -73,16 +73,22 @@ def explain_params(get: Callable[[str, Any], Any]) -> dict | None:
             "gpus_per_worker": cfg["gpus"] or None}
 
 
-def executor_for(ctx, device: str | None = None, *, models: bool = True) -> Executor:
+def executor_for(ctx, device: str | None = None, *, models: bool = True, jobs: int | None = None) -> Executor:
     """The executor this statement's settings select (``SET executor = 'local' | 'ray'``).
     ``models=False``: the jobs run no model (a sharded scan), so the local executor gets
-    no model runtime (torch is not imported)."""
+    no model runtime (torch is not imported). ``jobs``: how many model jobs the caller has
+    (PROBE): the local executor may then run them on worker processes
+    (:mod:`zooql.runtime.process_pool`, ``SET local_workers``)."""
     cfg = executor_config(ctx.setting)
     if cfg["executor"] == "local":
         if not models:
             return LocalExecutor(None)
         from zooql.runtime.loading import runtime_for
+        from zooql.runtime.process_pool import PoolExecutor, pool_workers
 
+        workers = pool_workers(ctx.setting("local_workers", None), device or ctx.setting("device", "cpu"), jobs)
+        if workers > 1:
+            return PoolExecutor(lambda: runtime_for(ctx, device), workers)
         return LocalExecutor(lambda: runtime_for(ctx, device))
     from zooql.runtime.ray_executor import ray_executor
 

@@ -17,10 +17,11 @@ the error (a :class:`~zooql.errors.ZooQLError`). One worker (or one job) runs in
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import deque
 from typing import Callable
+
+from zooql.runtime.procs import context as _context, watch_owner
 
 #: a worker process is replaced after this many models (bounds leaks and fragmentation)
 TASKS_PER_WORKER = 32
@@ -118,41 +119,7 @@ def _init_worker(owner: int | None = None) -> None:
 
     torch.set_num_threads(1)  # workers share the cores; one thread each
     if owner is not None:
-        _watch_owner(owner)
-
-
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed owner not yet reaped by its parent is a zombie: gone for our purpose
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _watch_owner(owner: int, every: float = 0.5) -> None:
-    """End this worker when the statement's process is gone. A pool worker blocks on its
-    call queue, whose write end it holds itself, so a SIGKILLed owner would otherwise leave
-    the workers (and, through them, the forkserver) alive for good."""
-    import threading
-    import time
-
-    def watch() -> None:
-        while _owner_alive(owner):
-            time.sleep(every)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="zooql-owner-watch", daemon=True).start()
-
-
-def _context():
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+        watch_owner(owner)
 
 
 def inspect_many(jobs: list[dict], workers: int, on_result: Callable[[int, dict | None, Exception | None], None]) -> None:

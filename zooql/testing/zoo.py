@@ -95,9 +95,13 @@ def slow_down(step: str, seconds: float, until: str | None = None) -> None:
     if step == "inspect":  # also in the inspection worker processes (each job carries it)
         from zooql.runtime.inspect_pool import DELAY_ENV
         os.environ[DELAY_ENV] = str(seconds)
-    elif step == "forward":
+    elif step == "forward":  # also in PROBE's worker processes (every job carries the delay)
+        import json
+
         from zooql.runtime.models import ModelRuntime
+        from zooql.runtime.process_pool import DELAY_ENV as POOL_DELAY
         wrap(ModelRuntime, "run")
+        os.environ[POOL_DELAY] = json.dumps({"seconds": seconds, "until": until})
     elif step == "evaluate":
         from zooql.core.evaluators import RecordedSource
         wrap(RecordedSource, "evaluate")

@@ -189,7 +189,7 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     ctx.commit()  # what this statement wrote before (an auto-created probe set) is a unit too
     from zooql.runtime.executors import executor_for
 
-    executor = executor_for(ctx, device)
+    executor = executor_for(ctx, device, jobs=len(todo))
     run = _ProbeRun(ctx, ps, files, dm, executor, batch, sample_pct, sample_seed,
                     reg, CP.load_factors(files) if sample_pct is not None else None)
     failures = []
@@ -213,8 +213,10 @@ def probe_models(ctx: ExecContext, ps_name: str, model_names, *, batch: int, dev
     notes = []
     done = sum(1 for r in rows if str(r[2]).startswith("probed"))
     if done:
+        pool = executor.name == "local" and executor.workers > 1   # zooql.runtime.process_pool
         notes.append(f"probed {done} model{'s' if done != 1 else ''} with {ps_name} ({run.passes} forward passes"
-                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "") + ")")
+                     + (f", SAMPLE {sample_pct:g} PERCENT" if sample_pct is not None else "")
+                     + (f", on {executor.workers} worker processes" if pool else "") + ")")
     if failures:
         notes.append(f"{len(failures)} failed: {', '.join(failures[:5])}{'...' if len(failures) > 5 else ''}")
     return rows, notes
