@@ -147,6 +147,29 @@ def test_damaged_hnsw_index(probed):
     assert [r[0] for r in rows] == ["error"] and index_file in rows[0][3] and "rebuilds the index" in rows[0][4]
 
 
+def test_damaged_reduced_index(probed):
+    """CHECK HUB verifies the reduced index's folder (the postings file) like the HNSW one."""
+    from zooql.methods.probelog import store as S
+    from zooql.methods.probelog.postings import PostingsIndex
+
+    hub, _ = probed
+    h = zooql.connect(hub)
+    with h.store.read() as con:
+        ps = S.probe_set_row(con, "ps")
+    files = S.ProbeSetFiles(h.store, ps)
+    folder = files.index_dir("hnsw_reduced")
+    PostingsIndex(S.open_matrix(files).n_probes).build_from_store(S.open_matrix(files)).save(folder)
+    assert h.execute("CHECK HUB").rows == []
+    cur = json.loads(open(os.path.join(folder, "CURRENT.json")).read())
+    index_file = os.path.join(folder, cur["meta"])
+    with open(index_file, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 64)
+    rows = h.execute("CHECK HUB").rows
+    assert [r[0] for r in rows] == ["error"] and rows[0][2] == folder
+    assert index_file in rows[0][3] and "checksum" in rows[0][3] and "rebuilds the index" in rows[0][4]
+
+
 def test_interrupted_probe_leftovers_are_warnings_until_the_rerun(probed):
     hub, _ = probed
     h = zooql.connect(hub)

@@ -133,15 +133,21 @@ def _check_groups(con, obj, files, ps_id, named: set) -> list[tuple]:
 
 
 def _check_index(obj, files) -> list[tuple]:
-    from zooql.methods.probelog.ann import INDEX_FIX, HnswIndex
+    """Every index folder of the probe set (``hnsw`` and the reduced one, whatever class wrote
+    it): its CURRENT.json and the sizes and checksums of the files it names."""
+    from zooql.methods.probelog.ann import INDEX_FIX
+    from zooql.methods.probelog.store import INDEX_KINDS, _index_class, _index_pointer
 
-    if not files.has_index():
-        return []
-    try:
-        HnswIndex.verify_files(files.hnsw)
-    except StorageError as exc:
-        return [("error", obj, files.hnsw, exc.message, INDEX_FIX.format(path=files.hnsw))]
-    return []
+    out = []
+    for kind in INDEX_KINDS:
+        if not files.has_index(kind):
+            continue
+        path = files.index_dir(kind)
+        try:
+            _index_class(_index_pointer(path)).verify_files(path)
+        except StorageError as exc:
+            out.append(("error", obj, path, exc.message, INDEX_FIX.format(path=path)))
+    return out
 
 
 def _orphan_folders(store, dirs: set) -> list[tuple]:
