@@ -24,7 +24,7 @@ def check_probe_sets(ctx) -> list[tuple]:
         obj = f"probe set {name}"
         if not os.path.isdir(files.root):
             out.append(("error", obj, files.root, "the probe set's folder is missing",
-                        f"restore it from a backup, or create the probe set again under a new name"))
+                        "restore it from a backup, or create the probe set again under a new name"))
             continue
         out += _check_probes(obj, files, n_probes)
         out += _check_matrix(con, obj, files, ps_id)
