@@ -41,6 +41,15 @@ their queries where they can differ. The group ``g`` of ``n`` leads with every `
 of that order, so different groups still answer mostly different queries. The plan (the
 rounds and their sizes) is the halving plan's; only the choice of queries changes.
 
+Two options, off by default: ``irt`` orders the focused rounds' queries by a Rasch model
+fitted to every answer so far (:func:`rasch_fit`; each survivor's Fisher information
+``p (1 - p)``, averaged over the survivors) instead of the logit shift above, and
+``early_group`` sets the group size while more than ``EARLY_UNTIL`` models survive (smaller
+groups answer more different queries, so more of the pool has been answered by someone when
+the focused rounds start). Together (``irt``, ``early_group=8``) they were lower on the
+design trees at every budget but not on the benchmark's trees, so neither is the default
+(benchmarks/RESULTS.md).
+
 Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
 only (another IRT draw of the score trees and clustered trees with other seeds than the
 benchmark's); see benchmarks/RESULTS.md.
