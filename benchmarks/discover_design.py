@@ -12,9 +12,9 @@ Prints, at one budget N per model:
 * ``eval``: mean rank of the returned model per tree (the design figure of RESULTS.md).
 * ``alive``: per clustered tree, the best full-evaluation rank among the models still alive
   after each round (mean over reps): how much each cut loses.
-* ``oracle-final``: the focused rounds (at most ``focus`` survivors) rank their groups by the
-  models' *true* full-pool scores instead of the additive fit. A bound on what a better
-  final-stage estimator could win with the same queries.
+* ``oracle-final``: the rounds that rank their groups by the additive fit (every member has
+  answered >= ``rel_until`` queries: the later rounds) rank them by the models' *true*
+  full-pool scores instead. A bound on what a better late-round estimator could win.
 * ``oracle-order``: the focused rounds order the queries by their *true* information
   ``p (1 - p)`` at the survivors' level (``p`` = the share of the tree's models within 5
   points of the survivors' mean that answer the query right) instead of
