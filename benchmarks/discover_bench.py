@@ -278,6 +278,7 @@ DEFAULT_ROWS = [("gems (paper)", "gems", {}),
                 ("sequential_halving", "sequential_halving", {}),
                 ("halving_hybrid", "halving_hybrid", {}),
                 ("grouped_halving", "grouped_halving", {}),
+                ("grouped_halving irt+early8", "grouped_halving", {"irt": True, "early_group": 8}),
                 ("successive_rejects", "successive_rejects", {}),
                 ("uniform", "uniform", {})]
 

@@ -14,6 +14,8 @@ from zooql.methods.hidden_gems.adaptive import _cap_clusters, _clusters
 from zooql.testing.discover_clusters import clustered_tree
 from zooql.testing.irt_sim import simulate
 from zooql.methods.hidden_gems.bind import DEFAULT_STRATEGY
+from zooql.methods.hidden_gems.core import Search
+from zooql.methods.hidden_gems.grouped import _Record, informative_order, rasch_fit
 
 SPENT = re.compile(r"spent (\d+) of budget (\d+)")
 
@@ -232,12 +234,16 @@ def test_additive_scores_pairs_the_shared_queries():
 
 def test_grouped_halving_options(hub):
     res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
-                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5, focus = 4)")
+                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5, focus = 4, irt = true, early_group = 3)")
     assert SPENT.search(res.message) and res.rows[0][1] == "gem"
     with pytest.raises(zooql.ZooQLError, match="lam must be a number >= 0"):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (lam = 'x')")
     with pytest.raises(zooql.ZooQLError, match="group must be an integer >= 1"):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (group = 0)")
+    with pytest.raises(zooql.ZooQLError, match="early_group must be an integer >= 1"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (early_group = 0)")
+    with pytest.raises(zooql.ZooQLError, match="irt must be true or false"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (irt = 1)")
 
 
 def _easy_pool_tree():
@@ -282,3 +288,61 @@ def test_planted_easy_pool_focus_changes_the_winner():
     with_focus = _mean_rank(X, 20, "grouped_halving")
     without = _mean_rank(X, 20, "grouped_halving", focus=0)
     assert with_focus < 0.75 * without, (with_focus, without)
+
+
+def _rasch_log(seed, M=200, Q=1000, per_query=4):
+    # a Rasch tree (half of it broken uploads) and a log where every query was answered by
+    # `per_query` random models, as the fresh blocks of the early rounds leave it
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0.0, 1.5, M)
+    theta[:M // 2] = -6.0
+    b = rng.normal(0.0, 2.5, Q)
+    X = (rng.random((M, Q)) < 1.0 / (1.0 + np.exp(-(theta[:, None] - b[None, :])))).astype(float)
+    S = Search(lambda m, q: X[m, q], M, Q, M * Q, np.random.default_rng(0))
+    rec = _Record(M)
+    mm = np.concatenate([rng.choice(M, per_query, replace=False) for _ in range(Q)])
+    qq = np.repeat(np.arange(Q), per_query)
+    rec.add(mm, qq, S.ask(mm, qq))
+    return theta, b, S, rec, (mm, qq, X[mm, qq])
+
+
+def test_rasch_fit_recovers_planted_abilities_and_difficulties():
+    theta, b, S, rec, (m, q, s) = _rasch_log(1)
+    th, bb = rasch_fit(m, q, s, S.M, S.Q)
+    assert np.corrcoef(th, theta)[0, 1] > 0.9 and np.corrcoef(bb, b)[0, 1] > 0.7
+    assert np.all(np.isfinite(th)) and np.all(np.isfinite(bb))      # the prior keeps all-wrong finite
+    assert abs(float(rasch_fit(m[:0], q[:0], s[:0], 3, 4)[1].sum())) == 0.0   # nothing answered: zeros
+
+
+def test_irt_order_puts_the_survivors_informative_queries_first():
+    overlap = {False: [], True: []}
+    for seed in range(3):
+        theta, b, S, rec, _ = _rasch_log(seed)
+        alive = np.argsort(-theta)[:10]
+        p = 1.0 / (1.0 + np.exp(-(theta[alive][:, None] - b[None, :])))
+        best = np.argsort(-(p * (1 - p)).mean(axis=0))[:200]          # true information at their level
+        for irt in (False, True):
+            order = informative_order(S, rec, alive, irt=irt)
+            assert sorted(order.tolist()) == list(range(S.Q))           # a permutation of the pool
+            overlap[irt].append(np.mean(np.isin(order[:200], best)))
+        assert not np.array_equal(informative_order(S, rec, alive, irt=True), informative_order(S, rec, alive))
+    assert np.mean(overlap[True]) > 2 * 0.2, overlap                   # 0.2: a random order's overlap
+    assert np.mean(overlap[True]) >= np.mean(overlap[False]) - 0.02, overlap
+
+
+def test_grouped_halving_early_groups_cover_more_of_the_pool():
+    # while more than 128 models survive, groups of early_group: twice as many groups of 8 as
+    # of 16 answer twice as many different queries in the first round
+    X, _ = _easy_pool_tree()
+    M, Q = X.shape
+    distinct = {}
+    for eg in (None, 8):
+        calls = []
+
+        def oracle(m, q):
+            calls.append(np.asarray(q).copy())
+            return X[m, q]
+        res = discover(oracle, M, Q, 20 * M, seed=3, early_group=eg, irt=True, strict=True)
+        assert res.spent <= 20 * M and res.rounds[0].survivors == 256
+        distinct[eg] = np.unique(calls[0]).size
+    assert distinct[8] == 2 * distinct[None], distinct

@@ -31,7 +31,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
     "gems_adaptive": ("z", "eta", "qmin_auto", "cluster_cap", "cluster_eps"),
     "sequential_halving": ("correlated", "cumulative"),
     "halving_hybrid": ("switch", "min_count"),
-    "grouped_halving": ("group", "rel_until", "lam", "focus"),
+    "grouped_halving": ("group", "rel_until", "lam", "focus", "irt", "early_group"),
     "uniform": ("correlated",),
     "successive_rejects": (),
     "ucb": ("n_steps", "c"),
@@ -41,8 +41,8 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: OPTIONS of the statement itself (not the strategy)
 STATEMENT_OPTIONS = ("show_all", "batch_size", "strict")
-_INT_OPTIONS = {"group": 1, "rel_until": 0, "focus": 0, "switch": 1, "min_count": 0, "keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
-_BOOL_OPTIONS = ("paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
+_INT_OPTIONS = {"group": 1, "early_group": 1, "rel_until": 0, "focus": 0, "switch": 1, "min_count": 0, "keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
+_BOOL_OPTIONS = ("irt", "paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
 _FRACTION_OPTIONS = ("first_frac", "beta")
 _SCHEDULE_OPTIONS = ("keep", "first_frac", "final", "paper_table4")
 _MODEL_COLUMNS = "id, name, source, checkpoint, loadable, downloads, preprocess"

@@ -41,6 +41,15 @@ their queries where they can differ. The group ``g`` of ``n`` leads with every `
 of that order, so different groups still answer mostly different queries. The plan (the
 rounds and their sizes) is the halving plan's; only the choice of queries changes.
 
+Two options, off by default: ``irt`` orders the focused rounds' queries by a Rasch model
+fitted to every answer so far (:func:`rasch_fit`; each survivor's Fisher information
+``p (1 - p)``, averaged over the survivors) instead of the logit shift above, and
+``early_group`` sets the group size while more than ``EARLY_UNTIL`` models survive (smaller
+groups answer more different queries, so more of the pool has been answered by someone when
+the focused rounds start). Together (``irt``, ``early_group=8``) they were lower on the
+design trees at every budget but not on the benchmark's trees, so neither is the default
+(benchmarks/RESULTS.md).
+
 Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
 only (another IRT draw of the score trees and clustered trees with other seeds than the
 benchmark's); see benchmarks/RESULTS.md.
@@ -56,6 +65,11 @@ GROUP_SIZE = 16
 REL_UNTIL = 64
 RIDGE = 1.0
 FOCUS = 32
+IRT = False         # focused order from the Rasch fit (option irt)
+EARLY_GROUP = None  # group size while more than EARLY_UNTIL survive (None: ``group``)
+EARLY_UNTIL = 128   # groups of ``early_group`` while more than this many models survive
+IRT_ITERS = 15
+IRT_PRIOR_SD = 3.0
 
 
 class _Record:
@@ -107,19 +121,47 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def informative_order(S: Search, rec: _Record, alive: np.ndarray) -> np.ndarray:
-    """The pool's queries, most informative about the survivors ``alive`` first.
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
-    A query's outcome for the survivors is predicted from everyone who answered it so far
-    (eliminated models included): ``logit p = logit(mean outcome of its answerers) +
-    logit(survivors' mean) - logit(answerers' mean score)``, i.e. the query's difficulty
-    shifted from the level of its answerers to the level of the survivors. Its information
-    is the Bernoulli variance ``p (1 - p)``: a query every good model answers alike (far
-    too easy or too hard for them) cannot separate them. A query nobody answered gets the
-    mean information of the answered ones. Ties (and unanswered queries) keep the order
-    of the shared permutation."""
-    if not rec.log:
-        return S.perm.copy()
+
+def rasch_fit(m: np.ndarray, q: np.ndarray, s: np.ndarray, M: int, Q: int, iters: int = IRT_ITERS,
+              prior_sd: float = IRT_PRIOR_SD) -> tuple[np.ndarray, np.ndarray]:
+    """Abilities ``theta`` [M] and difficulties ``b`` [Q] of the Rasch model
+    ``P(y_mq = 1) = sigmoid(theta_m - b_q)`` (the one-parameter IRT model), fitted to the
+    answered pairs ``(m[i], q[i], s[i])`` by ``iters`` alternating Newton steps on the
+    log-likelihood with a normal prior of sd ``prior_sd`` on every parameter (keeps a query
+    answered by one model, or a model whose answers all agree, finite). Fractional scores
+    are used as they are (quasi-likelihood). Unanswered queries and models stay at 0."""
+    theta = np.zeros(M)
+    b = np.zeros(Q)
+    w = 1.0 / prior_sd ** 2
+    for _ in range(iters):
+        p = _sigmoid(theta[m] - b[q])
+        v = p * (1.0 - p)
+        b += (np.bincount(q, weights=p - s, minlength=Q) - w * b) / (np.bincount(q, weights=v, minlength=Q) + w)
+        p = _sigmoid(theta[m] - b[q])
+        v = p * (1.0 - p)
+        theta += (np.bincount(m, weights=s - p, minlength=M) - w * theta) / (np.bincount(m, weights=v, minlength=M) + w)
+    return theta, b
+
+
+def _irt_information(S: Search, rec: _Record, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the Rasch model's Fisher information ``p (1 - p)`` averaged over the
+    survivors ``alive`` (``p = sigmoid(theta_i - b_q)``, fitted to every answer so far), and
+    whether anyone answered the query."""
+    m = np.concatenate([e[0] for e in rec.log])
+    q = np.concatenate([e[1] for e in rec.log])
+    s = np.concatenate([e[2] for e in rec.log])
+    theta, b = rasch_fit(m, q, s, S.M, S.Q)
+    p = _sigmoid(theta[alive][:, None] - b[None, :])
+    return (p * (1.0 - p)).mean(axis=0), np.bincount(q, minlength=S.Q) > 0
+
+
+def _shift_information(S: Search, rec: _Record, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: ``p (1 - p)`` with the outcome ``p`` at the survivors' level predicted by
+    shifting the answerers' mean outcome (``informative_order``), and whether anyone
+    answered the query."""
     m = np.concatenate([e[0] for e in rec.log])
     q = np.concatenate([e[1] for e in rec.log])
     s = np.concatenate([e[2] for e in rec.log])
@@ -129,8 +171,31 @@ def informative_order(S: Search, rec: _Record, alive: np.ndarray) -> np.ndarray:
     a_q = (np.bincount(q, weights=mu[m], minlength=S.Q) + 0.5) / (n_q + 1.0)
     lvl = float(np.mean(mu[alive]))
     p = 1.0 / (1.0 + np.exp(-(_logit(p_q) + _logit(np.array(lvl)) - _logit(a_q))))
-    info = p * (1.0 - p)
-    seen = n_q > 0
+    return p * (1.0 - p), n_q > 0
+
+
+def informative_order(S: Search, rec: _Record, alive: np.ndarray, irt: bool = False) -> np.ndarray:
+    """The pool's queries, most informative about the survivors ``alive`` first.
+
+    A query's outcome for the survivors is predicted from everyone who answered it so far
+    (eliminated models included): ``logit p = logit(mean outcome of its answerers) +
+    logit(survivors' mean) - logit(answerers' mean score)``, i.e. the query's difficulty
+    shifted from the level of its answerers to the level of the survivors. Its information
+    is the Bernoulli variance ``p (1 - p)``: a query every good model answers alike (far
+    too easy or too hard for them) cannot separate them. A query nobody answered gets the
+    mean information of the answered ones. Ties (and unanswered queries) keep the order
+    of the shared permutation.
+
+    ``irt``: the outcome ``p`` of each survivor comes from a Rasch model fitted to every
+    answer so far (:func:`rasch_fit`), and the information is the survivors' mean
+    ``p (1 - p)``; unlike the shift above, a query's difficulty estimate then uses each
+    answerer's own ability, so a few answers from models of any level place it."""
+    if not rec.log:
+        return S.perm.copy()
+    if irt:
+        info, seen = _irt_information(S, rec, alive)
+    else:
+        info, seen = _shift_information(S, rec, alive)
     info[~seen] = info[seen].mean() if seen.any() else 0.25
     pos = np.empty(S.Q, dtype=np.int64)
     pos[S.perm] = np.arange(S.Q)
@@ -160,14 +225,14 @@ def _fill_pairs(S: Search, G: np.ndarray, t: int, rec: _Record, order: np.ndarra
 
 
 def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int,
-               focus: bool = False) -> tuple[np.ndarray, int]:
+               focus: bool = False, irt: bool = False) -> tuple[np.ndarray, int]:
     """One round's queries, asked in one oracle call: a fresh shared block per group while
     the pool has enough unused queries left, else each member fills in its group's order.
     Returns every model's mean on this round's queries (NaN if none) and the new block
     pointer."""
     mm, qq = [], []
     if focus:
-        ranked = informative_order(S, rec, np.concatenate(groups))
+        ranked = informative_order(S, rec, np.concatenate(groups), irt)
         n_g = len(groups)
         for g, G in enumerate(groups):    # group g leads with every n_g-th informative query
             lead = np.arange(g, S.Q, n_g)
@@ -197,23 +262,27 @@ def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: i
 
 
 def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: int | None = None,
-                        lam: float | None = None, focus: int | None = None, **opts) -> None:
+                        lam: float | None = None, focus: int | None = None, irt: bool | None = None,
+                        early_group: int | None = None, **opts) -> None:
     """Sequential Halving with paired comparisons inside random groups (module docstring)."""
     group = GROUP_SIZE if group is None else max(1, int(group))
     rel_until = REL_UNTIL if rel_until is None else int(rel_until)
     lam = RIDGE if lam is None else float(lam)
     focus = FOCUS if focus is None else int(focus)
+    irt = IRT if irt is None else bool(irt)
+    early_group = (EARLY_GROUP or group) if early_group is None else max(1, int(early_group))
     sizes, q = halving_plan(S.M, S.B, S.Q, k)
     rec = _Record(S.M)
     rel = np.zeros(S.M)
     alive, ptr = np.arange(S.M), 0
     for r, (n_r, q_r) in enumerate(zip(sizes, q)):
         before = S.spent
-        groups = _split(S, alive, group)
+        groups = _split(S, alive, early_group if alive.size > EARLY_UNTIL else group)
         keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
         means = np.full(S.M, np.nan)
         if q_r > 0 and S.remaining > 0:
-            means, ptr = _ask_round(S, groups, int(q_r), rec, ptr, focus=0 < alive.size <= focus)
+            means, ptr = _ask_round(S, groups, int(q_r), rec, ptr, focus=0 < alive.size <= focus,
+                                     irt=irt)
         cost = S.spent - before
         S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
         kept = []
