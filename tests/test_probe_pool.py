@@ -174,3 +174,31 @@ def test_kill_9_mid_pool_probe_ends_the_workers_and_resumes(tmp_path, zoo):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_an_interrupt_keeps_the_finished_models_ends_the_workers_and_resumes(tmp_path, zoo):
+    """Ctrl-C (here: the progress callback raising KeyboardInterrupt after 5 models) during a
+    PROBE on the pool: the finished models are committed, the workers are ended (the models in
+    flight are dropped, not left running), and the rerun probes only the rest."""
+    h = _hub(tmp_path / "hub", zoo, 2)
+    h.execute("PROBE MODELS WHERE name < 'm02' WITH ps")      # starts the pool
+    before = _worker_pids()
+    assert len(before) == 2
+
+    def progress(task, done, total):
+        if task == "probe" and done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        h.execute("PROBE WITH ps", progress=progress)
+    deadline = time.time() + 10
+    while any(_alive(p) for p in before) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in before)
+    kept = set(_raw(h))
+    assert 2 + 5 <= len(kept) < 12                  # the two earlier models and the five finished ones
+    status = {r[0]: r[2] for r in h.execute("PROBE WITH ps").rows}
+    assert {n for n, s in status.items() if s == "already probed"} == kept
+    assert sorted(s for n, s in status.items() if n not in kept) == ["probed"] * (12 - len(kept))
+    assert h.execute("CHECK HUB").rows == []
+    assert set(_worker_pids()).isdisjoint(before)    # a fresh pool for the rerun
