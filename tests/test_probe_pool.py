@@ -202,3 +202,50 @@ def test_an_interrupt_keeps_the_finished_models_ends_the_workers_and_resumes(tmp
     assert sorted(s for n, s in status.items() if n not in kept) == ["probed"] * (12 - len(kept))
     assert h.execute("CHECK HUB").rows == []
     assert set(_worker_pids()).isdisjoint(before)    # a fresh pool for the rerun
+
+
+NETS = """
+import os
+import torch
+
+FLAG = {flag!r}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, seed, crash=False):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin = torch.nn.Linear(64, 4)
+        self.crash = crash
+        self.zooql_preprocess = {{"input_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]}}
+
+    def forward(self, x):
+        if self.crash and os.path.exists(FLAG):
+            os._exit(3)          # the worker process dies (as if killed for memory)
+        return self.lin(x.flatten(1))
+
+
+def crash():
+    return Net(99, crash=True)
+""" + "".join(f"\n\ndef net{i}():\n    return Net({i})\n" for i in range(10))
+
+
+def test_a_worker_that_dies_fails_its_models_the_rest_go_on_and_the_rerun_resumes(tmp_path, zoo):
+    flag = tmp_path / "crash-now"
+    (tmp_path / "nets.py").write_text(NETS.format(flag=str(flag)))
+    h = zooql.connect(tmp_path / "hub")
+    h.execute("SET trust_code = true")
+    names = ["crash"] + [f"net{i}" for i in range(10)]
+    for n in names:
+        h.execute(f"ADD MODEL 'python:{tmp_path / 'nets.py'}:{n}' AS {n}")
+    h.execute(f"CREATE PROBE SET ps FROM '{zoo['probes']}'")
+    h.execute("SET local_workers = 2")
+    flag.write_text("")
+    status = {r[0]: r[2] for r in h.execute("PROBE WITH ps").rows}
+    died = {n for n, s in status.items() if s.startswith("failed: the worker process running it died")}
+    assert "crash" in died and len(died) <= 4                       # it and at most the jobs in flight with it
+    assert {n for n, s in status.items() if s == "probed"} == set(names) - died   # the rest, on a fresh pool
+    assert h.execute("CHECK HUB").rows == []
+    flag.unlink()
+    again = {r[0]: r[2] for r in h.execute("PROBE WITH ps").rows}
+    assert {n for n, s in again.items() if s == "probed"} == died and len(again) == len(names)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -122,14 +123,12 @@ def _run(fn: str, model: dict, args: dict, delay: dict | None = None) -> tuple:
 
 # ---- the driver side ------------------------------------------------------------------------
 
-_POOL: dict[str, Any] = {"key": None, "pool": None}
+_POOL: dict[str, Any] = {"key": None, "pool": None, "users": 0}
+_LOCK = threading.Lock()
 
 
-def _discard_pool() -> None:
-    """End the pool's workers now (an interrupt, a dead worker, another configuration)."""
-    pool, _POOL["pool"], _POOL["key"] = _POOL["pool"], None, None
-    if pool is None:
-        return
+def _end(pool) -> None:
+    """Shut ``pool`` down now: queued jobs cancelled, running workers terminated."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
@@ -139,22 +138,62 @@ def _discard_pool() -> None:
         p.join(timeout=5)
 
 
+def _discard_pool() -> None:
+    """End the kept pool's workers now (at exit; tests)."""
+    with _LOCK:
+        pool, _POOL["pool"], _POOL["key"], _POOL["users"] = _POOL["pool"], None, None, 0
+    if pool is not None:
+        _end(pool)
+
+
 atexit.register(_discard_pool)
 
 
-def _pool_for(key: tuple):
-    if _POOL["key"] == key and _POOL["pool"] is not None and not getattr(_POOL["pool"], "_broken", False):
-        return _POOL["pool"]
-    _discard_pool()
+def _new_pool(key: tuple):
     from concurrent.futures import ProcessPoolExecutor
 
     from zooql.runtime.procs import context
 
     workers, device, trust_code, budget, max_models, threads = key
-    _POOL["pool"] = ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=_init,
-                                        initargs=(os.getpid(), device, trust_code, budget, max_models, threads))
-    _POOL["key"] = key
-    return _POOL["pool"]
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=_init,
+                               initargs=(os.getpid(), device, trust_code, budget, max_models, threads))
+
+
+def _acquire(key: tuple) -> tuple[Any, bool]:
+    """(a pool for ``key``, whether it is private to the caller). The kept pool is shared by
+    the statements of this process; one that another thread is using with another
+    configuration (or that broke while in use) is left alone and the caller gets a pool of
+    its own, ended by :func:`_release`."""
+    old = None
+    with _LOCK:
+        pool = _POOL["pool"]
+        if pool is not None and _POOL["key"] == key and not getattr(pool, "_broken", False):
+            _POOL["users"] += 1
+            return pool, False
+        if pool is not None and _POOL["users"] > 0:
+            return _new_pool(key), True
+        old = pool
+        _POOL["pool"], _POOL["key"], _POOL["users"] = _new_pool(key), key, 1
+        pool = _POOL["pool"]
+    if old is not None:
+        _end(old)
+    return pool, False
+
+
+def _release(pool, private: bool, abandon: bool) -> None:
+    """The caller is done with ``pool``; ``abandon``: it left jobs running (an interrupt), so
+    the workers are ended unless another statement is using the pool."""
+    if private:
+        _end(pool)
+        return
+    with _LOCK:
+        if _POOL["pool"] is not pool:     # replaced meanwhile (it broke): already ended or ending
+            return
+        _POOL["users"] = max(0, _POOL["users"] - 1)
+        if not (abandon and _POOL["users"] == 0):
+            return
+        _POOL["pool"], _POOL["key"] = None, None
+    _end(pool)
 
 
 class PoolExecutor(Executor):
@@ -206,7 +245,7 @@ class PoolExecutor(Executor):
         from concurrent.futures import FIRST_COMPLETED, wait
 
         config = self._config()
-        pool = _pool_for(config)
+        pool, private = _acquire(config)
         delay = json.loads(os.environ[DELAY_ENV]) if os.environ.get(DELAY_ENV) else None
         it = iter(jobs)
         pending: dict = {}
@@ -219,8 +258,9 @@ class PoolExecutor(Executor):
                         exhausted = True
                         break
                     args = {k: self._wire(v) for k, v in job.args.items()}
-                    if _POOL["pool"] is not pool:   # a worker died: a fresh pool for the rest
-                        pool = _pool_for(config)
+                    if getattr(pool, "_broken", False):   # a worker died: a fresh pool for the rest
+                        _release(pool, private, abandon=True)
+                        pool, private = _acquire(config)
                     pending[pool.submit(_run, job.fn, job.model, args, delay)] = job
                 if not pending:
                     clean = True
@@ -229,11 +269,12 @@ class PoolExecutor(Executor):
                 for fut in done:
                     yield self._result(pending.pop(fut), fut)
         finally:
+            abandon = False
             if not clean:   # an interrupt or an error: the queued and running jobs are dropped
                 for fut in pending:
                     fut.cancel()
-                if any(not f.done() for f in pending):
-                    _discard_pool()
+                abandon = any(not f.done() for f in pending)
+            _release(pool, private, abandon)
 
     @staticmethod
     def _result(job, fut) -> JobResult:
@@ -242,7 +283,6 @@ class PoolExecutor(Executor):
         try:
             value, error, seconds, device, pid = fut.result()
         except BrokenProcessPool:
-            _discard_pool()
             return JobResult(job.key, None, "the worker process running it died (out of memory, or killed); "
                              "rerun the statement to resume", 0.0, None, "pool")
         return JobResult(job.key, value, error and error[0], seconds, device, f"{pid}@local",
