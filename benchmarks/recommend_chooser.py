@@ -38,11 +38,11 @@ import numpy as np  # noqa: E402
 
 from zooql.methods.modellens.metrics import kendall_tau_at_k, ndcg_at_k, ndcg_lovm_at_k  # noqa: E402
 from zooql.methods.modellens.select import (VAL_METHODS, make_baselines, memo_embedder,  # noqa: E402
-                                            validation_lists, _score_vec)
+                                            seed_models, validation_lists, _score_vec)
 
 # every method whose rows a dump stores (VAL_METHODS first): candidates that are not in the
 # shipped set are compared on the same folds without a second dump
-DUMP_METHODS = tuple(dict.fromkeys(VAL_METHODS + ("knn_soft",)))
+DUMP_METHODS = tuple(dict.fromkeys(VAL_METHODS + ("knn_soft", "modellens@1", "modellens@2")))
 
 
 def _load(table):
@@ -69,13 +69,15 @@ def dump(table: str, out: Path, folds=None):
     D = len(recs.datasets)
     for di in (folds if folds is not None else range(D)):
         path = out / f"fold{di:03d}.pkl"
-        if path.exists():
+        if path.exists() or not _claim(path):
             continue
         t0 = time.time()
         d = recs.datasets[di]
         train = recs.subset(recs.d_idx != di)
         side_tr = SideInfo({k: v for k, v in side.dataset_text.items() if k != d}, side.model_features)
         methods = {"modellens": Recommender(**cfg, text_embedder=emb).fit(train, side_tr)}
+        for name, m in seed_models(cfg, emb, DUMP_METHODS).items():
+            methods[name] = m.fit(train, side_tr)
         for name, b in make_baselines(meta["reference"], emb, DUMP_METHODS).items():
             methods[name] = b.fit(train, side_tr)
         desc = side.dataset_text.get(d)
@@ -95,6 +97,16 @@ def dump(table: str, out: Path, folds=None):
         tmp.write_bytes(pickle.dumps(rec))
         tmp.rename(path)
         print(f"{table} fold {di} {d!r}: fit {t1 - t0:.0f}s, validation {time.time() - t1:.0f}s", flush=True)
+
+
+def _claim(path: Path) -> bool:
+    """Take a fold for this process (``.claim`` beside it, created exclusively), so that
+    several ``dump`` processes on one table share its folds instead of repeating them."""
+    try:
+        os.close(os.open(path.with_suffix(".claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
 
 
 def _score(truth, pred, rel_scale):
