@@ -9,9 +9,12 @@ hidden dataset's lists (``dump``).  Every chooser of ``select.CHOOSERS`` is then
 the inner lists of a fold *only* and its weights to that fold's hidden lists (``eval``): the
 evaluated dataset never influences the choice (the inner lists are computed without it).
 
-The dump also stores the rows of DUMP_METHODS beyond VAL_METHODS (``knn_soft``), so a candidate
-outside the shipped set is compared on the same folds: ``eval`` prints it alone and the ``mean``
-and ``bagged`` rules with it added to the candidate grid.
+The dump also stores the rows of DUMP_METHODS beyond VAL_METHODS (``knn_soft`` and ModelLens
+with seeds 1 and 2, ``modellens@S``), so candidates outside the shipped set are compared on the
+same folds: ``eval`` prints them alone, ``ens3`` (the mean robust z-score of the three seeds) and
+the ``mean`` / ``bagged`` / ``prior2se`` rules with ``ens3`` as the latent row, the hindsight
+ceilings and the inner-validation noise (SE of a gain across inner datasets, SD across seeds).
+Several ``dump`` processes on one table share its folds (``.claim`` files in ``--out``).
 
 The cost is one auto LODO run per table; the choosers themselves are cheap, so all of them
 are compared on the very same predictions.
