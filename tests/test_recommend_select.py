@@ -157,6 +157,22 @@ def test_validation_is_deterministic_for_a_seed():
                        embedder=fake_embedder).folds for s in range(5)].count(c.folds) < 5
 
 
+def test_seed_rows_are_modellens_with_another_seed():
+    """``modellens@S`` rows (the seed ensemble compared by benchmarks/recommend_chooser.py) are
+    ModelLens trained with seed S on the same split: another seed's row differs, the same
+    seed's row is the shipped row."""
+    recs = _general_table(M=12, D=4)
+    cfg = Recommender(dim=4, epochs=15, val_epochs=15, seed=0).config
+    lists, _ = S.validation_lists(recs, SideInfo(), cfg, fake_embedder,
+                                  methods=S.VAL_METHODS + ("modellens@0", "modellens@1"))
+    assert all(Sm.shape[0] == 6 for _, _, Sm in lists)
+    assert all(np.allclose(Sm[4], Sm[0]) for _, _, Sm in lists)
+    assert not all(np.allclose(Sm[5], Sm[0]) for _, _, Sm in lists)
+    assert set(S.seed_models(cfg, fake_embedder, ("avg_rank", "modellens@7"))) == {"modellens@7"}
+    assert S.seed_models(cfg, fake_embedder, ("modellens@7",))["modellens@7"].config["seed"] == 7
+    assert "modellens@1" not in S.make_baselines(None, fake_embedder, ("avg_rank", "modellens@1"))
+
+
 def test_a_trained_latent_model_wins_on_planted_latent_structure():
     """Datasets are mixtures of two skills; the description names the mixture. ModelLens
     (attention over the training datasets by description) is right; the average rank and
@@ -276,3 +292,44 @@ def test_bagged_spreads_a_choice_that_hinges_on_one_validation_dataset():
     assert any(not np.array_equal(w_bag, S.choose_bagged(lists, seed=s)) for s in range(1, 6))
     method, weights, _ = S.choose(lists, chooser="bagged")
     assert method == "blend" and weights == {m: round(float(x), 4) for m, x in zip(S.VAL_METHODS, w_bag) if x > 0}
+
+
+def _chooser_module():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import recommend_chooser
+    finally:
+        sys.path.pop(0)
+    return recommend_chooser
+
+
+def test_ens3_row_averages_the_seeds_and_wins_where_seed_noise_is_the_error():
+    """benchmarks/recommend_chooser.py's seed-ensemble candidate: each seed's row is the
+    truth plus its own noise, so their mean robust z is closer to the truth than any seed,
+    and the mean rule on the ens3 rows picks it; prior2se keeps it (a large, steady gain)."""
+    rc = _chooser_module()
+    rng = np.random.default_rng(1)
+    methods = rc.VAL_METHODS + ("modellens@1", "modellens@2")
+    inner = []
+    for f in range(8):
+        t = rng.standard_normal(40)
+        seeds = [t + 1.2 * rng.standard_normal(40) for _ in range(3)]
+        inner.append((f, t, np.stack([seeds[0], rng.standard_normal(40), rng.standard_normal(40),
+                                      rng.standard_normal(40), seeds[1], seeds[2]])))
+    rec = {"methods": methods, "inner": inner, "outer": [(t, Sm) for _, t, Sm in inner]}
+    rows, _ = rc._rows(rec, ["ens3", "modellens", "modellens@1", "modellens@2"])
+    N = np.stack([S._ndcg_rows(t, Sm) for _, t, Sm in rows], axis=1).mean(1)
+    assert N[0] > N[1:].max() + 0.03, N
+    ens_lists, _ = rc._rows(rec, ["ens3", *rc.BASES])
+    assert list(S.choose_mean(ens_lists)) == [1.0, 0.0, 0.0, 0.0]
+    assert list(rc.choose_prior2se(ens_lists)) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_prior2se_falls_back_to_avg_rank_on_a_gain_from_one_dataset():
+    rc = _chooser_module()
+    lists = _inconsistent()
+    assert S.choose(lists, chooser="mean")[0] == "blend"
+    assert list(rc.choose_prior2se(lists)) == [0.0, 1.0, 0.0, 0.0]

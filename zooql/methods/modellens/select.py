@@ -123,8 +123,17 @@ def make_baselines(reference: str | None = None, embedder=None, names=None) -> d
             "imagenet": lambda: BASELINES["imagenet"](reference=reference),
             "knn_dataset": lambda: BASELINES["knn_dataset"](text_embedder=embedder),
             "knn_soft": lambda: BASELINES["knn_soft"](text_embedder=embedder)}
-    names = [n for n in (VAL_METHODS if names is None else names) if n != "modellens"]
+    names = [n for n in (VAL_METHODS if names is None else names) if not n.startswith("modellens")]
     return {n: make[n]() for n in names}
+
+
+def seed_models(config: dict, embedder, names) -> dict:
+    """``modellens@S`` entries of ``names``: ModelLens with seed ``S`` (unfitted), so that a
+    seed ensemble is compared on the same folds as the shipped candidates."""
+    from zooql.methods.modellens.recommender import Recommender
+
+    return {n: Recommender(**{**config, "seed": int(n.split("@", 1)[1])}, text_embedder=embedder)
+            for n in names if n.startswith("modellens@")}
 
 
 def _score_vec(method, dataset, metric, models, description):
@@ -158,7 +167,7 @@ def validation_lists(recs: Records, side: SideInfo, config: dict, embedder, refe
         train = recs.subset(recs.d_idx != di)
         side_tr = SideInfo({k: v for k, v in side.dataset_text.items() if k != d}, side.model_features)
         fitted = {"modellens": Recommender(**cfg, text_embedder=embedder),
-                  **make_baselines(reference, embedder, methods)}
+                  **seed_models(cfg, embedder, methods), **make_baselines(reference, embedder, methods)}
         for m in fitted.values():
             m.fit(train, side_tr)
         desc = side.dataset_text.get(d)
