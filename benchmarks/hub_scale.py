@@ -157,6 +157,23 @@ def catalog_rows(args) -> list[dict]:
     return rows
 
 
+# ---- the other parts' arguments ---------------------------------------------------------------
+
+def part_args(part: str, mod, args) -> argparse.Namespace:
+    """The namespace a part's ``rows(args)`` reads: its own defaults (the same as its
+    standalone command), with the sizes this command sets for it."""
+    if part == "query":
+        return argparse.Namespace(models=args.models or 1_000_000, reps=args.query_reps, dir=None)
+    if part == "descriptors":
+        a = mod.parser().parse_args([])
+        a.logits, a.reduced_logits, a.queries = args.logits, args.reduced_logits, args.desc_queries
+        a.drop_logits = a.logits
+        a.cache = os.path.join(args.work, "descriptors")
+        return a
+    return argparse.Namespace(models=args.probe_models, probes=256, block=args.probe_block, per_model=300,
+                              warm=64, workdir=os.path.join(args.work, "probe"), keep=False)
+
+
 # ---- table and RESULTS.md ---------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
@@ -178,6 +195,13 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=int, default=1_000_000, help="name-only rows for ADD MODELS (0: skip)")
     ap.add_argument("--evals", type=int, default=5_000_000, help="rows for IMPORT EVALUATIONS (0: skip)")
     ap.add_argument("--rerun", action="store_true", help="also time a rerun of ADD MODELS (every row skipped)")
+    ap.add_argument("--query-reps", dest="query_reps", type=int, default=5, help="part query: repetitions")
+    ap.add_argument("--logits", type=int, default=10_000_000, help="part descriptors: logits of the store")
+    ap.add_argument("--reduced-logits", dest="reduced_logits", type=int, default=1_000_000,
+                    help="part descriptors: gallery of the reduced-index row (beyond 1M: the whole store)")
+    ap.add_argument("--desc-queries", dest="desc_queries", type=int, default=5, help="part descriptors: queries")
+    ap.add_argument("--probe-models", dest="probe_models", type=int, default=10_000, help="part probe: models")
+    ap.add_argument("--probe-block", dest="probe_block", type=int, default=1000, help="part probe: ABBA block")
     ap.add_argument("--work", default=None, help="folder for generated files (default: a temporary one)")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -204,7 +228,7 @@ def main(argv=None) -> int:
                     raise
                 print(f"part {part}: benchmarks/{mod}.py is not there; skipped")
                 continue
-            rows += m.rows(args)
+            rows += m.rows(part_args(part, m, args))
     finally:
         if own:
             shutil.rmtree(args.work, ignore_errors=True)

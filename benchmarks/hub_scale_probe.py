@@ -307,7 +307,7 @@ def informational(folder: Path, bare: _Worker, zq: _Worker, m: int, workers: int
         ratio = b_s / z["seconds"]
         rows.append({"figure": label + " (informational)", "baseline_s": round(b_s, 2),
                      "zooql_s": round(z["seconds"], 2), "ratio": round(ratio, 3),
-                     "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and z["probed"] == m),
+                     "target": "- (informational)", "met": None,
                      "peak_rss_mb": None,
                      "note": f"{z['probed']}/{m} probed; one pair; ZooQL driver CPU {z['cpu']:.2f} s "
                              f"(main thread {z['cpu_main']:.2f} s); pool start before the first block "
@@ -340,7 +340,7 @@ def _per_model_row(m, b, z, rss) -> dict:
     ratio = b["seconds"] / z["seconds"]
     return {"figure": f"PROBE {m} small models (commit every model; informational)",
             "baseline_s": round(b["seconds"], 2), "zooql_s": round(z["seconds"], 2), "ratio": round(ratio, 3),
-            "target": f">= {TARGET:.0%} of bare throughput", "met": bool(ratio >= TARGET and z["probed"] == m),
+            "target": "- (informational)", "met": None,
             "peak_rss_mb": round(max(rss.values()), 1),
             "note": f"{z['probed']}/{m} probed; one pair (ZooQL then bare); overhead "
                     f"{(z['seconds'] - b['seconds']) / m * 1000:.1f} ms/model"}
