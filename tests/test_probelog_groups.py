@@ -175,7 +175,7 @@ def test_files_of_an_uncommitted_group_are_warned_then_deleted(tmp_path, zoo):
 CHILD = """
 import zooql
 from zooql.testing.zoo import slow_down
-slow_down("forward", 0.12)
+slow_down("forward", 0.25)
 h = zooql.connect({hub!r})
 h.execute("SET probe_commit_interval = 0.3")
 print("START", flush=True)
