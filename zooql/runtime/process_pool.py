@@ -19,10 +19,12 @@ error) cancels what is queued and ends the workers, so only the work in flight i
   Anything else travels by value with every job.
 * **Lifetime.** The pool outlives the statement (a worker pays the torch import once) and
   ends with the process; a worker ends by itself when its owner process is gone (kill -9).
-  A worker that dies (out of memory) fails its in-flight jobs with a clear error and the
-  next statement starts a fresh pool.
+  Statements of this process share it; one that needs another configuration while it is
+  in use (another device, trust or memory budget, from another thread) gets a pool of its
+  own for its duration. A worker that dies (out of memory) fails its in-flight jobs with a
+  clear error and the statement's remaining jobs go to a fresh pool.
 
-Imports neither torch nor ray in the driver.
+This module imports neither torch nor ray (the workers import torch).
 """
 from __future__ import annotations
 
