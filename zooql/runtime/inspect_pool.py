@@ -21,7 +21,7 @@ import os
 from collections import deque
 from typing import Callable
 
-from zooql.runtime.procs import context as _context, watch_owner
+from zooql.runtime.procs import context as _context, end_pool, watch_owner
 
 #: a worker process is replaced after this many models (bounds leaks and fragmentation)
 TASKS_PER_WORKER = 32
@@ -162,10 +162,4 @@ def inspect_many(jobs: list[dict], workers: int, on_result: Callable[[int, dict 
         if ok:
             pool.shutdown(wait=True)
         else:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-            for p in procs:
-                p.join(timeout=5)
+            end_pool(pool)

@@ -38,6 +38,7 @@ from typing import Any
 
 from zooql.errors import ExecutionError
 from zooql.runtime.jobs import Executor, JobResult, Shared, call_job
+from zooql.runtime.procs import end_pool
 
 #: a statement with fewer model jobs than this runs them in this process (``auto``)
 POOL_MIN_JOBS = 32
@@ -129,23 +130,12 @@ _POOL: dict[str, Any] = {"key": None, "pool": None, "users": 0}
 _LOCK = threading.Lock()
 
 
-def _end(pool) -> None:
-    """Shut ``pool`` down now: queued jobs cancelled, running workers terminated."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=5)
-
-
 def _discard_pool() -> None:
     """End the kept pool's workers now (at exit; tests)."""
     with _LOCK:
         pool, _POOL["pool"], _POOL["key"], _POOL["users"] = _POOL["pool"], None, None, 0
     if pool is not None:
-        _end(pool)
+        end_pool(pool)
 
 
 atexit.register(_discard_pool)
@@ -178,7 +168,7 @@ def _acquire(key: tuple) -> tuple[Any, bool]:
         _POOL["pool"], _POOL["key"], _POOL["users"] = _new_pool(key), key, 1
         pool = _POOL["pool"]
     if old is not None:
-        _end(old)
+        end_pool(old)
     return pool, False
 
 
@@ -186,7 +176,7 @@ def _release(pool, private: bool, abandon: bool) -> None:
     """The caller is done with ``pool``; ``abandon``: it left jobs running (an interrupt), so
     the workers are ended unless another statement is using the pool."""
     if private:
-        _end(pool)
+        end_pool(pool)
         return
     with _LOCK:
         if _POOL["pool"] is not pool:     # replaced meanwhile (it broke): already ended or ending
@@ -195,7 +185,7 @@ def _release(pool, private: bool, abandon: bool) -> None:
         if not (abandon and _POOL["users"] == 0):
             return
         _POOL["pool"], _POOL["key"] = None, None
-    _end(pool)
+    end_pool(pool)
 
 
 class PoolExecutor(Executor):

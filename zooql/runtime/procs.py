@@ -1,6 +1,6 @@
 """Worker processes of this machine (ADD MODELS' inspection pool, PROBE's process pool):
-the multiprocessing context they start from, and the watchdog that ends a worker when the
-statement's process is gone. Imports no other ZooQL module."""
+the multiprocessing context they start from, the watchdog that ends a worker when the
+statement's process is gone, and ending a pool at once. Imports no other ZooQL module."""
 from __future__ import annotations
 
 import multiprocessing
@@ -46,3 +46,15 @@ def context():
         ctx.set_forkserver_preload(PRELOAD)   # no effect once this process's forkserver runs
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def end_pool(pool) -> None:
+    """Shut a ``ProcessPoolExecutor`` down now: queued jobs cancelled, running workers
+    terminated (an interrupt, a failed statement, a dead worker)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
