@@ -171,8 +171,10 @@ class Executor:
     name = "executor"
     workers = 1
 
-    def share(self, value: Any, key: str | None = None) -> Shared:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def share(self, value: Any, key: str | None = None) -> Shared:
+        """A handle on ``value`` for this executor's workers (this machine: the value itself;
+        Ray: an object-store reference)."""
+        return Shared(key or uuid.uuid4().hex, value)
 
     def map(self, jobs: Iterable[Job], progress: Callable | None = None) -> Iterator[JobResult]:  # pragma: no cover
         raise NotImplementedError
@@ -196,9 +198,6 @@ class LocalExecutor(Executor):
         if callable(self._runtime) and not hasattr(self._runtime, "run"):
             self._runtime = self._runtime()
         return self._runtime
-
-    def share(self, value, key=None):
-        return Shared(key or uuid.uuid4().hex, value)
 
     def map(self, jobs, progress=None):
         for job in jobs:

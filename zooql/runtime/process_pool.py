@@ -36,8 +36,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from zooql.errors import ExecutionError
-from zooql.runtime.jobs import Executor, JobResult, Shared, call_job
+from zooql.runtime.jobs import JobResult, LocalExecutor, Shared, call_job
 from zooql.runtime.procs import end_pool
 
 #: a statement with fewer model jobs than this runs them in this process (``auto``)
@@ -61,9 +60,7 @@ def pool_workers(setting: Any, device: str | None, jobs: int | None) -> int:
     """How many worker processes a statement's model jobs get (1: none, this process)."""
     if jobs is None:
         return 1
-    n = int(setting or 0)
-    if n < 0:
-        raise ExecutionError(f"setting local_workers must be 0 (auto) or a number of processes, got {n}")
+    n = int(setting or 0)   # SET local_workers: 0 to 256 (checked by the binder)
     if n == 0:   # auto: only for many jobs on the CPU
         on_cpu = str(device or "cpu").strip().lower() == "cpu"
         n = min(cores(), MAX_AUTO_WORKERS) if on_cpu and jobs >= POOL_MIN_JOBS else 1
@@ -188,30 +185,22 @@ def _release(pool, private: bool, abandon: bool) -> None:
     end_pool(pool)
 
 
-class PoolExecutor(Executor):
-    """Jobs on ``workers`` local processes (see the module docstring). ``runtime``: the
-    hub's ModelRuntime (or a function returning one) whose device, trust and memory budget
-    the workers copy."""
-
-    name = "local"
+class PoolExecutor(LocalExecutor):
+    """The local executor on ``workers`` processes (see the module docstring). ``runtime``:
+    the hub's ModelRuntime (or a function returning one, as for LocalExecutor) whose
+    device, trust and memory budget the workers copy."""
 
     def __init__(self, runtime, workers: int):
-        self._runtime = runtime
+        super().__init__(runtime)
         self.workers = int(workers)
         self.window = 2 * self.workers
         self._wired: dict[str, Any] = {}
 
     def _config(self) -> tuple:
-        rt = self._runtime() if callable(self._runtime) and not hasattr(self._runtime, "run") else self._runtime
-        self._runtime = rt
+        rt = self.runtime
         threads = max(1, cores() // self.workers)
         return (self.workers, rt.device, bool(rt.trust_code), max(1, rt.memory_budget_bytes // self.workers),
                 max(1, rt.max_models // self.workers), threads)
-
-    def share(self, value, key=None):
-        import uuid
-
-        return Shared(key or uuid.uuid4().hex, value)
 
     def _wire(self, value: Any) -> Any:
         """A Shared value as it travels: a whole ``.npy`` file by its path, else the value."""
@@ -279,6 +268,3 @@ class PoolExecutor(Executor):
                              "rerun the statement to resume", 0.0, None, "pool")
         return JobResult(job.key, value, error and error[0], seconds, device, f"{pid}@local",
                          error_kind=error[1] if error else "ExecutionError")
-
-    def describe(self) -> dict:
-        return {"executor": "local", "workers": self.workers}
