@@ -16,6 +16,7 @@ import pytest
 import zooql
 from conftest import ROOT
 from zooql.errors import BindError, ExecutionError
+from zooql.testing.faults import running
 
 
 def _state(hub):
@@ -180,14 +181,6 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_killed_add_models_resumes_from_its_last_batch(tmp_path, zoo):
     ref = zooql.connect(tmp_path / "ref")
@@ -213,9 +206,9 @@ def test_killed_add_models_resumes_from_its_last_batch(tmp_path, zoo):
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     deadline = time.monotonic() + 10    # its pool workers (and so the forkserver) end by themselves
-    while time.monotonic() < deadline and any(_alive(p) for p in pool):
+    while time.monotonic() < deadline and any(running(p) for p in pool):
         time.sleep(0.1)
-    assert [p for p in pool if _alive(p)] == [], "worker processes outlived the killed statement"
+    assert [p for p in pool if running(p)] == [], "worker processes outlived the killed statement"
     h = zooql.connect(hub)
     models, logits = _state(h)
     assert 2 <= len(models) < 8 and len(models) % 2 == 0    # whole batches only

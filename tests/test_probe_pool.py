@@ -17,6 +17,7 @@ import pytest
 import zooql
 from zooql.errors import BindError
 from zooql.runtime import process_pool as P
+from zooql.testing.faults import running
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -51,14 +52,6 @@ def _raw(h):
 def _worker_pids() -> list[int]:
     pool = P._POOL["pool"]
     return [p.pid for p in (getattr(pool, "_processes", None) or {}).values()] if pool else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_pool_gives_the_same_logits_descriptors_and_results_as_one_process(tmp_path, zoo):
@@ -143,7 +136,7 @@ def test_kill_9_mid_pool_probe_ends_the_workers_and_resumes(tmp_path, zoo):
         line = child.stdout.readline()
         assert line.startswith("["), child.stderr.read()[-2000:]
         workers = json.loads(line)
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == 2 and all(running(p) for p in workers)
         reader = zooql.connect(tmp_path / "hub")
         deadline, committed = time.time() + 60, 0
         while time.time() < deadline:
@@ -160,9 +153,9 @@ def test_kill_9_mid_pool_probe_ends_the_workers_and_resumes(tmp_path, zoo):
         child.wait()
     reader.close()
     deadline = time.time() + 20
-    while any(_alive(p) for p in workers) and time.time() < deadline:
+    while any(running(p) for p in workers) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in workers), "the pool's workers outlived their killed owner"
+    assert not any(running(p) for p in workers), "the pool's workers outlived their killed owner"
     h = zooql.connect(tmp_path / "hub")
     assert [r for r in h.execute("CHECK HUB").rows if r[0] == "error"] == []
     kept = set(_raw(h))
@@ -192,9 +185,9 @@ def test_an_interrupt_keeps_the_finished_models_ends_the_workers_and_resumes(tmp
     with pytest.raises(KeyboardInterrupt):
         h.execute("PROBE WITH ps", progress=progress)
     deadline = time.time() + 10
-    while any(_alive(p) for p in before) and time.time() < deadline:
+    while any(running(p) for p in before) and time.time() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in before)
+    assert not any(running(p) for p in before)
     kept = set(_raw(h))
     assert 2 + 5 <= len(kept) < 12                  # the two earlier models and the five finished ones
     status = {r[0]: r[2] for r in h.execute("PROBE WITH ps").rows}

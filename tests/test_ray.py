@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zooql.testing.faults import running
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
 N_MODELS = 40
@@ -412,18 +414,6 @@ def _descendants(root: int) -> list[int]:
     return sorted(out)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:   # a zombie is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _shutdown(ray, pids):
     from zooql.runtime import ray_executor as RE
 
@@ -431,17 +421,17 @@ def _shutdown(ray, pids):
     pids = sorted(set(pids) | set(_descendants(os.getpid())))   # with Ray's agents and workers
     ray.shutdown()
     deadline = time.time() + 60
-    while any(_alive(p) for p in pids) and time.time() < deadline:
+    while any(running(p) for p in pids) and time.time() < deadline:
         time.sleep(0.2)
-    slow = [p for p in pids if _alive(p)]
+    slow = [p for p in pids if running(p)]
     for p in slow:   # only the processes this run started, by pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
     deadline = time.time() + 10
-    while any(_alive(p) for p in slow) and time.time() < deadline:
+    while any(running(p) for p in slow) and time.time() < deadline:
         time.sleep(0.1)
     return {"started_pids": pids, "killed_after_shutdown": slow,
-            "left_running": [p for p in pids if _alive(p)]}
+            "left_running": [p for p in pids if running(p)]}
 
 
 def main(out_path: str) -> None:

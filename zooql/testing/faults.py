@@ -52,6 +52,17 @@ class Scenario:
     stable: Callable | None = None  # state -> what no kill may change (VACUUM: FIND's results)
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not): the tests' check that worker
+    processes ended with a killed or interrupted statement, read from /proc on its own (not
+    through the watchdog it checks, zooql.runtime.procs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _q(con, sql):
     return con.execute(sql).fetchall()
 
