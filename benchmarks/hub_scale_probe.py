@@ -45,6 +45,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,8 +141,6 @@ def zooql_worker(folder: Path):
     hub = zooql.connect(str(folder / "hub"))
 
     def run(a: int, b: int, probe_set: str = "ps", interval: float | None = None, workers: int | None = None) -> dict:
-        from zooql.runtime import process_pool
-
         if interval is not None:   # SET persists in the hub: the caller sets it back
             hub.execute(f"SET probe_commit_interval = {interval}")
         hub.execute(f"SET local_workers = {workers or 0}")   # a setting of this connection; 0: auto
@@ -150,9 +149,9 @@ def zooql_worker(folder: Path):
         res = hub.execute(stmt)
         seconds, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
         probed = sum(1 for r in res.rows if str(r[2]).startswith("probed"))
-        key = process_pool._POOL["key"]
+        pool = re.search(r"on (\d+) worker processes", res.message or "")   # PROBE's own report
         return {"seconds": seconds, "cpu": cpu, "cpu_main": main, "probed": probed, "message": res.message,
-                "workers": key[0] if key and (workers or 0) != 1 else 1}
+                "workers": int(pool.group(1)) if pool else 1}
     return run
 
 
