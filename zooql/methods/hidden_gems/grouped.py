@@ -146,13 +146,16 @@ def rasch_fit(m: np.ndarray, q: np.ndarray, s: np.ndarray, M: int, Q: int, iters
     return theta, b
 
 
+def _answers(rec: _Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every answer so far as arrays: (model, query, score)."""
+    return tuple(np.concatenate([e[i] for e in rec.log]) for i in range(3))
+
+
 def _irt_information(S: Search, rec: _Record, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the Rasch model's Fisher information ``p (1 - p)`` averaged over the
     survivors ``alive`` (``p = sigmoid(theta_i - b_q)``, fitted to every answer so far), and
     whether anyone answered the query."""
-    m = np.concatenate([e[0] for e in rec.log])
-    q = np.concatenate([e[1] for e in rec.log])
-    s = np.concatenate([e[2] for e in rec.log])
+    m, q, s = _answers(rec)
     theta, b = rasch_fit(m, q, s, S.M, S.Q)
     p = _sigmoid(theta[alive][:, None] - b[None, :])
     return (p * (1.0 - p)).mean(axis=0), np.bincount(q, minlength=S.Q) > 0
@@ -162,9 +165,7 @@ def _shift_information(S: Search, rec: _Record, alive: np.ndarray) -> tuple[np.n
     """Per query: ``p (1 - p)`` with the outcome ``p`` at the survivors' level predicted by
     shifting the answerers' mean outcome (``informative_order``), and whether anyone
     answered the query."""
-    m = np.concatenate([e[0] for e in rec.log])
-    q = np.concatenate([e[1] for e in rec.log])
-    s = np.concatenate([e[2] for e in rec.log])
+    m, q, s = _answers(rec)
     mu = np.nan_to_num(S.means(), nan=0.5)
     n_q = np.bincount(q, minlength=S.Q)
     p_q = (np.bincount(q, weights=s, minlength=S.Q) + 0.5) / (n_q + 1.0)
