@@ -158,7 +158,8 @@ def test_damaged_reduced_index(probed):
         ps = S.probe_set_row(con, "ps")
     files = S.ProbeSetFiles(h.store, ps)
     folder = files.index_dir("hnsw_reduced")
-    PostingsIndex(S.open_matrix(files).n_probes).build_from_store(S.open_matrix(files)).save(folder)
+    dm = S.open_matrix(files)
+    PostingsIndex(dm.n_probes).build_from_store(dm).save(folder)
     assert h.execute("CHECK HUB").rows == []
     cur = json.loads(open(os.path.join(folder, "CURRENT.json")).read())
     index_file = os.path.join(folder, cur["meta"])
