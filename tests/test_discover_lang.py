@@ -287,28 +287,9 @@ def test_python_evaluator_needs_trust(hub, tmp_path):
 
 def _digits(folder, n=60):
     """8x8 grey images; class c lights pixel c. Model 'acc<r>' is right on classes < r."""
-    import torch
+    from zooql.testing.zoo import digits_task
 
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 10
-    images = rng.integers(0, 40, size=(n, 8, 8), dtype=np.uint8)
-    images.reshape(n, 64)[np.arange(n), labels] = 255
-    np.savez(folder / "digits.npz", images=images, labels=labels)
-
-    class Pick(torch.nn.Module):
-        def __init__(self, idx):
-            super().__init__()
-            self.register_buffer("idx", torch.tensor(idx, dtype=torch.long))
-
-        def forward(self, x):
-            return x.flatten(1)[:, self.idx]
-
-    paths = {}
-    for r in (3, 6, 10):
-        idx = list(range(r)) + [(j + 1 - r) % (10 - r) + r for j in range(r, 10)] if r < 10 else list(range(10))
-        torch.jit.script(Pick(idx)).save(str(folder / f"acc{r}.pt"))
-        paths[r] = folder / f"acc{r}.pt"
-    return paths
+    return digits_task(folder, n=n)
 
 
 def test_live_classifier_task(hub, tmp_path):

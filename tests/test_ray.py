@@ -320,34 +320,18 @@ def _cancel_part(tmp, zoo, ref):
 
 
 def _discover_part(tmp):
-    import torch
     import zooql
+    from zooql.testing.zoo import digits_task
 
     folder = Path(tmp) / "digits"
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    n = 60
-    labels = np.arange(n) % 10
-    images = rng.integers(0, 40, size=(n, 8, 8), dtype=np.uint8)
-    images.reshape(n, 64)[np.arange(n), labels] = 255
-    np.savez(folder / "digits.npz", images=images, labels=labels)
-
-    class Pick(torch.nn.Module):
-        def __init__(self, idx):
-            super().__init__()
-            self.register_buffer("idx", torch.tensor(idx, dtype=torch.long))
-
-        def forward(self, x):
-            return x.flatten(1)[:, self.idx]
+    paths = digits_task(folder, accuracies=range(2, 11))
 
     rows = {}
     for executor in ("local", "ray"):
         h = zooql.connect(os.path.join(tmp, f"hub_discover_{executor}"), executor=executor)
         for r in range(2, 11):
-            idx = list(range(r)) + [(j + 1 - r) % (10 - r) + r for j in range(r, 10)] if r < 10 else list(range(10))
-            path = folder / f"acc{r}.pt"
-            if not path.exists():
-                torch.jit.script(Pick(idx)).save(str(path))
+            path = paths[r]
             parent = "NULL" if r == 2 else "'acc2'"
             h.execute(f"ADD MODEL 'torchscript:{path}' AS acc{r} WITH (tree = 'digits', parent = {parent}, "
                       f"input_size = 8, channels = 1, mean = (0.5), std = (0.5))")

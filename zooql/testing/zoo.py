@@ -148,3 +148,33 @@ def save_linear(weight, bias, path) -> str:
         lin.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
     torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), lin)).save(str(path))
     return str(path)
+
+
+def digits_task(folder: str | os.PathLike, accuracies=(3, 6, 10), n: int = 60) -> dict[int, Path]:
+    """A live classifier task for DISCOVER: ``folder/digits.npz`` holds ``n`` 8x8 grey images
+    (class ``c`` lights pixel ``c``) and their labels, and for each ``r`` in ``accuracies`` a
+    TorchScript model ``folder/acc<r>.pt`` that is right exactly on the classes below ``r``
+    (accuracy ``r / 10``; it maps the other classes onto each other). Returns ``{r: path}``."""
+    import torch
+
+    folder = Path(folder)
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 40, size=(n, 8, 8), dtype=np.uint8)
+    images.reshape(n, 64)[np.arange(n), labels] = 255
+    np.savez(folder / "digits.npz", images=images, labels=labels)
+
+    class Pick(torch.nn.Module):
+        def __init__(self, idx):
+            super().__init__()
+            self.register_buffer("idx", torch.tensor(idx, dtype=torch.long))
+
+        def forward(self, x):
+            return x.flatten(1)[:, self.idx]
+
+    paths = {}
+    for r in accuracies:
+        idx = list(range(r)) + [(j + 1 - r) % (10 - r) + r for j in range(r, 10)] if r < 10 else list(range(10))
+        paths[r] = folder / f"acc{r}.pt"
+        torch.jit.script(Pick(idx)).save(str(paths[r]))
+    return paths
