@@ -21,6 +21,10 @@ d. The default check: the candidate strategies on both tree families (4 score tr
    3 clustered trees) at every budget; mean rank per tree and over trees, which
    strategies are never worse than sequential_halving, and the one chosen as the
    default of DISCOVER (lowest mean rank over trees and budgets among those).
+r. Resolution (not in the default parts): per tree, how many models lie within the pool's
+   own standard error of the best, the mean rank and gap of the default and of
+   sequential_halving at N = 50, and a lineage oracle (the whole budget inside the best
+   model's lineage) on the clustered trees.
 
 Data: $ZOOQL_SHARED_DATA or <repo>/../shared/data (never copied into the repo).
 """
@@ -223,13 +227,14 @@ def part_trees(reps, reps_slow, budgets, rows, sd, out):
     return summary
 
 
+def clustered_trees(seeds=CLUSTER_SEEDS):
+    """The clustered tree family: (label, ClusteredTree) per seed, 480-520 models."""
+    return [(f"C{j + 1}", clustered_tree(n_models=480 + 20 * j, seed=sd)) for j, sd in enumerate(seeds)]
+
+
 def clustered_pools(seeds=CLUSTER_SEEDS):
     """The clustered tree family: (label, outcome matrix) per seed, 480-520 models."""
-    out = []
-    for j, sd in enumerate(seeds):
-        T = clustered_tree(n_models=480 + 20 * j, seed=sd)
-        out.append((f"C{j + 1}", T.outcomes))
-    return out
+    return [(name, T.outcomes) for name, T in clustered_trees(seeds)]
 
 
 def score_pools(sd=2.5):
@@ -323,6 +328,57 @@ def part_default(reps, reps_slow, budgets, out):
     return chosen_st
 
 
+def lineage_oracle(X: np.ndarray, members: np.ndarray, budget: int, rng) -> int:
+    """A bound, not a strategy: told which models form the best model's lineage, spend the
+    whole budget inside it on Sequential Halving with shared queries (every survivor answers
+    the same fresh block each round, ranked by its sum over the blocks so far). Returns the pick."""
+    S = np.asarray(members)
+    rounds = max(1, int(np.ceil(np.log2(S.size))))
+    perm, pos = rng.permutation(X.shape[1]), 0
+    tot = np.zeros(X.shape[0])
+    while S.size > 1 and pos < perm.size:
+        block = perm[pos:pos + max(1, budget // (S.size * rounds))]
+        pos += block.size
+        tot[S] += X[np.ix_(S, block)].sum(axis=1)
+        S = S[np.argsort(-tot[S], kind="stable")[:int(np.ceil(S.size / 2))]]
+    return int(S[0])
+
+
+def part_resolution(reps, out, N=50):
+    """How finely the trees' top models are separated, against what the search measures."""
+    rows = []
+    trees = [(name, X, None) for name, X in score_pools()] + [(n, T.outcomes, T.head) for n, T in clustered_trees()]
+    for name, X, head in trees:
+        M, Q = X.shape
+        full = X.mean(axis=1)
+        best = full.max()
+        se = float(np.sqrt(best * (1 - best) / Q))
+        row = [name, str(M), f"{100 * best:.2f}", f"{100 * se:.2f}",
+               str(int(np.count_nonzero(full >= best - se))), str(int(np.count_nonzero(full >= best - se / 2)))]
+        for st in ("grouped_halving", "sequential_halving"):
+            rank, gap, _, _ = run_reps(matrix_oracle(X), full, M, Q, N, st, {}, reps, seed0=N * 1000)
+            row.append(f"{rank:.2f} / {gap:.2f}")
+        if head is None:
+            row += ["-", "-"]
+        else:
+            lineage = np.flatnonzero(head == head[int(np.argmax(full))])
+            rng = np.random.default_rng(0)
+            picks = [lineage_oracle(X, lineage, N * M, rng) for _ in range(reps)]
+            row += [str(lineage.size), f"{np.mean([1 + np.count_nonzero(full > full[i]) for i in picks]):.2f}"]
+        rows.append(row)
+        print("resolution", " | ".join(row), flush=True)
+    out.append("### r. Resolution: how far apart the best models are, against the rank target\n")
+    out.append(f"N = {N} queries per model, {reps} reps (the seeds of part d). `pool SE`: the standard error "
+               f"sqrt(p (1 - p) / Q) of the best model's full-pool accuracy p, i.e. how precisely the pool "
+               f"itself measures it; `within 1 SE`: models whose full-pool score is at most that far below the "
+               f"best. Rank / gap: mean rank of the returned model and its mean gap to the best (points). "
+               f"`lineage oracle`: a bound, not a strategy (`lineage_oracle`): told the best model's lineage "
+               f"(its `head` in the simulator), the whole budget goes to Sequential Halving inside it.\n")
+    out.append(md_table(["tree", "M", "best %", "pool SE (pts)", "within 1 SE", "within 0.5 SE",
+                         "grouped_halving rank / gap", "sequential_halving rank / gap", "best lineage size",
+                         "lineage oracle rank"], rows) + "\n")
+
+
 def part_sensitivity(reps, out, N=50, sds=(0.0, 1.5, 2.5, 3.5),
                      strategies=("gems", "gems_independent", "gems_adaptive", "sequential_halving")):
     """How much correlated sampling gains depends on how correlated the outcomes are."""
@@ -389,7 +445,8 @@ def main(argv=None):
     ap.add_argument("--sd", type=float, default=2.5, help="IRT difficulty sd")
     ap.add_argument("--strategies", default=None, help="comma-separated subset of row labels or strategy names")
     ap.add_argument("--parts", default="1,2,c,d,4", help="1 = real outcomes, 2 = trees, c = clustered trees, "
-                    "d = default check, 4 = overhead, s = sensitivity to the IRT difficulty sd (not in the default)")
+                    "d = default check, 4 = overhead, s = sensitivity to the IRT difficulty sd, r = resolution of the "
+                    "trees' top models against the rank target (s and r are not in the default)")
     ap.add_argument("--no-append", action="store_true")
     a = ap.parse_args(argv)
     budgets = [int(x) for x in a.budgets.split(",")]
@@ -416,6 +473,8 @@ def main(argv=None):
         part_overhead(out)
     if "s" in parts:
         part_sensitivity(a.reps, out)
+    if "r" in parts:
+        part_resolution(a.reps, out)
     elapsed = time.time() - t_start
     cmd = "OMP_NUM_THREADS=1 python benchmarks/discover_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     head = (f"\n## DISCOVER: hidden-gems model search ({_dt.date.today().isoformat()})\n\n"
