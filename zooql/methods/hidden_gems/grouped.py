@@ -50,6 +50,15 @@ the focused rounds start). Together (``irt``, ``early_group=8``) they were lower
 design trees at every budget but not on the benchmark's trees, so neither is the default
 (benchmarks/RESULTS.md).
 
+Option ``pool`` (off by default; :mod:`~.pooled`): once at most ``pool_until`` models
+survive, every cut finds clusters of near-copies among the survivors from the answers so far
+(pairs that disagree far less than two independent models of their abilities would), and a
+group that holds a cluster member ranks its members by the cluster's level (the additive fit
+over the union of the members' answers, the cluster counted once per query) plus each member's
+paired deviation from its mates; ``anchor`` adds a block that every survivor answers. It was
+lower on the design trees at N = 50 but higher at N = 10 (benchmarks/RESULTS.md), so it is not
+the default.
+
 Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
 only (another IRT draw of the score trees and clustered trees with other seeds than the
 benchmark's); see benchmarks/RESULTS.md.
@@ -292,7 +301,11 @@ def _pooled(S: Search, rec: _Record, alive: np.ndarray, lam: float, kappa: float
     out = np.full(S.M, np.nan)
     out[alive] = pooled_scores(Y, labels, lambda Z: additive_scores(Z, lam), kappa)
     copies = np.zeros(S.M, dtype=bool)
-    copies[alive] = np.bincount(labels)[labels] > 1
+    sizes = np.bincount(labels)
+    copies[alive] = sizes[labels] > 1
+    S.notes[:] = [n for n in S.notes if not n.startswith("pool:")]
+    S.notes.append(f"pool: {int(np.sum(sizes > 1))} clusters of near-copies (largest {int(sizes.max())}) "
+                   f"among the {alive.size} survivors at the last pooled cut")
     return out, copies
 
 
