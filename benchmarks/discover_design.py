@@ -61,10 +61,13 @@ def design_pools(score: bool = True) -> list[tuple[str, np.ndarray, np.ndarray |
     return out
 
 
+REP_OFFSET = [0]    # --rep-offset: fresh reps start at seed N*1000+500+offset
+
+
 def _run(X: np.ndarray, N: int, r: int, opts: dict):
     M, Q = X.shape
     return discover(lambda m, q: X[m, q], M, Q, N * M, strategy="grouped_halving",
-                    seed=N * 1000 + 500 + r, **opts)
+                    seed=N * 1000 + 500 + REP_OFFSET[0] + r, **opts)
 
 
 def mean_ranks(pools, N: int, reps: int, opts: dict, patch=None) -> list[float]:
@@ -156,7 +159,9 @@ def main(argv=None):
     ap.add_argument("--N", type=int, default=50)
     ap.add_argument("--options", default="{}", help="grouped_halving options as JSON")
     ap.add_argument("--only", default="eval,alive,oracle-final,oracle-order,oracle-order-seen")
+    ap.add_argument("--rep-offset", type=int, default=0, help="first rep's seed offset (fresh reps for a confirmation)")
     a = ap.parse_args(argv)
+    REP_OFFSET[0] = a.rep_offset
     opts = json.loads(a.options)
     pools = design_pools()
     labels = [p[0] for p in pools]
@@ -170,7 +175,7 @@ def main(argv=None):
                       flush=True)
             continue
         r = mean_ranks(pools, a.N, a.reps, opts, rows[what])
-        print(f"{what} N={a.N} {opts} reps={a.reps}: mean {np.mean(r):.2f} [" +
+        print(f"{what} N={a.N} {opts} reps={a.reps}{f' offset={a.rep_offset}' if a.rep_offset else ''}: mean {np.mean(r):.2f} [" +
               " ".join(f"{lab} {x:.1f}" for lab, x in zip(labels, r)) + f"] ({time.time() - t0:.0f} s)", flush=True)
     return 0
 

@@ -244,6 +244,13 @@ def test_grouped_halving_options(hub):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (early_group = 0)")
     with pytest.raises(zooql.ZooQLError, match="irt must be true or false"):
         hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (irt = 1)")
+    res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
+                      "OPTIONS (pool = true, pool_until = 4, anchor = 2, kappa = 10)")
+    assert SPENT.search(res.message) and res.rows[0][1] == "gem"
+    with pytest.raises(zooql.ZooQLError, match="pool must be true or false"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (pool = 1)")
+    with pytest.raises(zooql.ZooQLError, match="kappa must be a number >= 0"):
+        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (kappa = 'x')")
 
 
 def _easy_pool_tree():

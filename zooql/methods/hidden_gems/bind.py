@@ -31,7 +31,7 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
     "gems_adaptive": ("z", "eta", "qmin_auto", "cluster_cap", "cluster_eps"),
     "sequential_halving": ("correlated", "cumulative"),
     "halving_hybrid": ("switch", "min_count"),
-    "grouped_halving": ("group", "rel_until", "lam", "focus", "irt", "early_group"),
+    "grouped_halving": ("group", "rel_until", "lam", "focus", "irt", "early_group", "pool", "pool_until", "anchor", "kappa"),
     "uniform": ("correlated",),
     "successive_rejects": (),
     "ucb": ("n_steps", "c"),
@@ -41,8 +41,8 @@ STRATEGY_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 #: OPTIONS of the statement itself (not the strategy)
 STATEMENT_OPTIONS = ("show_all", "batch_size", "strict")
-_INT_OPTIONS = {"group": 1, "early_group": 1, "rel_until": 0, "focus": 0, "switch": 1, "min_count": 0, "keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
-_BOOL_OPTIONS = ("irt", "paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
+_INT_OPTIONS = {"group": 1, "early_group": 1, "pool_until": 1, "anchor": 0, "rel_until": 0, "focus": 0, "switch": 1, "min_count": 0, "keep": 1, "final": 1, "n_steps": 1, "n_samples": 1, "qmin_auto": 0, "batch_size": 1}
+_BOOL_OPTIONS = ("irt", "pool", "paper_table4", "correlated", "cumulative", "show_all", "strict", "cluster_cap")
 _FRACTION_OPTIONS = ("first_frac", "beta")
 _SCHEDULE_OPTIONS = ("keep", "first_frac", "final", "paper_table4")
 _MODEL_COLUMNS = "id, name, source, checkpoint, loadable, downloads, preprocess"
@@ -97,9 +97,9 @@ def _strategy_options(strategy: str, opts: dict) -> tuple[dict, dict]:
         elif key in _FRACTION_OPTIONS:
             if not isinstance(val, (int, float)) or isinstance(val, bool) or not 0 < val < 1:
                 raise BindError(f"option {key} must be a number between 0 and 1, got {val!r}")
-        elif key == "lam":
+        elif key in ("lam", "kappa"):
             if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
-                raise BindError(f"option lam must be a number >= 0, got {val!r}")
+                raise BindError(f"option {key} must be a number >= 0, got {val!r}")
         elif key == "posterior":
             if val not in ("beta", "gaussian"):
                 raise BindError(f"option posterior must be 'beta' or 'gaussian', got {val!r}")

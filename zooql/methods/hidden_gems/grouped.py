@@ -50,6 +50,15 @@ the focused rounds start). Together (``irt``, ``early_group=8``) they were lower
 design trees at every budget but not on the benchmark's trees, so neither is the default
 (benchmarks/RESULTS.md).
 
+Option ``pool`` (off by default; :mod:`~.pooled`): once at most ``pool_until`` models
+survive, every cut finds clusters of near-copies among the survivors from the answers so far
+(pairs that disagree far less than two independent models of their abilities would), and a
+group that holds a cluster member ranks its members by the cluster's level (the additive fit
+over the union of the members' answers, the cluster counted once per query) plus each member's
+paired deviation from its mates; ``anchor`` adds a block that every survivor answers. It was
+lower on the design trees at N = 50-100 but higher at N = 10 and 30 (benchmarks/RESULTS.md), so it is not
+the default.
+
 Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
 only (another IRT draw of the score trees and clustered trees with other seeds than the
 benchmark's); see benchmarks/RESULTS.md.
@@ -59,6 +68,7 @@ from __future__ import annotations
 import numpy as np
 
 from zooql.methods.hidden_gems.core import Round, Search
+from zooql.methods.hidden_gems.pooled import KAPPA, copy_clusters, pooled_scores
 from zooql.methods.hidden_gems.strategies import halving_plan
 
 GROUP_SIZE = 16
@@ -69,6 +79,9 @@ IRT = False         # focused order from the Rasch fit (option irt)
 EARLY_GROUP = None  # group size while more than EARLY_UNTIL survive (None: ``group``)
 EARLY_UNTIL = 128   # groups of ``early_group`` while more than this many models survive
 IRT_ITERS = 15
+POOL = False        # pooled scores of near-copy clusters at the cuts (option pool, :mod:`~.pooled`)
+POOL_UNTIL = 64     # ... once at most this many models survive
+ANCHOR = 0          # ... optionally with a common anchor block of this many queries in all (0: none)
 IRT_PRIOR_SD = 3.0
 
 
@@ -98,10 +111,12 @@ class _Record:
         return Y
 
 
-def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25) -> np.ndarray:
+def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25, effects: bool = False):
     """Model effects ``a`` of ``y_mq = a_m + d_q + noise`` over the answered cells of ``Y``
     (NaN = not answered), with a ridge ``lam`` on the query effects: a query answered by one
-    model only moves its estimate a little, a query answered by all of them cancels out."""
+    model only moves its estimate a little, a query answered by all of them cancels out.
+    ``effects``: return ``(a, d)``, the query effects ``d`` over all of ``Y``'s columns (0
+    where nobody answered)."""
     obs = ~np.isnan(Y)
     cols = obs.any(axis=0)
     Y, obs = Y[:, cols].astype(np.float64), obs[:, cols]
@@ -113,6 +128,10 @@ def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25) -> np.nd
     for _ in range(iters):
         d = np.where(obs, Y0 - a[:, None], 0.0).sum(axis=0) / (n_q + lam)
         a = np.where(obs, Y0 - d[None, :], 0.0).sum(axis=1) / n_m
+    if effects:
+        d_all = np.zeros(cols.size)
+        d_all[cols] = d
+        return a, d_all
     return a
 
 
@@ -226,12 +245,20 @@ def _fill_pairs(S: Search, G: np.ndarray, t: int, rec: _Record, order: np.ndarra
 
 
 def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: int,
-               focus: bool = False, irt: bool = False) -> tuple[np.ndarray, int]:
+               focus: bool = False, irt: bool = False, anchor: int = 0) -> tuple[np.ndarray, int, int]:
     """One round's queries, asked in one oracle call: a fresh shared block per group while
     the pool has enough unused queries left, else each member fills in its group's order.
-    Returns every model's mean on this round's queries (NaN if none) and the new block
-    pointer."""
+    ``anchor``: in the block case, the first ``anchor`` of the ``t`` queries are one block
+    common to every group. Returns every model's mean on this round's queries (NaN if
+    none), the new block pointer and the anchor queries asked."""
     mm, qq = [], []
+    anchor = min(int(anchor), t) if not focus and ptr + anchor + len(groups) * (t - anchor) <= S.Q else 0
+    if anchor:
+        alive = np.concatenate(groups)
+        mm.append(np.repeat(alive, anchor))
+        qq.append(np.tile(S.perm[ptr:ptr + anchor], alive.size))
+        ptr += anchor
+        t -= anchor
     if focus:
         ranked = informative_order(S, rec, np.concatenate(groups), irt)
         n_g = len(groups)
@@ -259,13 +286,38 @@ def _ask_round(S: Search, groups: list[np.ndarray], t: int, rec: _Record, ptr: i
     cnt = np.bincount(mm, minlength=S.M)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(cnt > 0, np.bincount(mm, weights=sc, minlength=S.M) / np.maximum(cnt, 1), np.nan)
-    return means, ptr
+    return means, ptr, anchor
+
+
+def _pooled(S: Search, rec: _Record, alive: np.ndarray, lam: float, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every survivor's pooled score (:mod:`~.pooled`; NaN for the others): clusters of
+    near-copies from the answers so far, ``level + dev`` for their members, the additive
+    fit over all survivors for singletons; and whether each model is in a cluster of two
+    or more."""
+    Y = rec.dense(alive, S.Q)
+    m, q, s = _answers(rec)
+    theta, b = rasch_fit(m, q, s, S.M, S.Q)
+    labels = copy_clusters(Y, theta[alive], b[np.bincount(q, minlength=S.Q) > 0])
+    out = np.full(S.M, np.nan)
+    out[alive] = pooled_scores(Y, labels, lambda Z: additive_scores(Z, lam), kappa)
+    copies = np.zeros(S.M, dtype=bool)
+    sizes = np.bincount(labels)
+    copies[alive] = sizes[labels] > 1
+    S.notes[:] = [n for n in S.notes if not n.startswith("pool:")]
+    S.notes.append(f"pool: {int(np.sum(sizes > 1))} clusters of near-copies (largest {int(sizes.max())}) "
+                   f"among the {alive.size} survivors at the last pooled cut")
+    return out, copies
 
 
 def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: int | None = None,
                         lam: float | None = None, focus: int | None = None, irt: bool | None = None,
-                        early_group: int | None = None, **opts) -> None:
+                        early_group: int | None = None, pool: bool | None = None, anchor: int | None = None,
+                        pool_until: int | None = None, kappa: float | None = None, **opts) -> None:
     """Sequential Halving with paired comparisons inside random groups (module docstring)."""
+    pool = POOL if pool is None else bool(pool)
+    anchor = ANCHOR if anchor is None else int(anchor)
+    pool_until = POOL_UNTIL if pool_until is None else int(pool_until)
+    kappa = KAPPA if kappa is None else float(kappa)
     group = GROUP_SIZE if group is None else max(1, int(group))
     rel_until = REL_UNTIL if rel_until is None else int(rel_until)
     lam = RIDGE if lam is None else float(lam)
@@ -275,15 +327,18 @@ def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: 
     sizes, q = halving_plan(S.M, S.B, S.Q, k)
     rec = _Record(S.M)
     rel = np.zeros(S.M)
-    alive, ptr = np.arange(S.M), 0
+    alive, ptr, anchored = np.arange(S.M), 0, 0
     for r, (n_r, q_r) in enumerate(zip(sizes, q)):
         before = S.spent
         groups = _split(S, alive, early_group if alive.size > EARLY_UNTIL else group)
         keep = sizes[r + 1] if r + 1 < len(sizes) else min(k, alive.size)
         means = np.full(S.M, np.nan)
+        pooling = pool and alive.size <= pool_until
         if q_r > 0 and S.remaining > 0:
-            means, ptr = _ask_round(S, groups, int(q_r), rec, ptr, focus=0 < alive.size <= focus,
-                                     irt=irt)
+            means, ptr, a_r = _ask_round(S, groups, int(q_r), rec, ptr, focus=0 < alive.size <= focus,
+                                         irt=irt, anchor=max(0, anchor - anchored) if pooling else 0)
+            anchored += a_r
+        pooled, copies = _pooled(S, rec, alive, lam, kappa) if pooling and rec.log else (None, None)
         cost = S.spent - before
         S.rounds.append(Round(r, int(alive.size), int(cost // max(alive.size, 1)), int(cost)))
         kept = []
@@ -292,7 +347,9 @@ def run_grouped_halving(S: Search, k: int, group: int | None = None, rel_until: 
             ok = np.isfinite(mu)
             if ok.any():
                 rel[G] += np.where(ok, mu - mu[ok].mean(), 0.0) * q_r
-            if int(S.counts[G].min()) < rel_until:
+            if pooled is not None and copies[G].any():
+                scores = pooled[G]
+            elif int(S.counts[G].min()) < rel_until:
                 scores = rel[G]
             else:
                 scores = additive_scores(rec.dense(G, S.Q), lam)
