@@ -284,6 +284,7 @@ DEFAULT_ROWS = [("gems (paper)", "gems", {}),
                 ("halving_hybrid", "halving_hybrid", {}),
                 ("grouped_halving", "grouped_halving", {}),
                 ("grouped_halving irt+early8", "grouped_halving", {"irt": True, "early_group": 8}),
+                ("grouped_halving pool", "grouped_halving", {"pool": True}),
                 ("successive_rejects", "successive_rejects", {}),
                 ("uniform", "uniform", {})]
 
