@@ -56,8 +56,8 @@ survive, every cut finds clusters of near-copies among the survivors from the an
 group that holds a cluster member ranks its members by the cluster's level (the additive fit
 over the union of the members' answers, the cluster counted once per query) plus each member's
 paired deviation from its mates; ``anchor`` adds a block that every survivor answers. It was
-lower on the design trees at N = 50-100 but higher at N = 10 and 30 (benchmarks/RESULTS.md), so it is not
-the default.
+lower on 200 design reps from N = 20 on, but on the benchmark's trees it was worse at five budgets of
+six (benchmarks/RESULTS.md, session 6), so it is not the default.
 
 Thresholds (``group=16``, ``rel_until=64``, ``lam=1``, ``focus=32``) were set on design trees
 only (another IRT draw of the score trees and clustered trees with other seeds than the
