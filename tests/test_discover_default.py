@@ -232,25 +232,22 @@ def test_additive_scores_pairs_the_shared_queries():
     assert r1[2] - r1[0] > r2[2] - r2[0]
 
 
-def test_grouped_halving_options(hub):
-    res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
-                      "OPTIONS (group = 2, rel_until = 0, lam = 0.5, focus = 4, irt = true, early_group = 3)")
+@pytest.mark.parametrize("options", ["group = 2, rel_until = 0, lam = 0.5, focus = 4, irt = true, early_group = 3",
+                                     "pool = true, pool_until = 4, anchor = 2, kappa = 10"])
+def test_grouped_halving_options(hub, options):
+    res = hub.execute(f"DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS ({options})")
     assert SPENT.search(res.message) and res.rows[0][1] == "gem"
-    with pytest.raises(zooql.ZooQLError, match="lam must be a number >= 0"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (lam = 'x')")
-    with pytest.raises(zooql.ZooQLError, match="group must be an integer >= 1"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (group = 0)")
-    with pytest.raises(zooql.ZooQLError, match="early_group must be an integer >= 1"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (early_group = 0)")
-    with pytest.raises(zooql.ZooQLError, match="irt must be true or false"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (irt = 1)")
-    res = hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving "
-                      "OPTIONS (pool = true, pool_until = 4, anchor = 2, kappa = 10)")
-    assert SPENT.search(res.message) and res.rows[0][1] == "gem"
-    with pytest.raises(zooql.ZooQLError, match="pool must be true or false"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (pool = 1)")
-    with pytest.raises(zooql.ZooQLError, match="kappa must be a number >= 0"):
-        hub.execute("DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS (kappa = 'x')")
+
+
+@pytest.mark.parametrize("option, error", [("lam = 'x'", "lam must be a number >= 0"),
+                                           ("group = 0", "group must be an integer >= 1"),
+                                           ("early_group = 0", "early_group must be an integer >= 1"),
+                                           ("irt = 1", "irt must be true or false"),
+                                           ("pool = 1", "pool must be true or false"),
+                                           ("kappa = 'x'", "kappa must be a number >= 0")])
+def test_grouped_halving_option_errors(hub, option, error):
+    with pytest.raises(zooql.ZooQLError, match=error):
+        hub.execute(f"DISCOVER BEST IN TREE t ON qa BUDGET 40 USING grouped_halving OPTIONS ({option})")
 
 
 def _easy_pool_tree():
