@@ -111,12 +111,10 @@ class _Record:
         return Y
 
 
-def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25, effects: bool = False):
+def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25) -> np.ndarray:
     """Model effects ``a`` of ``y_mq = a_m + d_q + noise`` over the answered cells of ``Y``
     (NaN = not answered), with a ridge ``lam`` on the query effects: a query answered by one
-    model only moves its estimate a little, a query answered by all of them cancels out.
-    ``effects``: return ``(a, d)``, the query effects ``d`` over all of ``Y``'s columns (0
-    where nobody answered)."""
+    model only moves its estimate a little, a query answered by all of them cancels out."""
     obs = ~np.isnan(Y)
     cols = obs.any(axis=0)
     Y, obs = Y[:, cols].astype(np.float64), obs[:, cols]
@@ -128,10 +126,6 @@ def additive_scores(Y: np.ndarray, lam: float = RIDGE, iters: int = 25, effects:
     for _ in range(iters):
         d = np.where(obs, Y0 - a[:, None], 0.0).sum(axis=0) / (n_q + lam)
         a = np.where(obs, Y0 - d[None, :], 0.0).sum(axis=1) / n_m
-    if effects:
-        d_all = np.zeros(cols.size)
-        d_all[cols] = d
-        return a, d_all
     return a
 
 
